@@ -1,0 +1,190 @@
+"""The ``tinysr`` command line.
+
+Every command has ``--help``. Bad input (a missing folder, an unknown model, a bad scale, an
+unreadable image) prints one line ``tinysr: error: ...`` and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import TinySRError
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'WxH' -> (H, W)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size WxH (e.g. 320x180)") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
+    return h, w
+
+
+def _scale(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer scale") from None
+    from .models.registry import SUPPORTED_SCALES
+
+    if value not in SUPPORTED_SCALES:
+        raise argparse.ArgumentTypeError(f"{value}: supported scales are {', '.join(map(str, SUPPORTED_SCALES))}")
+    return value
+
+
+def resolve_model(name_or_path: str, scale: int, device: str = "cpu", warn: bool = True):
+    """A registry name (built for ``scale``) or a model file (whose scale must be ``scale``)."""
+    from .model_file import load
+    from .models import create_model, list_models, model_spec
+
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors" or path.exists() or name_or_path not in list_models():
+        if not path.exists() and name_or_path not in list_models() and path.suffix != ".safetensors":
+            raise TinySRError(f"unknown model {name_or_path!r}: not a model file nor one of {', '.join(list_models())}")
+        model = load(path, device=device)
+        file_scale = model_spec(model).scale
+        if file_scale != scale:
+            raise TinySRError(f"{path}: model is for x{file_scale}, but --scale {scale} was asked for")
+        return model
+    model = create_model(name_or_path, scale=scale).to(device).eval()
+    if warn and any(True for _ in model.parameters()):
+        print(f"tinysr: warning: {name_or_path} is untrained (random weights); pass a model file for real results", file=sys.stderr)
+    return model
+
+
+def _write_json(path: str, payload) -> None:
+    from .model_file import atomic_write
+
+    text = json.dumps(payload, indent=2)
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from .data import BenchmarkSet, LRCache
+    from .evaluate import evaluate
+
+    for folder in args.data:
+        if not Path(folder).is_dir():
+            raise TinySRError(f"--data {folder}: no such folder")
+    cache = None if args.no_cache else LRCache(args.cache_dir)
+    scores = []
+    for scale in args.scale:
+        model = resolve_model(args.model, scale, device=args.device, warn=scale == args.scale[0])
+        for folder in args.data:
+            dataset = BenchmarkSet(folder, scale, lr_from_files=args.lr_from_files, cache=cache)
+            scores.append(evaluate(model, dataset, save_dir=args.save_dir, progress=not args.quiet))
+    print(f"{'dataset':<16}{'scale':>6}{'PSNR':>10}{'SSIM':>9}{'images':>8}")
+    for s in scores:
+        print(f"{s.dataset:<16}{'x' + str(s.scale):>6}{s.psnr:>10.3f}{s.ssim:>9.4f}{s.images:>8}")
+    if args.json:
+        _write_json(args.json, [s.as_dict() for s in scores])
+    return 0
+
+
+def _human(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}" if float(n).is_integer() else f"{n:.2f}"
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .profile import profile
+
+    if args.hr_size is not None:
+        h, w = args.hr_size
+        if h % args.scale or w % args.scale:
+            raise TinySRError(f"--hr-size {w}x{h} is not divisible by --scale {args.scale}")
+        lr_size = (h // args.scale, w // args.scale)
+    else:
+        lr_size = args.lr_size
+    model = resolve_model(args.model, args.scale, warn=False)
+    result = profile(model, lr_size)
+    if args.json:
+        _write_json(args.json, {"model": args.model, "scale": args.scale, "lr_size": [lr_size[1], lr_size[0]], **result.summary()})
+        return 0
+    print(f"{args.model} x{args.scale}, LR input {lr_size[1]}x{lr_size[0]}")
+    print(f"{'layer':<40}{'type':<20}{'params':>10}{'binary':>10}{'MACs':>10}{'BOPs':>10}")
+    for layer in result.layers:
+        print(
+            f"{layer.name[:39]:<40}{layer.kind[:19]:<20}{_human(layer.params_fp):>10}{_human(layer.params_binary):>10}"
+            f"{_human(layer.flops):>10}{_human(layer.bops):>10}"
+        )
+    s = result.summary()
+    print(
+        f"total: params {_human(s['params'])} (fp {_human(s['params_fp'])}, binary {_human(s['params_binary'])} at 1/32), "
+        f"FLOPs {_human(s['flops'])}, BOPs {_human(s['bops'])}, OPs {_human(s['ops'])}"
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``tinysr: error: ...``) and exit status 2."""
+
+    def error(self, message: str):
+        command = self.prog.split()[-1]
+        where = "" if command == "tinysr" else f"{command}: "
+        self.exit(2, f"tinysr: error: {where}{message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="tinysr", description="Efficient single-image super-resolution.")
+    parser.add_argument("--version", action="version", version=f"tinysr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("test", help="evaluate a model on benchmark sets (PSNR/SSIM, SPEC §1)")
+    p.add_argument("--model", "-m", required=True, help="registry name (e.g. bicubic) or model file")
+    p.add_argument("--data", "-d", nargs="+", required=True, metavar="DIR", help="benchmark folders (HR images, or holding HR/)")
+    p.add_argument("--scale", "-s", nargs="+", type=_scale, required=True, metavar="S")
+    p.add_argument("--json", metavar="FILE", help="write the scores as a JSON list")
+    p.add_argument("--save-dir", metavar="DIR", help="write the SR images under DIR/dataset/xS/")
+    p.add_argument("--lr-from-files", action="store_true", help="read LR from LR_bicubic/XS instead of generating it")
+    p.add_argument("--no-cache", action="store_true", help="do not cache generated LR images on disk")
+    p.add_argument("--cache-dir", metavar="DIR", help="LR cache folder (default $TINYSR_CACHE/lr or ~/.cache/tinysr/lr)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("profile", help="count params, FLOPs, BOPs and OPs (SPEC §3)")
+    p.add_argument("--model", "-m", required=True, help="registry name or model file")
+    p.add_argument("--scale", "-s", type=_scale, required=True)
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--lr-size", type=_size, metavar="WxH", help="LR input size (binary SR tables use 320x180)")
+    size.add_argument("--hr-size", type=_size, metavar="WxH", help="HR output size (FP SR tables use 1280x720)")
+    p.add_argument("--json", metavar="FILE", help="write the totals as JSON")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("models", help="list the registered model names")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except TinySRError as exc:
+        print(f"tinysr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinysr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

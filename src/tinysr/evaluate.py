@@ -1,0 +1,49 @@
+"""Evaluating a model on benchmark sets under the protocol of SPEC §1."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+from tqdm import tqdm
+
+from .data import BenchmarkSet
+from .errors import TinySRError
+from .inference import upscale
+from .io import write_image
+from .metrics import psnr, ssim
+
+
+@dataclass
+class Score:
+    """A dataset's score: mean PSNR / SSIM over its images (keys of ``tinysr test --json``)."""
+
+    dataset: str
+    scale: int
+    psnr: float
+    ssim: float
+    images: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(model: nn.Module, dataset: BenchmarkSet, save_dir: str | Path | None = None, progress: bool = True) -> Score:
+    """PSNR/SSIM (Y channel, ``scale``-pixel border crop) of ``model`` on ``dataset``."""
+    model.eval()
+    psnrs, ssims = [], []
+    bar = tqdm(dataset, total=len(dataset), desc=f"{dataset.name} x{dataset.scale}", disable=not progress, leave=False)
+    for sample in bar:
+        sr = upscale(model, sample.lr)
+        if sr.shape[-2:] != sample.hr.shape[:2]:
+            raise TinySRError(
+                f"{dataset.name}/{sample.name}: model output {tuple(sr.shape[-2:])} does not match HR {sample.hr.shape[:2]}; "
+                f"is the model made for x{dataset.scale}?"
+            )
+        psnrs.append(psnr(sr, sample.hr, crop_border=dataset.scale))
+        ssims.append(ssim(sr, sample.hr, crop_border=dataset.scale))
+        if save_dir is not None:
+            write_image(Path(save_dir) / dataset.name / f"x{dataset.scale}" / f"{sample.name}.png", sr)
+    return Score(dataset.name, dataset.scale, float(np.mean(psnrs)), float(np.mean(ssims)), len(psnrs))

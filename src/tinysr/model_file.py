@@ -1,0 +1,87 @@
+"""The one model file format (DESIGN.md principle 4): safetensors weights + JSON metadata.
+
+The metadata holds the registry name and keyword arguments the model was built with, its
+scale, and the tinysr version, so :func:`load` rebuilds the module with
+:func:`tinysr.create_model` and loads the weights strictly. No pickled code is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .errors import TinySRError
+from .models.registry import create_model, model_spec
+
+FORMAT_NAME = "tinysr-model"
+FORMAT_VERSION = "1"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``: a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(model: nn.Module, path: str | Path) -> None:
+    """Write ``model`` (built by :func:`tinysr.create_model`) to ``path`` atomically."""
+    from . import __version__
+
+    spec = model_spec(model)
+    # clone: safetensors refuses tensors that share storage (tied weights, views).
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "name": spec.name,
+        "kwargs": json.dumps(spec.kwargs, sort_keys=True),
+        "scale": str(spec.scale),
+        "tinysr_version": __version__,
+    }
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a model file; raises :class:`TinySRError` naming the file if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise TinySRError(f"{path}: no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TinySRError(f"{path}: not a safetensors model file ({exc})") from exc
+    if metadata.get("format") != FORMAT_NAME:
+        raise TinySRError(f"{path}: not a tinysr model file (no '{FORMAT_NAME}' metadata)")
+    return metadata
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model stored in ``path`` and load its weights (strictly), in eval mode."""
+    path = Path(path)
+    metadata = read_metadata(path)
+    kwargs = json.loads(metadata["kwargs"])
+    model = create_model(metadata["name"], **kwargs)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError) as exc:
+        raise TinySRError(f"{path}: weights do not match model {metadata['name']!r} ({exc})") from exc
+    return model.to(device).eval()

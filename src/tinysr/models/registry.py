@@ -1,0 +1,73 @@
+"""Named model configurations: ``@register`` a builder, then ``create_model(name, scale=..., **overrides)``.
+
+Each registered builder is a small function taking keyword arguments (at least ``scale``) and
+returning an ``nn.Module``. :func:`create_model` records the registry name and the exact
+keyword arguments on the module (``model.tinysr_spec``), which is what :func:`tinysr.save`
+writes into the model file so that :func:`tinysr.load` rebuilds the same model without pickle.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from ..errors import TinySRError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+SUPPORTED_SCALES = (2, 3, 4)
+
+
+@dataclass
+class ModelSpec:
+    """What rebuilds a model: registry name and keyword arguments (JSON-serialisable)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> int:
+        return int(self.kwargs["scale"])
+
+
+def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``fn`` under its own name; names are unique."""
+    name = fn.__name__
+    if name in _REGISTRY:
+        raise RuntimeError(f"model {name!r} registered twice")
+    _REGISTRY[name] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, scale: int = 4, **overrides: Any) -> nn.Module:
+    """Build the registered model ``name`` for ``scale``; ``overrides`` replace builder defaults."""
+    if name not in _REGISTRY:
+        raise TinySRError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    if scale not in SUPPORTED_SCALES:
+        raise TinySRError(f"scale {scale}: supported scales are {', '.join(map(str, SUPPORTED_SCALES))}")
+    builder = _REGISTRY[name]
+    params = inspect.signature(builder).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in overrides if k not in params and not accepts_any]
+    if unknown:
+        raise TinySRError(f"model {name!r} has no option {unknown[0]!r}; options: {', '.join(k for k in params if k != 'scale')}")
+    kwargs = {"scale": scale, **overrides}
+    model = builder(**kwargs)
+    model.tinysr_spec = ModelSpec(name, kwargs)
+    return model
+
+
+def model_spec(model: nn.Module) -> ModelSpec:
+    """The spec a model was created with; raises if it was not built by :func:`create_model`."""
+    spec = getattr(model, "tinysr_spec", None)
+    if spec is None:
+        raise TinySRError("model was not built by tinysr.create_model, so it cannot be saved as a model file")
+    return spec

@@ -1,0 +1,47 @@
+"""Full-precision building blocks shared by the backbones of SPEC §4."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# DIV2K's RGB mean in [0, 1]: EDSR subtracts it at the input and adds it back at the output.
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def conv(in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True) -> nn.Conv2d:
+    """A 'same'-padded, stride-1 convolution (odd kernel sizes)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+
+
+class MeanShift(nn.Module):
+    """Adds ``sign * mean`` per RGB channel; the mean is a buffer, so it travels with the weights."""
+
+    def __init__(self, mean: tuple[float, float, float] = DIV2K_RGB_MEAN, sign: int = -1):
+        super().__init__()
+        self.register_buffer("shift", sign * torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.shift
+
+
+class PixelShuffleUpsampler(nn.Sequential):
+    """Sub-pixel upsampler: per x2 stage conv C->4C + PixelShuffle(2); x3 is one conv C->9C + PixelShuffle(3).
+
+    ``act`` builds an optional activation placed after each PixelShuffle (SRResNet uses PReLU,
+    EDSR none).
+    """
+
+    def __init__(self, scale: int, channels: int, act=None):
+        if scale & (scale - 1) == 0:
+            stages = [2] * (scale.bit_length() - 1)
+        elif scale == 3:
+            stages = [3]
+        else:
+            raise ValueError(f"PixelShuffleUpsampler: unsupported scale {scale} (use 2^n or 3)")
+        layers: list[nn.Module] = []
+        for s in stages:
+            layers += [conv(channels, channels * s * s, 3), nn.PixelShuffle(s)]
+            if act is not None:
+                layers.append(act(channels))
+        super().__init__(*layers)
