@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinysr import create_model, save
+from tinysr.cli import main
+from tinysr.io import write_image
+
+# SPEC §1 reference values for this protocol (PSNR, SSIM).
+BICUBIC = {
+    ("Set5", 2): (33.682, 0.9305), ("Set5", 3): (30.405, 0.8690), ("Set5", 4): (28.431, 0.8113),
+    ("Set14", 2): (30.330, 0.8700), ("Set14", 3): (27.634, 0.7760), ("Set14", 4): (26.092, 0.7050),
+}  # fmt: skip
+
+
+def test_bicubic_table_reproduces_spec(data_dir, tmp_path, capsys):
+    out = tmp_path / "scores.json"
+    args = ["test", "--model", "bicubic", "--data", str(data_dir / "Set5"), str(data_dir / "Set14"), "--scale", "2", "3", "4"]
+    assert main(args + ["--json", str(out), "-q"]) == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 6
+    for row in rows:
+        assert set(row) == {"dataset", "scale", "psnr", "ssim", "images"}
+        ref_psnr, ref_ssim = BICUBIC[(row["dataset"], row["scale"])]
+        assert row["psnr"] == pytest.approx(ref_psnr, abs=0.01), row
+        assert row["ssim"] == pytest.approx(ref_ssim, abs=0.0005), row
+        assert row["images"] == (5 if row["dataset"] == "Set5" else 14)
+    assert "Set14" in capsys.readouterr().out
+
+
+def test_save_dir_and_model_file(data_dir, tmp_path):
+    model_path = tmp_path / "edsr.safetensors"
+    save(create_model("edsr_baseline", scale=2, blocks=1, channels=8), model_path)
+    code = main(["test", "-m", str(model_path), "-d", str(data_dir / "Set5"), "-s", "2", "--save-dir", str(tmp_path / "sr"), "-q"])
+    assert code == 0
+    assert len(list((tmp_path / "sr" / "Set5" / "x2").glob("*.png"))) == 5
+
+
+def test_model_file_scale_mismatch(tmp_path, data_dir, capsys):
+    model_path = tmp_path / "m.safetensors"
+    save(create_model("vdsr", scale=2, depth=3), model_path)
+    assert main(["test", "-m", str(model_path), "-d", str(data_dir / "Set5"), "-s", "4", "-q"]) == 2
+    assert "x2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["test", "-m", "bicubic", "-d", "/no/such/folder", "-s", "2"], "/no/such/folder"),
+        (["test", "-m", "nonexistent_model", "-d", ".", "-s", "2"], "nonexistent_model"),
+        (["test", "-m", "bicubic", "-d", ".", "-s", "7"], "scale"),
+        (["test", "-m", "missing.safetensors", "-d", ".", "-s", "2"], "missing.safetensors"),
+        (["profile", "-m", "vdsr", "-s", "2", "--lr-size", "axb"], "axb"),
+        (["profile", "-m", "vdsr", "-s", "2"], "--lr-size"),
+    ],
+)
+def test_errors_are_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        raise SystemExit(main(argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err
+    assert err.startswith("tinysr: error:")
+
+
+def test_unreadable_image_is_named(tmp_path, capsys):
+    write_image(tmp_path / "set" / "good.png", np.zeros((16, 16, 3), np.uint8))
+    (tmp_path / "set" / "bad.png").write_bytes(b"not an image")
+    assert main(["test", "-m", "bicubic", "-d", str(tmp_path / "set"), "-s", "2", "-q", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.png" in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_entry_point_and_help():
+    for argv in (["--help"], ["test", "--help"], ["profile", "--help"], ["models"]):
+        res = subprocess.run([sys.executable, "-m", "tinysr", *argv], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip()
+    res = subprocess.run([sys.executable, "-m", "tinysr", "models"], capture_output=True, text=True)
+    assert "edsr_baseline" in res.stdout.split()

@@ -1,0 +1,117 @@
+"""Every registered model: shapes at x2/x3/x4 on odd sizes, gradients, and exact save/load round trips."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import tinysr
+from tinysr import TinySRError, create_model, list_models, load, save
+
+SMALL = {"edsr": {"blocks": 2}, "ledsr": {"blocks": 2}}  # the full-width giants, kept short for speed
+
+
+def test_expected_models_registered():
+    assert {"bicubic", "vdsr", "srresnet", "edsr_baseline", "edsr", "ledsr"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_forward_shape_odd_sizes(name, scale):
+    torch.manual_seed(0)
+    model = create_model(name, scale=scale, **SMALL.get(name, {})).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 7, 9))
+    assert out.shape == (2, 3, 7 * scale, 9 * scale)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n != "bicubic"])
+def test_backward_reaches_every_parameter(name):
+    model = create_model(name, scale=2, **SMALL.get(name, {}))
+    model(torch.rand(1, 3, 6, 6)).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_save_load_round_trip_is_exact(tmp_path, name):
+    torch.manual_seed(1)
+    model = create_model(name, scale=3, **SMALL.get(name, {})).eval()
+    path = tmp_path / f"{name}.safetensors"
+    save(model, path)
+    loaded = load(path)
+    assert type(loaded) is type(model)
+    assert loaded.tinysr_spec == model.tinysr_spec
+    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+    x = torch.rand(1, 3, 5, 6)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_srresnet_bn_variant_round_trips_running_stats(tmp_path):
+    model = create_model("srresnet", scale=2, blocks=2, bn=True)
+    model.train()
+    model(torch.rand(2, 3, 8, 8))  # moves the BN running statistics off their initial values
+    model.eval()
+    save(model, tmp_path / "m.safetensors")
+    loaded = load(tmp_path / "m.safetensors")
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_backbone_sizes_follow_spec():
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(create_model("edsr_baseline", scale=2)) == 1_369_859
+    assert 665_000 <= count(create_model("vdsr", scale=2)) <= 668_300
+    assert count(create_model("edsr", scale=2)) > 40_000_000  # 32 x 256, the 40M EDSR of the papers
+    ledsr = create_model("ledsr", scale=2)
+    assert isinstance(ledsr.tail[1], torch.nn.PixelShuffle) and ledsr.tail[0].out_channels == 12
+
+
+def test_bicubic_model_is_matlab_imresize():
+    x = torch.rand(1, 3, 8, 10, dtype=torch.float64)
+    torch.testing.assert_close(create_model("bicubic", scale=4)(x), tinysr.imresize(x, 4))
+
+
+def test_model_errors():
+    with pytest.raises(TinySRError, match="unknown model"):
+        create_model("no_such_model", scale=2)
+    with pytest.raises(TinySRError, match="scale 5"):
+        create_model("edsr_baseline", scale=5)
+    with pytest.raises(TinySRError, match="widht"):
+        create_model("edsr_baseline", scale=2, widht=3)
+
+
+def test_load_rejects_foreign_and_broken_files(tmp_path):
+    with pytest.raises(TinySRError, match="nothing.safetensors"):
+        load(tmp_path / "nothing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(TinySRError, match="junk.safetensors"):
+        load(tmp_path / "junk.safetensors")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(TinySRError, match="not a tinysr model file"):
+        load(tmp_path / "plain.safetensors")
+    meta = {"format": "tinysr-model", "format_version": "1", "name": "vdsr", "scale": "2", "kwargs": json.dumps({"scale": 2})}
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "wrong.safetensors"), metadata=meta)
+    with pytest.raises(TinySRError, match="do not match"):
+        load(tmp_path / "wrong.safetensors")
+
+
+def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
+    model = create_model("vdsr", scale=2, depth=3)
+    path = tmp_path / "m.safetensors"
+    save(model, path)
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("tinysr.model_file.save_file", boom)
+    with pytest.raises(RuntimeError):
+        save(create_model("vdsr", scale=2, depth=3), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
