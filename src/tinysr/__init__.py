@@ -4,7 +4,7 @@ Public API:
     create_model, list_models   build registered networks by name
     save, load                  the model file format (safetensors + JSON metadata)
     imresize                    MATLAB-compatible bicubic (SPEC §1)
-    upscale                     run a model on an RGB uint8 image
+    upscale                     super-resolve an RGB uint8 image (optionally tiled)
     profile                     params / FLOPs / BOPs / OPs (SPEC §3)
 """
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -123,6 +124,64 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import load_config, train
+
+    if args.config is None:
+        if not args.resume:
+            raise TinySRError("-c/--config is required (or --resume with a run folder that holds config.yaml)")
+        args.config = str(Path(args.output) / "config.yaml")
+    config = load_config(args.config, overrides=args.set or [])
+    final = train(config, args.output, device=args.device, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"model: {final}")
+    return 0
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from .inference import upscale
+    from .io import is_image_file, list_images, read_image, write_image
+    from .model_file import read_metadata
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise TinySRError(f"-i {src}: no such file or folder")
+    if src.is_dir():
+        pairs = [(p, dst / f"{p.stem}.png") for p in list_images(src)]
+        if not pairs:
+            raise TinySRError(f"-i {src}: no images in this folder")
+    else:
+        if not is_image_file(src):
+            raise TinySRError(f"-i {src}: not an image file (PNG/BMP/JPEG/TIFF)")
+        out = dst / f"{src.stem}.png" if dst.is_dir() or args.output.endswith(("/", "\\")) else dst
+        pairs = [(src, out)]
+    if Path(args.model).is_file():
+        scale = int(read_metadata(args.model)["scale"])
+        if args.scale is not None and args.scale != scale:
+            raise TinySRError(f"{args.model}: model is for x{scale}, but --scale {args.scale} was asked for")
+    elif args.scale is None:
+        raise TinySRError(f"--scale is required with a registry name ({args.model})")
+    else:
+        scale = args.scale
+    model = resolve_model(args.model, scale, device=args.device)
+    from tqdm import tqdm
+
+    for image_path, out_path in tqdm(pairs, desc="upscale", disable=args.quiet or len(pairs) == 1):
+        write_image(out_path, upscale(model, read_image(image_path), tile=args.tile, tile_pad=args.tile_pad))
+        if len(pairs) == 1:
+            print(out_path)
+    if len(pairs) > 1:
+        print(f"{len(pairs)} images written to {dst}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from .quickstart import run_quickstart
+
+    run_quickstart(args.output, iterations=args.iterations, data=args.data, device=args.device, progress=not args.quiet)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import list_models
 
@@ -167,6 +226,34 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--hr-size", type=_size, metavar="WxH", help="HR output size (FP SR tables use 1280x720)")
     p.add_argument("--json", metavar="FILE", help="write the totals as JSON")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("upscale", help="super-resolve an image or a folder of images")
+    p.add_argument("--input", "-i", required=True, help="image file or folder")
+    p.add_argument("--output", "-o", required=True, help="output file, or folder (for a folder input, or ending in /)")
+    p.add_argument("--model", "-m", required=True, help="model file (or a registry name with --scale, e.g. bicubic)")
+    p.add_argument("--scale", "-s", type=_scale, help="scale (taken from the model file when omitted)")
+    p.add_argument("--tile", "-t", type=int, metavar="N", help="process N x N LR tiles to bound memory")
+    p.add_argument("--tile-pad", type=int, default=16, metavar="P", help="LR context around each tile (>= receptive radius for exact results; default 16)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("train", help="train a model from a YAML recipe (resumable; torchrun for several processes)")
+    p.add_argument("--config", "-c", metavar="CONFIG", help="YAML recipe (see configs/)")
+    p.add_argument("--output", "-o", required=True, metavar="RUN_DIR", help="run folder: log, checkpoints, model files")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. train.iterations=1000 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its latest checkpoint")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("quickstart", help="train a small model on sample photographs in minutes and compare it with bicubic")
+    p.add_argument("--output", "-o", default="quickstart", metavar="DIR", help="where everything goes (default ./quickstart)")
+    p.add_argument("--iterations", type=int, default=1500, help="training iterations (default 1500, a few minutes on 2 cores)")
+    p.add_argument("--data", metavar="DIR", help="your own photographs instead of scikit-image's (the last 2 are held apart)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("models", help="list the registered model names")
     p.set_defaults(func=cmd_models)

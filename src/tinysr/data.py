@@ -137,3 +137,82 @@ class BenchmarkSet:
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
+
+
+class TrainPatches:
+    """Random LR/HR training patch pairs from HR folders (SPEC §2), indexed by global sample number.
+
+    Sample ``n`` is fully determined by ``(seed, n)``: which image (each epoch is a permutation of
+    ``repeat`` copies of every image), where the crop lies, and the flips / 90-degree rotation.
+    So a run resumed at iteration ``k`` draws exactly the samples it would have drawn, whatever
+    the number of DataLoader workers or processes. LR images are made once by the protocol and
+    cached. Images whose LR is smaller than the patch are skipped with one warning naming them.
+    """
+
+    def __init__(self, folders, scale: int, patch_size: int, repeat: int = 1, seed: int = 0, cache: LRCache | None = None, warn=print):
+        self.scale, self.patch_size, self.repeat, self.seed = int(scale), int(patch_size), int(repeat), int(seed)
+        self.lr_images: list[np.ndarray] = []
+        self.hr_images: list[np.ndarray] = []
+        self.names: list[str] = []
+        skipped = []
+        for folder in folders:
+            folder = Path(folder)
+            if not folder.is_dir():
+                raise TinySRError(f"{folder}: no such training folder")
+            hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
+            paths = list_images(hr_dir)
+            if not paths:
+                raise TinySRError(f"{hr_dir}: no training images found (expected PNG/BMP/JPEG/TIFF files)")
+            for path in paths:
+                hr = mod_crop(read_image(path), self.scale)
+                if min(hr.shape[:2]) < self.patch_size * self.scale:
+                    skipped.append(path.name)
+                    continue
+                lr = cache.get(path, hr, self.scale) if cache is not None else make_lr(hr, self.scale)
+                self.lr_images.append(lr)
+                self.hr_images.append(hr)
+                self.names.append(str(path))
+        if skipped:
+            warn(f"tinysr: warning: skipped {len(skipped)} image(s) smaller than the {self.patch_size}px LR patch at x{self.scale}: {', '.join(skipped)}")
+        if not self.lr_images:
+            raise TinySRError(f"{', '.join(map(str, folders))}: no training image is large enough for an LR patch of {self.patch_size} at x{self.scale}")
+        self._epoch_cache: tuple[int, np.ndarray] | None = None
+
+    @property
+    def epoch_length(self) -> int:
+        return len(self.lr_images) * self.repeat
+
+    def __len__(self) -> int:
+        return self.epoch_length
+
+    def _image_index(self, n: int) -> int:
+        epoch, pos = divmod(n, self.epoch_length)
+        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+            order = np.random.default_rng([self.seed, epoch, 0]).permutation(self.epoch_length) % len(self.lr_images)
+            self._epoch_cache = (epoch, order)
+        return int(self._epoch_cache[1][pos])
+
+    def __getitem__(self, n: int):
+        """(LR, HR) float32 tensors (3, p, p) and (3, p*s, p*s) in [0, 1] for global sample ``n``."""
+        import torch
+
+        i = self._image_index(n)
+        lr_img, hr_img = self.lr_images[i], self.hr_images[i]
+        rng = np.random.default_rng([self.seed, n, 1])
+        p, s = self.patch_size, self.scale
+        y = int(rng.integers(0, lr_img.shape[0] - p + 1))
+        x = int(rng.integers(0, lr_img.shape[1] - p + 1))
+        lr = lr_img[y : y + p, x : x + p]
+        hr = hr_img[y * s : (y + p) * s, x * s : (x + p) * s]
+        hflip, vflip, transpose = rng.integers(0, 2, size=3)
+        if hflip:
+            lr, hr = lr[:, ::-1], hr[:, ::-1]
+        if vflip:
+            lr, hr = lr[::-1], hr[::-1]
+        if transpose:  # with the flips, this gives all eight 90-degree rotations / reflections
+            lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
+
+        def to_chw(a):
+            return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().div_(255.0)
+
+        return to_chw(lr), to_chw(hr)

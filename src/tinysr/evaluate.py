@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from .data import BenchmarkSet
 from .errors import TinySRError
-from .inference import upscale
+from .inference import super_resolve
 from .io import write_image
 from .metrics import psnr, ssim
 
@@ -36,7 +36,7 @@ def evaluate(model: nn.Module, dataset: BenchmarkSet, save_dir: str | Path | Non
     psnrs, ssims = [], []
     bar = tqdm(dataset, total=len(dataset), desc=f"{dataset.name} x{dataset.scale}", disable=not progress, leave=False)
     for sample in bar:
-        sr = upscale(model, sample.lr)
+        sr = super_resolve(model, sample.lr)
         if sr.shape[-2:] != sample.hr.shape[:2]:
             raise TinySRError(
                 f"{dataset.name}/{sample.name}: model output {tuple(sr.shape[-2:])} does not match HR {sample.hr.shape[:2]}; "

@@ -1,0 +1,126 @@
+"""``tinysr quickstart``: train a small SR model on CPU in a few minutes and show that it beats bicubic.
+
+Needs no network: the photographs come from scikit-image's wheel (the ``quickstart`` extra), read
+as files from its ``data`` folder, or from a folder given with ``--data``. Two photographs are held
+apart for testing. Everything goes through the public pieces (the training engine, the protocol's
+evaluation, the model file), so this is also a smoke test of the whole pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from .data import BenchmarkSet, LRCache
+from .errors import TinySRError
+from .evaluate import evaluate
+from .inference import super_resolve
+from .io import list_images, read_image, to_uint8, write_image
+from .model_file import load
+from .models import create_model
+from .train import parse_config, train
+from .train.checkpoint import state_path
+
+# Natural photographs in scikit-image's data folder; the last two are held apart for testing.
+SKIMAGE_TRAIN = (
+    "astronaut.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg",
+    "retina.jpg", "camera.png", "moon.png", "brick.png", "grass.png", "gravel.png", "coins.png",
+)  # fmt: skip
+SKIMAGE_TEST = ("chelsea.png", "coffee.png")
+
+
+def skimage_data_dir() -> Path | None:
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "data"
+    return folder if (folder / SKIMAGE_TEST[0]).is_file() else None
+
+
+def _prepare_images(out: Path, data: str | None) -> tuple[Path, Path]:
+    """Copy the photographs as PNG into ``out/data/{train,test}``; returns the two folders."""
+    train_dir, test_dir = out / "data" / "train", out / "data" / "test"
+    if data is not None:
+        paths = list_images(data)
+        if len(paths) < 3:
+            raise TinySRError(f"--data {data}: need at least 3 images (2 are held apart for testing)")
+        train_paths, test_paths = paths[:-2], paths[-2:]
+    else:
+        folder = skimage_data_dir()
+        if folder is None:
+            raise TinySRError(
+                "quickstart needs sample photographs: install the extra (pip install -c constraints.txt -e '.[quickstart]', "
+                "scikit-image ships them) or pass --data DIR"
+            )
+        train_paths = [folder / n for n in SKIMAGE_TRAIN if (folder / n).is_file()]
+        test_paths = [folder / n for n in SKIMAGE_TEST]
+    for dest, paths in ((train_dir, train_paths), (test_dir, test_paths)):
+        for p in paths:
+            target = dest / f"{p.stem}.png"
+            if not target.is_file():
+                write_image(target, read_image(p))
+    return train_dir, test_dir
+
+
+def _comparison_sheet(model, bicubic, test_dir: Path, scale: int, crop: int = 96, zoom: int = 3) -> np.ndarray:
+    """bicubic | model | ground truth, a centre crop of each held-apart image, enlarged by pixel repetition."""
+    rows = []
+    for sample in BenchmarkSet(test_dir, scale):
+        hr = sample.hr
+        y, x = (hr.shape[0] - crop) // 2, (hr.shape[1] - crop) // 2
+        tiles = [to_uint8(super_resolve(m, sample.lr))[y : y + crop, x : x + crop] for m in (bicubic, model)]
+        tiles.append(hr[y : y + crop, x : x + crop])
+        gap = np.full((crop, 4, 3), 255, np.uint8)
+        rows.append(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1))
+    sheet = np.concatenate([np.concatenate([r, np.full((4, r.shape[1], 3), 255, np.uint8)], axis=0) for r in rows], axis=0)
+    return sheet.repeat(zoom, axis=0).repeat(zoom, axis=1)
+
+
+def run_quickstart(out: str | Path = "quickstart", iterations: int = 1500, data: str | None = None, device: str | None = None, progress: bool = True) -> dict:
+    """Train, evaluate against bicubic, write a comparison sheet; returns the scores and paths."""
+    out = Path(out)
+    scale = 2
+    train_dir, test_dir = _prepare_images(out, data)
+    config = parse_config(
+        {
+            "model": {"name": "edsr_baseline", "kwargs": {"channels": 32, "blocks": 4}},
+            "scale": scale,
+            "seed": 0,
+            "data": {"train": [str(train_dir)], "val": str(test_dir), "patch_size": 32, "repeat": 50},
+            "train": {
+                "iterations": iterations,
+                "batch_size": 16,
+                "lr": 1e-3,
+                "scheduler": {"name": "cosine", "min_lr": 1e-5, "warmup": 50},
+                "val_every": max(iterations // 3, 1),
+                "checkpoint_every": max(iterations // 10, 1),
+                "log_every": 25,
+            },
+        },
+        source="quickstart",
+    )
+    run_dir = out / "run"
+    final = run_dir / "model.safetensors"
+    if not final.is_file():
+        print(f"training a small EDSR-baseline (32 channels, 4 blocks) x{scale} for {iterations} iterations on {train_dir}")
+        train(config, run_dir, device=device, resume=state_path(run_dir).is_file(), progress=progress)
+    else:
+        print(f"reusing the trained model {final}")
+    model = load(final)
+    bicubic = create_model("bicubic", scale=scale)
+    test_set = BenchmarkSet(test_dir, scale, cache=LRCache())
+    scores = {name: evaluate(m, test_set, progress=False) for name, m in (("bicubic", bicubic), ("model", model))}
+    sheet_path = out / "comparison.png"
+    write_image(sheet_path, _comparison_sheet(model, bicubic, test_dir, scale))
+    print(f"\nheld-apart images ({', '.join(p.stem for p in test_set.hr_paths)}), x{scale}, Y-channel PSNR / SSIM:")
+    for name, s in scores.items():
+        print(f"  {name:<8} {s.psnr:7.3f} dB  {s.ssim:.4f}")
+    print(f"  gain     {scores['model'].psnr - scores['bicubic'].psnr:+7.3f} dB")
+    print(f"\nmodel file:        {final}")
+    print(f"training log:      {run_dir / 'log.jsonl'}")
+    print(f"comparison sheet:  {sheet_path}   (bicubic | model | ground truth)")
+    print(f"try:               tinysr upscale -m {final} -i {test_dir} -o {out / 'upscaled'}")
+    return {"scores": {k: v.as_dict() for k, v in scores.items()}, "model": final, "comparison": sheet_path}
+

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tinysr
+from tinysr.cli import main
+from tinysr.inference import super_resolve
+from tinysr.io import read_image
+
+
+@pytest.fixture
+def small_edsr():
+    torch.manual_seed(0)
+    # Receptive radius in LR pixels: head 1 + block 2 + body conv 1 + upsampler conv 1 + HR tail 1/2 -> 6.
+    return tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1).eval()
+
+
+def test_tiling_with_enough_pad_equals_whole_image(small_edsr):
+    img = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    whole = super_resolve(small_edsr, img)
+    tiled = super_resolve(small_edsr, img, tile=16, tile_pad=6)
+    assert tiled.shape == whole.shape == (1, 3, 74, 90)
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-5)
+    # Too little context changes the tile borders: the comparison above can fail.
+    assert (super_resolve(small_edsr, img, tile=16, tile_pad=1) - whole).abs().max() > 1e-3
+
+
+def test_tiling_with_pre_upsampling_model():
+    torch.manual_seed(0)
+    vdsr = tinysr.create_model("vdsr", scale=3, depth=4).eval()
+    img = np.random.default_rng(1).integers(0, 256, (20, 26, 3), dtype=np.uint8)
+    # Bicubic needs 2 LR pixels of context, the 4 convs 4 HR pixels (< 2 LR pixels).
+    torch.testing.assert_close(super_resolve(vdsr, img, tile=8, tile_pad=5), super_resolve(vdsr, img), rtol=0, atol=1e-5)
+
+
+def test_upscale_returns_uint8_image(small_edsr):
+    out = tinysr.upscale(small_edsr, np.zeros((5, 7, 3), np.uint8))
+    assert out.dtype == np.uint8 and out.shape == (10, 14, 3)
+
+
+def test_cli_upscale_folder_with_mixed_modes(tmp_path, small_edsr):
+    rgb = np.random.default_rng(2).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(rgb).save(src / "rgb.png")
+    Image.fromarray(rgb[..., 0]).save(src / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full((12, 10), 128, np.uint8)])).save(src / "rgba.png")
+    Image.fromarray(rgb).quantize(8).save(src / "palette.png")
+    Image.fromarray(rgb).save(src / "photo.jpg")
+    Image.fromarray(rgb).save(src / "scan.tif")
+    Image.fromarray((rgb[..., 1].astype(np.uint16) * 257)).save(src / "deep.png")
+    model_path = tmp_path / "m.safetensors"
+    tinysr.save(small_edsr, model_path)
+    assert main(["upscale", "-i", str(src), "-o", str(tmp_path / "out"), "-m", str(model_path), "--tile", "8", "-q"]) == 0
+    outs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert outs == ["deep.png", "gray.png", "palette.png", "photo.png", "rgb.png", "rgba.png", "scan.png"]
+    for name in outs:
+        assert read_image(tmp_path / "out" / name).shape == (24, 20, 3)
+    # A single file, with bicubic from the registry (which needs --scale).
+    assert main(["upscale", "-i", str(src / "rgb.png"), "-o", str(tmp_path / "one.png"), "-m", "bicubic", "-s", "3"]) == 0
+    assert read_image(tmp_path / "one.png").shape == (36, 30, 3)
+
+
+def test_cli_upscale_errors(tmp_path, capsys):
+    assert main(["upscale", "-i", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o.png"), "-m", "bicubic", "-s", "2"]) == 2
+    assert "nope.png" in capsys.readouterr().err
+    (tmp_path / "x.png").write_bytes(b"garbage")
+    assert main(["upscale", "-i", str(tmp_path / "x.png"), "-o", str(tmp_path / "o.png"), "-m", "bicubic"]) == 2
+    assert "--scale" in capsys.readouterr().err
+    assert main(["upscale", "-i", str(tmp_path / "x.png"), "-o", str(tmp_path / "o.png"), "-m", "bicubic", "-s", "2"]) == 2
+    assert "x.png" in capsys.readouterr().err

@@ -1,0 +1,260 @@
+"""The training engine: recipes, schedule, sampling, resume after kill -9, atomic checkpoints, NaN, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from train_helpers import make_folders, tiny_recipe, write_recipe
+
+import tinysr
+from tinysr import TinySRError
+from tinysr.data import TrainPatches
+from tinysr.resize import imresize
+from tinysr.train import Callback, load_config, parse_config, register_callback, train
+from tinysr.train.checkpoint import load_state, save_state, state_path
+from tinysr.train.loop import SampleStream
+from tinysr.train.schedule import lr_at
+
+REPO = Path(__file__).resolve().parents[1]
+HELPER = Path(__file__).with_name("train_helpers.py")
+
+
+@pytest.fixture(scope="module")
+def folders(data_dir, tmp_path_factory):
+    return make_folders(data_dir, tmp_path_factory.mktemp("data"))
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return tinysr.load(path).state_dict()
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+# ------------------------------------------------------------------------------------ recipes
+def test_unknown_key_names_key_and_file(tmp_path, folders):
+    recipe = tiny_recipe(*folders)
+    recipe["train"]["learning_rate"] = 1e-4
+    path = write_recipe(tmp_path / "typo.yaml", recipe)
+    with pytest.raises(TinySRError, match=r"typo\.yaml.*'train\.learning_rate'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda r: r["train"].update(iterations="many"), "train.iterations must be int"),
+        (lambda r: r.update(scale=5), "scale must be 2, 3 or 4"),
+        (lambda r: r.pop("model"), "missing required key 'model'"),
+        (lambda r: r["train"]["scheduler"].update(name="step") if "scheduler" in r["train"] else r["train"].update(scheduler={"name": "step"}), "scheduler.name"),
+        (lambda r: r["data"].update(train=[]), "data.train"),
+    ],
+)
+def test_invalid_values(folders, mutate, needle):
+    recipe = tiny_recipe(*folders)
+    mutate(recipe)
+    with pytest.raises(TinySRError, match=needle.replace(".", r"\.")):
+        parse_config(recipe, "r.yaml")
+
+
+def test_overrides_and_yaml_errors(tmp_path, folders):
+    path = write_recipe(tmp_path / "r.yaml", tiny_recipe(*folders))
+    c = load_config(path, ["train.iterations=99", "train.optimizer.betas=[0.9, 0.99]", "model.kwargs.blocks=3"])
+    assert c.train.iterations == 99 and c.train.optimizer.betas == (0.9, 0.99) and c.model.kwargs["blocks"] == 3
+    with pytest.raises(TinySRError, match="train.bogus"):
+        load_config(path, ["train.bogus=1"])
+    (tmp_path / "bad.yaml").write_text("model: [unclosed")
+    with pytest.raises(TinySRError, match="bad.yaml"):
+        load_config(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_is_valid(recipe):
+    c = load_config(recipe)
+    tinysr.create_model(c.model.name, scale=c.scale, **c.model.kwargs)
+
+
+def test_lr_schedule():
+    c = parse_config(
+        {"model": {"name": "vdsr"}, "scale": 2, "data": {"train": ["x"]},
+         "train": {"iterations": 100, "lr": 1.0, "scheduler": {"name": "multistep", "milestones": [10, 50], "gamma": 0.5}}}
+    )  # fmt: skip
+    assert [lr_at(c.train, i) for i in (0, 9, 10, 49, 50, 99)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
+    cos = parse_config({**c.to_dict(), "train": {**c.to_dict()["train"], "scheduler": {"name": "cosine", "min_lr": 0.1, "warmup": 4}}})
+    assert lr_at(cos.train, 0) == pytest.approx(0.25) and lr_at(cos.train, 3) == pytest.approx(0.1 + 0.45 * (1 + np.cos(np.pi * 3 / 99)))
+    assert lr_at(cos.train, 99) == pytest.approx(0.1) and lr_at(cos.train, 49) == pytest.approx(0.55, abs=0.02)
+
+
+# ---------------------------------------------------------------------------------- sampling
+def test_ranks_draw_what_one_process_with_a_larger_batch_draws():
+    single = list(SampleStream(3, 7, batch_size=4))
+    ranks = [list(SampleStream(3, 7, batch_size=2, rank=r, world_size=2)) for r in range(2)]
+    assert sorted(ranks[0] + ranks[1]) == single
+    assert not set(ranks[0]) & set(ranks[1])
+
+
+def test_patches_are_deterministic_aligned_and_cover_epochs(folders):
+    train_dir, _ = folders
+    a = TrainPatches([train_dir], 2, patch_size=12, repeat=3, seed=5)
+    b = TrainPatches([train_dir], 2, patch_size=12, repeat=3, seed=5)
+    for n in (0, 7, 123):
+        lr1, hr1 = a[n]
+        lr2, hr2 = b[n]
+        assert torch.equal(lr1, lr2) and torch.equal(hr1, hr2)
+        assert lr1.shape == (3, 12, 12) and hr1.shape == (3, 24, 24)
+        # The LR patch is the protocol's downscale of the HR patch (up to rounding, away from the crop edges).
+        down = imresize(hr1[None].double(), 0.5)[0]
+        assert (down - lr1.double())[:, 3:-3, 3:-3].abs().max() < 1.5 / 255
+    epoch = [a._image_index(n) for n in range(a.epoch_length)]
+    assert np.bincount(epoch).tolist() == [3] * 6
+
+
+def test_small_images_skipped_with_a_warning_and_empty_folder_error(tmp_path, folders):
+    train_dir, _ = folders
+    messages = []
+    data = TrainPatches([train_dir], 4, patch_size=10, warn=messages.append)  # 64px HR -> 16px LR: fits
+    assert len(data.lr_images) == 6 and not messages
+    with pytest.raises(TinySRError, match="no training image is large enough"):
+        TrainPatches([train_dir], 4, patch_size=20, warn=messages.append)
+    assert "t0.png" in messages[0]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TinySRError, match="empty"):
+        TrainPatches([tmp_path / "empty"], 2, patch_size=8)
+
+
+# ------------------------------------------------------------------------------- the engine
+def test_same_seed_same_weights_and_run_outputs(tmp_path, folders):
+    recipe = parse_config(tiny_recipe(*folders, ema=0.9))
+    a = train(recipe, tmp_path / "a", device="cpu", progress=False)
+    b = train(recipe, tmp_path / "b", device="cpu", progress=False)
+    assert_same_weights(a, b)
+    run = tmp_path / "a"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "log.jsonl", "checkpoints", "best.safetensors", "model.safetensors"}
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "val_psnr" in r] == [6, 12]
+    assert any("it_s" in r for r in records) and records[-1]["done"]
+    # model.safetensors holds the EMA weights, which differ from the raw weights in the checkpoint.
+    raw = load_state(run)["model"]
+    ema = weights(a)
+    assert any(not torch.equal(raw[k], ema[k]) for k in ema if ema[k].is_floating_point())
+
+
+def test_existing_run_is_not_overwritten(tmp_path, folders):
+    recipe = parse_config(tiny_recipe(*folders, iterations=3))
+    train(recipe, tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(TinySRError, match="--resume"):
+        train(recipe, tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(TinySRError, match="no training state"):
+        train(recipe, tmp_path / "other", device="cpu", resume=True, progress=False)
+
+
+def _run_cli(args, **kwargs):
+    return subprocess.Popen([sys.executable, str(HELPER), *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def test_resume_after_kill_9_gives_identical_weights(tmp_path, folders):
+    recipe = tiny_recipe(*folders, iterations=40, checkpoint_every=4, val_every=20, ema=0.9)
+    recipe["callbacks"] = [{"name": "slow", "kwargs": {"seconds": 0.05}}]
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    full = _run_cli(["train", "-c", str(path), "-o", str(tmp_path / "full"), "-q"])
+    assert full.wait(timeout=300) == 0, full.stderr.read().decode()
+
+    proc = _run_cli(["train", "-c", str(path), "-o", str(tmp_path / "cut"), "-q"])
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        state = state_path(tmp_path / "cut")
+        if state.is_file() and load_state(tmp_path / "cut")["iteration"] >= 20:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "cut" / "model.safetensors").exists(), "the run finished before it could be killed"
+    stopped_at = load_state(tmp_path / "cut")["iteration"]
+    assert 20 <= stopped_at < 40
+
+    resumed = _run_cli(["train", "-o", str(tmp_path / "cut"), "--resume", "-q"])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    assert_same_weights(tmp_path / "full" / "model.safetensors", tmp_path / "cut" / "model.safetensors")
+    assert_same_weights(tmp_path / "full" / "best.safetensors", tmp_path / "cut" / "best.safetensors")
+    iters = [json.loads(line)["iter"] for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert iters == sorted(iters), "log entries after the checkpoint must not be duplicated"
+
+
+def test_checkpoint_write_is_atomic(tmp_path, folders, monkeypatch):
+    recipe = parse_config(tiny_recipe(*folders, iterations=6, checkpoint_every=3))
+    train(recipe, tmp_path / "run", device="cpu", progress=False)
+    before = state_path(tmp_path / "run").read_bytes()
+
+    def torn_write(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", torn_write)
+    with pytest.raises(OSError):
+        save_state(tmp_path / "run", {"x": 1})
+    assert state_path(tmp_path / "run").read_bytes() == before
+    assert [p.name for p in state_path(tmp_path / "run").parent.iterdir()] == ["state.pt"]
+
+
+@register_callback("poison_at")
+class PoisonAt(Callback):
+    """Test callback: sets a weight to NaN before the given iteration."""
+
+    def __init__(self, iteration: int):
+        self.iteration = iteration
+
+    def on_step_start(self, trainer, iteration):
+        if iteration == self.iteration:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, folders):
+    recipe = tiny_recipe(*folders, iterations=12, checkpoint_every=3, val_every=100)
+    recipe["callbacks"] = [{"name": "poison_at", "kwargs": {"iteration": 7}}]
+    with pytest.raises(TinySRError, match=r"loss became nan at iteration 8.*state\.pt"):
+        train(parse_config(recipe), tmp_path / "run", device="cpu", progress=False)
+    state = load_state(tmp_path / "run")
+    assert state["iteration"] == 6
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes(tmp_path, folders):
+    """2 gloo processes with batch 2 each: ranks stay in sync and match one process with batch 4."""
+    recipe = tiny_recipe(*folders, iterations=6, checkpoint_every=3, val_every=6)
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "-m", "tinysr", "train", "-c", str(path), "-o", str(tmp_path / "ddp"), "--device", "cpu", "-q"]  # fmt: skip
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    last = json.loads((tmp_path / "ddp" / "log.jsonl").read_text().splitlines()[-1])
+    assert last["ranks_in_sync"] is True and last["world_size"] == 2
+
+    single = tiny_recipe(*folders, iterations=6, checkpoint_every=3, val_every=6)
+    single["train"]["batch_size"] = 4
+    ref = train(parse_config(single), tmp_path / "single", device="cpu", progress=False)
+    wa, wb = weights(tmp_path / "ddp" / "model.safetensors"), weights(ref)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)

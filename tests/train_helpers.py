@@ -1,0 +1,56 @@
+"""Helpers for the engine tests: a tiny recipe on small real crops, and a slow training entry point."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tinysr.data import mod_crop
+from tinysr.io import read_image, write_image
+
+
+def make_folders(data_dir: Path, root: Path) -> tuple[Path, Path]:
+    """Small train / val folders cut from Set5 and Set14 HR images (real image statistics, fast)."""
+    train, val = root / "train", root / "val"
+    if not train.is_dir():
+        for i, p in enumerate(sorted((data_dir / "Set14" / "HR").glob("*.png"))[:6]):
+            img = read_image(p)
+            write_image(train / f"t{i}.png", img[:64, :64])
+        for p in sorted((data_dir / "Set5" / "HR").glob("*.png"))[:2]:
+            write_image(val / p.name, mod_crop(read_image(p), 2)[:48, :48])
+    return train, val
+
+
+def tiny_recipe(train: Path, val: Path, **train_overrides) -> dict:
+    return {
+        "model": {"name": "edsr_baseline", "kwargs": {"channels": 8, "blocks": 1}},
+        "scale": 2,
+        "seed": 3,
+        "data": {"train": [str(train)], "val": str(val), "patch_size": 8, "repeat": 2},
+        "train": {"iterations": 12, "batch_size": 2, "lr": 1e-3, "val_every": 6, "checkpoint_every": 3, "log_every": 2, **train_overrides},
+    }
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+if __name__ == "__main__":
+    # `python train_helpers.py ARGS...` = `tinysr ARGS...` with a 'slow' callback (sleep per step),
+    # so a test can kill the process in the middle of a run.
+    from tinysr.cli import main
+    from tinysr.train import Callback, register_callback
+
+    @register_callback("slow")
+    class Slow(Callback):
+        def __init__(self, seconds: float = 0.05):
+            self.seconds = seconds
+
+        def on_step_end(self, trainer, iteration, logs):
+            time.sleep(self.seconds)
+
+    sys.exit(main(sys.argv[1:]))
