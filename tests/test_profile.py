@@ -68,8 +68,10 @@ def test_unknown_parametrised_layer_is_an_error():
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_profiles(name):
-    p = profile(create_model(name, scale=4), lr_size=(180, 320))
-    assert p.params == sum(q.numel() for q in create_model(name, scale=4).parameters())
+    model = create_model(name, scale=4)
+    p = profile(model, lr_size=(180, 320))
+    assert p.params_fp + p.params_binary == sum(q.numel() for q in model.parameters())
+    assert p.params == pytest.approx(p.params_fp + p.params_binary / 32)
     assert (p.flops > 0) == (p.params > 0)
 
 

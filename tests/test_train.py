@@ -258,3 +258,37 @@ def test_ddp_two_cpu_processes(tmp_path, folders):
     wa, wb = weights(tmp_path / "ddp" / "model.safetensors"), weights(ref)
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+@register_callback("interrupt_at")
+class InterruptAt(Callback):
+    """Test callback: raises KeyboardInterrupt (as Ctrl-C would) before the given iteration."""
+
+    def __init__(self, iteration: int):
+        self.iteration = iteration
+
+    def on_step_start(self, trainer, iteration):
+        if iteration == self.iteration and not trainer.resume:
+            raise KeyboardInterrupt
+
+
+def test_resume_survives_a_torn_log_line(tmp_path, folders):
+    recipe = tiny_recipe(*folders, iterations=8, checkpoint_every=3, val_every=100)
+    recipe["callbacks"] = [{"name": "interrupt_at", "kwargs": {"iteration": 5}}]
+    config = parse_config(recipe)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", device="cpu", progress=False)
+    with open(tmp_path / "run" / "log.jsonl", "a") as f:
+        f.write('{"iter": 5, "loss": 0.1')  # a line cut short by a kill
+    train(config, tmp_path / "run", device="cpu", resume=True, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "loss" in r] == [2, 4, 6, 8]
+    assert records[-1]["done"]
+
+
+def test_dataloader_workers_do_not_change_the_result(tmp_path, folders):
+    recipe = tiny_recipe(*folders, iterations=4, checkpoint_every=4, val_every=100)
+    a = train(parse_config(recipe), tmp_path / "w0", device="cpu", progress=False)
+    recipe["data"]["workers"] = 2
+    b = train(parse_config(recipe), tmp_path / "w2", device="cpu", progress=False)
+    assert_same_weights(a, b)

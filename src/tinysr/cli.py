@@ -39,19 +39,19 @@ def _scale(text: str) -> int:
 
 
 def resolve_model(name_or_path: str, scale: int, device: str = "cpu", warn: bool = True):
-    """A registry name (built for ``scale``) or a model file (whose scale must be ``scale``)."""
+    """A model file (whose scale must be ``scale``) or a registry name (built for ``scale``)."""
     from .model_file import load
     from .models import create_model, list_models, model_spec
 
     path = Path(name_or_path)
-    if path.suffix == ".safetensors" or path.exists() or name_or_path not in list_models():
-        if not path.exists() and name_or_path not in list_models() and path.suffix != ".safetensors":
-            raise TinySRError(f"unknown model {name_or_path!r}: not a model file nor one of {', '.join(list_models())}")
-        model = load(path, device=device)
+    if path.is_file() or path.suffix == ".safetensors":
+        model = load(path, device=device)  # a missing file is reported by load, naming it
         file_scale = model_spec(model).scale
         if file_scale != scale:
             raise TinySRError(f"{path}: model is for x{file_scale}, but --scale {scale} was asked for")
         return model
+    if name_or_path not in list_models():
+        raise TinySRError(f"unknown model {name_or_path!r}: not a model file nor one of {', '.join(list_models())}")
     model = create_model(name_or_path, scale=scale).to(device).eval()
     if warn and any(True for _ in model.parameters()):
         print(f"tinysr: warning: {name_or_path} is untrained (random weights); pass a model file for real results", file=sys.stderr)

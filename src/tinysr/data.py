@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .errors import TinySRError
 from .io import list_images, read_image, write_image
@@ -194,8 +195,6 @@ class TrainPatches:
 
     def __getitem__(self, n: int):
         """(LR, HR) float32 tensors (3, p, p) and (3, p*s, p*s) in [0, 1] for global sample ``n``."""
-        import torch
-
         i = self._image_index(n)
         lr_img, hr_img = self.lr_images[i], self.hr_images[i]
         rng = np.random.default_rng([self.seed, n, 1])

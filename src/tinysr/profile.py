@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import TinySRError
+from .nn.binary import BinaryConv2d, LearnableBias, RPReLU, RSign
 
 BINARY_PARAM_WEIGHT = 1.0 / 32.0
 BOPS_PER_OP = 64.0
@@ -124,6 +125,21 @@ def _conv_cost(m: nn.Conv2d, inputs, out) -> tuple[int, int]:
     return out.numel() * per_output, 0
 
 
+def _binary_conv_params(m: BinaryConv2d) -> tuple[int, int]:
+    """A binarized weight is 1 bit (counted 1/32); the bias stays full precision."""
+    bias = m.bias.numel() if m.bias is not None else 0
+    if getattr(m.weight_quantizer, "precision", 32) == 1:
+        return bias, m.weight.numel()
+    return bias + m.weight.numel(), 0
+
+
+@register_cost(BinaryConv2d, params=_binary_conv_params)
+def _binary_conv_cost(m: BinaryConv2d, inputs, out) -> tuple[int, int]:
+    """Binary MACs when both operands are 1-bit (XNOR-popcount); otherwise ordinary MACs."""
+    macs, _ = _conv_cost(m, inputs, out)
+    return (0, macs) if m.is_binary else (macs, 0)
+
+
 @register_cost(nn.Linear)
 def _linear_cost(m: nn.Linear, inputs, out) -> tuple[int, int]:
     return out.numel() * m.in_features, 0
@@ -131,7 +147,7 @@ def _linear_cost(m: nn.Linear, inputs, out) -> tuple[int, int]:
 
 # Per-channel affine or activation parameters: counted as params, their element-wise work is not
 # counted as MACs (BN folds into the neighbouring conv at inference).
-@register_cost(nn.BatchNorm2d, nn.BatchNorm1d, nn.PReLU, nn.GroupNorm, nn.LayerNorm)
+@register_cost(nn.BatchNorm2d, nn.BatchNorm1d, nn.PReLU, nn.GroupNorm, nn.LayerNorm, LearnableBias, RSign, RPReLU)
 def _elementwise_cost(m, inputs, out) -> tuple[int, int]:
     return 0, 0
 

@@ -33,9 +33,9 @@ class ModelSpec:
         return int(self.kwargs["scale"])
 
 
-def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``fn`` under its own name; names are unique."""
-    name = fn.__name__
+def register(fn: Callable[..., nn.Module], name: str | None = None) -> Callable[..., nn.Module]:
+    """Register ``fn`` under ``name`` (default: its own name); names are unique."""
+    name = name or fn.__name__
     if name in _REGISTRY:
         raise RuntimeError(f"model {name!r} registered twice")
     _REGISTRY[name] = fn

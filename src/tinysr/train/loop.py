@@ -67,8 +67,12 @@ class NonFiniteLoss(TinySRError):
     pass
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+def _log_iteration(line: str) -> int | None:
+    """The iteration of a log line, or None for a blank or damaged line."""
+    try:
+        return int(json.loads(line).get("iter", 0))
+    except (ValueError, AttributeError):
+        return None
 
 
 class Trainer:
@@ -105,6 +109,9 @@ class Trainer:
         self.callbacks = [build_callback(cb.name, cb.kwargs) for cb in c.callbacks]
         for cb in self.callbacks:  # may change the model (e.g. insert layers) before the optimizer sees it
             cb.on_train_start(self)
+        for _, _, term in self.loss_terms:  # a method's loss may need the model (hooks, a teacher)
+            if hasattr(term, "setup"):
+                term.setup(self)
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = c.train.optimizer
         opt_cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
@@ -171,8 +178,9 @@ class Trainer:
     def _open_log(self):
         path = self.run_dir / "log.jsonl"
         if self.resume and path.is_file():
-            # Drop entries written after the checkpoint we resume from: they will be written again.
-            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("iter", 0) <= self.iteration]
+            # Drop entries written after the checkpoint we resume from (they will be written again)
+            # and a last line cut short by a kill.
+            kept = [ln for ln in path.read_text().splitlines() if (_log_iteration(ln) or 0) <= self.iteration and _log_iteration(ln) is not None]
             atomic_write(path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in kept)))
         self._log_file = open(path, "a", buffering=1)
         self._tb = None

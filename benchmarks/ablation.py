@@ -1,0 +1,79 @@
+"""Equal-budget ablation: train several recipes for the same number of iterations, then evaluate
+each on the test sets under the protocol and profile it, and print one Markdown table with a
+bicubic row for reference.
+
+Runs are kept in ``--runs`` (one folder per recipe, named after the recipe file), so an
+interrupted ablation resumes where it stopped and finished runs are reused. Recipes are trained
+in the order given (a distillation teacher before its student).
+
+    python benchmarks/ablation.py --iterations 1000 --runs runs \\
+        configs/edsr_bnn_x2_cpu.yaml configs/edsr_bireal_x2_cpu.yaml configs/edsr_btm_x2_cpu.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import tinysr
+from tinysr.data import BenchmarkSet, LRCache
+from tinysr.evaluate import evaluate
+from tinysr.train import load_config, train
+from tinysr.train.checkpoint import state_path
+
+
+def run_recipe(recipe: Path, runs: Path, iterations: int | None) -> tuple[Path, float | None]:
+    """Train (or reuse / resume) one recipe; returns its model file and the training wall time."""
+    run_dir = runs / recipe.stem
+    final = run_dir / "model.safetensors"
+    overrides = [f"train.iterations={iterations}"] if iterations else []
+    if not final.is_file():
+        config = load_config(recipe, overrides)
+        start = time.perf_counter()
+        train(config, run_dir, resume=state_path(run_dir).is_file())
+        (run_dir / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    wall = json.loads((run_dir / "wall_time.json").read_text())["seconds"] if (run_dir / "wall_time.json").is_file() else None
+    return final, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipes", nargs="+", type=Path)
+    parser.add_argument("--iterations", type=int, help="override train.iterations (the shared budget)")
+    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument("--test", nargs="+", default=["../shared/data/Set5", "../shared/data/Set14"])
+    parser.add_argument("--lr-size", default="320x180", help="input size for OPs (binary SR tables: 320x180)")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    args = parser.parse_args()
+    w, h = (int(v) for v in args.lr_size.split("x"))
+    cache = LRCache()
+    rows = []
+    scale = None
+    for recipe in args.recipes:
+        final, wall = run_recipe(recipe, args.runs, args.iterations)
+        model = tinysr.load(final)
+        scale = model.tinysr_spec.scale
+        cost = tinysr.profile(model, lr_size=(h, w))
+        scores = {Path(d).name: evaluate(model, BenchmarkSet(d, scale, cache=cache), progress=False) for d in args.test}
+        rows.append({"method": recipe.stem, "params": cost.params, "ops": cost.ops, "wall_min": wall / 60 if wall else None,
+                     **{f"{k}_psnr": v.psnr for k, v in scores.items()}, **{f"{k}_ssim": v.ssim for k, v in scores.items()}})  # fmt: skip
+    bicubic = tinysr.create_model("bicubic", scale=scale)
+    rows.insert(0, {"method": "bicubic", "params": 0, "ops": 0, "wall_min": None,
+                    **{f"{Path(d).name}_psnr": evaluate(bicubic, BenchmarkSet(d, scale, cache=cache), progress=False).psnr for d in args.test},
+                    **{f"{Path(d).name}_ssim": evaluate(bicubic, BenchmarkSet(d, scale, cache=cache), progress=False).ssim for d in args.test}})  # fmt: skip
+    sets = [Path(d).name for d in args.test]
+    print(f"x{scale}, {args.iterations or 'recipe'} iterations each; OPs at {args.lr_size} LR input")
+    print("| method | params | OPs (G) | " + " | ".join(f"{s} PSNR / SSIM" for s in sets) + " | train time (min) |")
+    print("|---|---:|---:|" + "---:|" * len(sets) + "---:|")
+    for r in rows:
+        cells = " | ".join(f"{r[f'{s}_psnr']:.3f} / {r[f'{s}_ssim']:.4f}" for s in sets)
+        wall = f"{r['wall_min']:.1f}" if r["wall_min"] else "-"
+        print(f"| {r['method']} | {r['params'] / 1e3:.1f}K | {r['ops'] / 1e9:.2f} | {cells} | {wall} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""BTM and IBTM (Jiang et al., AAAI 2021), SPEC §5.4; figures ``refs/btm_blocks.png``, ``btm_mrb_eq.png``.
+
+**BTM** (binary training mechanism) replaces BN: Xavier-uniform initialisation of every conv;
+the input normalised by the *training set's* per-channel mean and std (buffers, filled by the
+``input_stats`` callback from the training patches and saved with the model; the mean is added
+back at the output); PReLU after each binary conv; XNOR-scaled weights; ApproxSign for
+activations and the higher-order estimator for weights (both configurable). Block (figure 2a
+without BN): ``x + [sign -> bconv3x3 -> PReLU] x 2``.
+
+**MRB** (IBTM's multiple receptive-field block, equation 3): ``sign -> cat(bconv 1x5 d1, 1x5 d2,
+5x1 d1, 5x1 d2; C/4 channels each) -> PReLU -> sign -> bconv3x3 -> PReLU``, plus the residual.
+
+**Multi-stage distillation** (loss term ``btm_kd``): from a full-precision teacher of the same
+layout (the same model built with ``binary=False``, trained first and given as a model file),
+``beta * L1(G_S^n, G_T^n) + gamma * sum_i KL(G_S^i || G_T^i)`` over the outputs of chosen body
+blocks, where ``G`` is the feature map softmaxed over the spatial positions of each channel (a
+choice: the paper does not say over which axis); the ``lambda * L1(SR, HR)`` term is the recipe's
+``l1`` term. The paper's "regulable activation" (a PReLU after each distilled output) is the
+PReLU that ends every block here.
+
+Networks: ``edsr_btm`` / ``edsr_ibtm`` (BBCU's EDSR-style skeleton, SPEC §5.1: 16 blocks of two
+binary convs) and ``vdsr_btm`` / ``vdsr_ibtm`` (VDSR with 9 blocks = 18 binary layers).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import TinySRError
+from ..nn import BinaryConv2d, SignActivation, XnorWeight
+from ..nn.layers import DIV2K_RGB_MEAN
+from ..train.callbacks import Callback, register_callback
+from ..train.losses import register_loss
+from .binary import BinaryEDSR, BinaryVDSR
+from .registry import register
+
+
+def btm_conv(cin: int, cout: int, kernel, padding, dilation=1, binary: bool = True, act: str = "approx", weight: str = "higher_order") -> nn.Conv2d:
+    if not binary:  # the full-precision teacher of the same layout
+        return nn.Conv2d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False)
+    return BinaryConv2d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False,
+                        act_quantizer=SignActivation(act), weight_quantizer=XnorWeight(weight))  # fmt: skip
+
+
+class BTMBlock(nn.Module):
+    """``x + PReLU(bconv(PReLU(bconv(x))))`` with the sign inside each binary conv (figure 2a, no BN)."""
+
+    def __init__(self, channels: int, **conv_kw):
+        super().__init__()
+        self.conv1 = btm_conv(channels, channels, 3, 1, **conv_kw)
+        self.act1 = nn.PReLU(channels)
+        self.conv2 = btm_conv(channels, channels, 3, 1, **conv_kw)
+        self.act2 = nn.PReLU(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.act2(self.conv2(self.act1(self.conv1(x))))
+
+
+class MRBBlock(nn.Module):
+    """IBTM's multiple receptive-field block (equation 3 and figure 2b)."""
+
+    def __init__(self, channels: int, **conv_kw):
+        super().__init__()
+        if channels % 4:
+            raise ValueError(f"MRB needs channels divisible by 4, got {channels}")
+        q = channels // 4
+        self.branches = nn.ModuleList(
+            [
+                btm_conv(channels, q, (1, 5), (0, 2), (1, 1), **conv_kw),
+                btm_conv(channels, q, (1, 5), (0, 4), (1, 2), **conv_kw),  # dilated along W only
+                btm_conv(channels, q, (5, 1), (2, 0), (1, 1), **conv_kw),
+                btm_conv(channels, q, (5, 1), (4, 0), (2, 1), **conv_kw),  # dilated along H only
+            ]
+        )
+        self.act1 = nn.PReLU(channels)
+        self.conv = btm_conv(channels, channels, 3, 1, **conv_kw)
+        self.act2 = nn.PReLU(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = self.act1(torch.cat([branch(x) for branch in self.branches], dim=1))
+        return x + self.act2(self.conv(mixed))
+
+
+class InputNormalized(nn.Module):
+    """``net((x - mean) / std) * std + mean`` with per-channel training-set statistics as buffers."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.register_buffer("input_mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("input_std", torch.ones(1, 3, 1, 1))
+
+    @property
+    def body(self) -> nn.Module:
+        return self.net.body
+
+    @torch.no_grad()
+    def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.input_mean.copy_(mean.view(1, 3, 1, 1))
+        self.input_std.copy_(std.view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.input_mean) / self.input_std) * self.input_std + self.input_mean
+
+
+def xavier_init(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
+
+
+def _build(network: type, block: type, n_blocks: int, scale: int, channels: int, binary: bool, act: str, weight: str) -> nn.Module:
+    body = nn.Sequential(*[block(channels, binary=binary, act=act, weight=weight) for _ in range(n_blocks)])
+    return xavier_init(InputNormalized(network(scale, body, channels)))
+
+
+def _variant(network: type, block: type, default_blocks: int, doc: str):
+    def build(scale: int, channels: int = 64, blocks: int = default_blocks, binary: bool = True, act: str = "approx", weight: str = "higher_order") -> nn.Module:
+        return _build(network, block, blocks, scale, channels, binary, act, weight)
+
+    build.__doc__ = doc + " ``binary=False`` builds the full-precision teacher of the same layout."
+    return build
+
+
+# EDSR-style: 16 blocks of 2 binary convs (BBCU's network); VDSR: 9 blocks = 18 binary layers.
+for _name, _network, _block, _blocks, _doc in (
+    ("edsr_btm", BinaryEDSR, BTMBlock, 16, "EDSR-style binary network trained with BTM."),
+    ("vdsr_btm", BinaryVDSR, BTMBlock, 9, "Binary VDSR trained with BTM."),
+    ("edsr_ibtm", BinaryEDSR, MRBBlock, 16, "EDSR-style IBTM network (MRB blocks)."),
+    ("vdsr_ibtm", BinaryVDSR, MRBBlock, 9, "VDSR-style IBTM network (MRB blocks)."),
+):
+    register(_variant(_network, _block, _blocks, _doc), name=_name)
+
+
+@register_callback("input_stats")
+class InputStats(Callback):
+    """At the start of training, set the model's input mean/std (``set_input_stats``) from the
+    training set's LR images (BTM's input normalisation). Not repeated on resume: the statistics
+    are buffers, restored with the weights."""
+
+    def on_train_start(self, trainer) -> None:
+        if trainer.resume:
+            return
+        targets = [m for m in trainer.model.modules() if hasattr(m, "set_input_stats")]
+        if not targets:
+            raise TinySRError("callback input_stats: the model has no input normalisation (set_input_stats)")
+        pixels = torch.cat([torch.from_numpy(img.reshape(-1, 3)).double() / 255.0 for img in trainer.train_data.lr_images])
+        mean, std = pixels.mean(0).float(), pixels.std(0).float()
+        for m in targets:
+            m.set_input_stats(mean.to(m.input_mean.device), std.to(m.input_std.device))
+
+
+def spatial_softmax(feat: torch.Tensor) -> torch.Tensor:
+    """Softmax over the H*W positions of each channel: (B, C, H, W) -> (B, C, H*W)."""
+    return F.softmax(feat.flatten(2), dim=-1)
+
+
+@register_loss("btm_kd")
+class MultiStageDistillation:
+    """``beta * L1(G_S^n, G_T^n) + gamma * sum_i KL(G_S^i || G_T^i)`` (SPEC §5.4; see the module docstring).
+
+    ``teacher``: model file of the full-precision teacher; ``stages``: body block indices whose
+    outputs are distilled (default: every 4th block and the last).
+    """
+
+    def __init__(self, teacher: str, beta: float = 1.0, gamma: float = 1.0, stages: list[int] | None = None):
+        self.teacher_path, self.beta, self.gamma, self.stages = teacher, beta, gamma, stages
+        self.student_feats: dict[int, torch.Tensor] = {}
+        self.teacher_feats: dict[int, torch.Tensor] = {}
+
+    def setup(self, trainer) -> None:
+        from ..model_file import load
+
+        self.teacher = load(self.teacher_path, device=trainer.device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        s_body, t_body = trainer.model.body, self.teacher.body
+        if len(s_body) != len(t_body):
+            raise TinySRError(f"btm_kd: teacher {self.teacher_path} has {len(t_body)} blocks, the student {len(s_body)}")
+        n = len(s_body)
+        self.stages = sorted(set(self.stages if self.stages is not None else list(range(3, n, 4)) + [n - 1]))
+        for i in self.stages:
+            s_body[i].register_forward_hook(lambda m, inp, out, i=i: self.student_feats.__setitem__(i, out))
+            t_body[i].register_forward_hook(lambda m, inp, out, i=i: self.teacher_feats.__setitem__(i, out))
+
+    def __call__(self, step) -> torch.Tensor:
+        with torch.no_grad():
+            self.teacher(step.lr)
+        last = self.stages[-1]
+        loss = self.beta * F.l1_loss(self.student_feats[last], self.teacher_feats[last])
+        for i in self.stages:
+            gs, gt = spatial_softmax(self.student_feats[i]), spatial_softmax(self.teacher_feats[i])
+            loss = loss + self.gamma * (gs * (torch.log(gs + 1e-12) - torch.log(gt + 1e-12))).sum(-1).mean()
+        return loss

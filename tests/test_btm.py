@@ -1,0 +1,76 @@
+"""BTM's input statistics callback and IBTM's multi-stage distillation loss (SPEC §5.4)."""
+
+import numpy as np
+import pytest
+import torch
+from train_helpers import make_folders, tiny_recipe
+
+import tinysr
+from tinysr.data import TrainPatches
+from tinysr.models.btm import MultiStageDistillation, spatial_softmax
+from tinysr.train import parse_config, train
+from tinysr.train.losses import Step
+
+
+@pytest.fixture(scope="module")
+def folders(data_dir, tmp_path_factory):
+    return make_folders(data_dir, tmp_path_factory.mktemp("data"))
+
+
+def small(name, **kw):
+    return {"name": name, "kwargs": {"channels": 8, "blocks": 2, **kw}}
+
+
+def test_input_stats_are_the_training_set_statistics(tmp_path, folders):
+    recipe = tiny_recipe(*folders, iterations=2)
+    recipe["model"] = small("edsr_btm")
+    recipe["callbacks"] = [{"name": "input_stats"}]
+    model = tinysr.load(train(parse_config(recipe), tmp_path / "run", device="cpu", progress=False))
+    lr = TrainPatches([folders[0]], 2, 8).lr_images
+    pixels = np.concatenate([img.reshape(-1, 3) for img in lr]).astype(np.float64) / 255
+    np.testing.assert_allclose(model.input_mean.flatten().numpy(), pixels.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(model.input_std.flatten().numpy(), pixels.std(0, ddof=1), rtol=1e-4)
+
+
+def test_normalisation_is_undone_at_the_output():
+    torch.manual_seed(0)
+    model = tinysr.create_model("vdsr_btm", scale=2, channels=8, blocks=1).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.zero_()
+        model.set_input_stats(torch.tensor([0.2, 0.5, 0.7]), torch.tensor([0.1, 0.3, 2.0]))
+        x = torch.rand(1, 3, 6, 6)
+        # With a zero residual, VDSR-BTM is its bicubic upsampler, whatever the statistics.
+        torch.testing.assert_close(model(x), tinysr.imresize(x, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_kd_loss_is_zero_against_itself_and_trains_the_student(tmp_path):
+    torch.manual_seed(0)
+    teacher = tinysr.create_model("edsr_ibtm", scale=2, channels=8, blocks=4, binary=False)
+    tinysr.save(teacher, tmp_path / "teacher.safetensors")
+
+    class FakeTrainer:
+        device = torch.device("cpu")
+
+    same = MultiStageDistillation(str(tmp_path / "teacher.safetensors"), beta=1.0, gamma=1.0)
+    FakeTrainer.model = tinysr.load(tmp_path / "teacher.safetensors")
+    same.setup(FakeTrainer)
+    assert same.stages == [3]  # every 4th block and the last
+    lr = torch.rand(2, 3, 8, 8)
+    sr = FakeTrainer.model(lr)
+    assert float(same(Step(0, lr, None, sr)).detach()) == pytest.approx(0.0, abs=1e-6)
+
+    student = tinysr.create_model("edsr_ibtm", scale=2, channels=8, blocks=4)
+    FakeTrainer.model = student
+    kd = MultiStageDistillation(str(tmp_path / "teacher.safetensors"), stages=[1, 3])
+    kd.setup(FakeTrainer)
+    loss = kd(Step(0, lr, None, student(lr)))
+    assert loss > 0
+    loss.backward()
+    assert student.net.body[1].conv.weight.grad is not None
+
+
+def test_spatial_softmax_sums_to_one_per_channel():
+    g = spatial_softmax(torch.randn(2, 3, 4, 5))
+    torch.testing.assert_close(g.sum(-1), torch.ones(2, 3))
