@@ -78,7 +78,7 @@ def _comparison_sheet(model, bicubic, test_dir: Path, scale: int, crop: int = 96
     return sheet.repeat(zoom, axis=0).repeat(zoom, axis=1)
 
 
-def run_quickstart(out: str | Path = "quickstart", iterations: int = 1500, data: str | None = None, device: str | None = None, progress: bool = True) -> dict:
+def run_quickstart(out: str | Path = "quickstart", iterations: int = 3000, data: str | None = None, device: str | None = None, progress: bool = True) -> dict:
     """Train, evaluate against bicubic, write a comparison sheet; returns the scores and paths."""
     out = Path(out)
     scale = 2
