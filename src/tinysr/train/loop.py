@@ -197,7 +197,7 @@ class Trainer:
         self._log_file.write(json.dumps(record) + "\n")
         if self._tb is not None:
             for key, value in record.items():
-                if key != "iter" and isinstance(value, (int, float)):
+                if key != "iter" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._tb.add_scalar(key, value, record["iter"])
 
     # ------------------------------------------------------------------------------- validation
