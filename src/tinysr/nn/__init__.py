@@ -1,10 +1,13 @@
 """Layers shared by the model families (DESIGN.md: one place for what methods have in common)."""
 
 from .binary import BinaryConv2d, LearnableBias, RPReLU, RSign, SignActivation, XnorWeight, binary_sign, hard_sign, sign_derivative
+from .dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt
 from .layers import MeanShift, PixelShuffleUpsampler, conv
 
 __all__ = [
     "BinaryConv2d",
+    "HaarDWT",
+    "HaarIDWT",
     "LearnableBias",
     "MeanShift",
     "PixelShuffleUpsampler",
@@ -14,6 +17,8 @@ __all__ = [
     "XnorWeight",
     "binary_sign",
     "conv",
+    "haar_dwt",
+    "haar_idwt",
     "hard_sign",
     "sign_derivative",
 ]

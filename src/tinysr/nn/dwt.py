@@ -1,0 +1,65 @@
+"""Orthonormal 2-D Haar wavelet transform (db1, 2x2, stride 2) and its exact inverse (SPEC §5.5).
+
+For each 2x2 block ``[[a, b], [c, d]]`` of every channel:
+
+    LL = (a + b + c + d) / 2      low-pass in both directions
+    LH = (a + b - c - d) / 2      high-pass vertically (horizontal edges)
+    HL = (a - b + c - d) / 2      high-pass horizontally (vertical edges)
+    HH = (a - b - c + d) / 2      high-pass in both directions
+
+The four filters form an orthonormal basis of each block, so the transform preserves energy
+(sum of squares) and its inverse is its transpose. :class:`HaarDWT` returns ``(LL, high)`` with
+``high`` the concatenation ``[LH, HL, HH]`` (3C channels, FABNet's high-frequency branch input).
+
+Odd sizes: the input is extended by one reflected row / column at the bottom / right to even
+size before the transform; pass the original size to :class:`HaarIDWT` and it crops it away, so
+``IDWT(DWT(x), size) == x`` for any size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Rows: LL, LH, HL, HH; each a flattened 2x2 filter [a, b, c, d].
+_HAAR = 0.5 * torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0], [1.0, -1.0, -1.0, 1.0]])
+
+
+def _filters(channels: int, dtype, device) -> torch.Tensor:
+    """(4C, 1, 2, 2) depthwise filters ordered [LL, LH, HL, HH] for each channel."""
+    return _HAAR.to(dtype=dtype, device=device).view(4, 1, 2, 2).repeat(channels, 1, 1, 1)
+
+
+def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, H, W) -> LL (B, C, H', W') and high (B, 3C, H', W'), H' = ceil(H/2), W' = ceil(W/2)."""
+    b, c, h, w = x.shape
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, w % 2, 0, h % 2), mode="reflect" if min(h, w) > 1 else "replicate")
+    bands = F.conv2d(x, _filters(c, x.dtype, x.device), stride=2, groups=c)  # (B, 4C, H', W'), per channel 4 bands
+    bands = bands.view(b, c, 4, *bands.shape[-2:])
+    return bands[:, :, 0], bands[:, :, 1:].transpose(1, 2).reshape(b, 3 * c, *bands.shape[-2:])
+
+
+def haar_idwt(ll: torch.Tensor, high: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Inverse of :func:`haar_dwt`; ``size`` = (H, W) of the original input crops the odd-size padding."""
+    b, c, h2, w2 = ll.shape
+    bands = torch.cat([ll.unsqueeze(2), high.view(b, 3, c, h2, w2).transpose(1, 2)], dim=2).reshape(b, 4 * c, h2, w2)
+    x = F.conv_transpose2d(bands, _filters(c, ll.dtype, ll.device), stride=2, groups=c)
+    if size is not None:
+        x = x[..., : size[0], : size[1]]
+    return x
+
+
+class HaarDWT(nn.Module):
+    """Module form of :func:`haar_dwt` (no parameters)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return haar_dwt(x)
+
+
+class HaarIDWT(nn.Module):
+    """Module form of :func:`haar_idwt` (no parameters)."""
+
+    def forward(self, ll: torch.Tensor, high: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        return haar_idwt(ll, high, size)
