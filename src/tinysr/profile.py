@@ -22,6 +22,7 @@ from torch import nn
 
 from .errors import TinySRError
 from .nn.binary import BinaryConv2d, LearnableBias, RPReLU, RSign
+from .nn.layers import WeightedSum
 
 BINARY_PARAM_WEIGHT = 1.0 / 32.0
 BOPS_PER_OP = 64.0
@@ -147,7 +148,7 @@ def _linear_cost(m: nn.Linear, inputs, out) -> tuple[int, int]:
 
 # Per-channel affine or activation parameters: counted as params, their element-wise work is not
 # counted as MACs (BN folds into the neighbouring conv at inference).
-@register_cost(nn.BatchNorm2d, nn.BatchNorm1d, nn.PReLU, nn.GroupNorm, nn.LayerNorm, LearnableBias, RSign, RPReLU)
+@register_cost(nn.BatchNorm2d, nn.BatchNorm1d, nn.PReLU, nn.GroupNorm, nn.LayerNorm, LearnableBias, RSign, RPReLU, WeightedSum)
 def _elementwise_cost(m, inputs, out) -> tuple[int, int]:
     return 0, 0
 

@@ -2,7 +2,7 @@
 
 from .binary import BinaryConv2d, LearnableBias, RPReLU, RSign, SignActivation, XnorWeight, binary_sign, hard_sign, sign_derivative
 from .dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt
-from .layers import MeanShift, PixelShuffleUpsampler, conv
+from .layers import MeanShift, PixelShuffleUpsampler, WeightedSum, conv
 
 __all__ = [
     "BinaryConv2d",
@@ -14,6 +14,7 @@ __all__ = [
     "RPReLU",
     "RSign",
     "SignActivation",
+    "WeightedSum",
     "XnorWeight",
     "binary_sign",
     "conv",

@@ -45,3 +45,14 @@ class PixelShuffleUpsampler(nn.Sequential):
             if act is not None:
                 layers.append(act(channels))
         super().__init__(*layers)
+
+
+class WeightedSum(nn.Module):
+    """``sum_i d_i * I_i`` over a list of same-shaped feature maps; learnable scalars ``d`` initialised to ``1/n``."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.full((n,), 1.0 / n))
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return sum(w * f for w, f in zip(self.weights, feats))

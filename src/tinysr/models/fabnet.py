@@ -1,0 +1,136 @@
+"""FABNet: frequency-aware binarized network (Jiang et al., TIP 2023), SPEC §5.5, ``seeds/002_*``.
+
+The network's idea lives here: split the features by a Haar DWT into a low-frequency part (LL,
+C channels) and a high-frequency part (LH, HL, HH: 3C channels) at half the HR size, binarize
+each with its own modules and its own estimator schedule, and recombine by the exact IDWT.
+
+    x -> bicubic (MATLAB) x s -> FP conv3x3 3->C -> DWT
+       LL:   B x LBRM (C),  fused as d_0 I + sum_i d_i I_i  (learnable scalars, init 1/(B+1))
+       high: 2B x HBRM (3C), + long skip
+    -> IDWT -> FP conv3x3 C->3 -> + bicubic input
+
+LBRM and HBRM have one form: ``x + A2(bconv(RSign(A1(bconv(RSign(x))))))`` (the residual spans the
+two units, as in the official code), with learnable thresholds, FABNet's dynamic activation
+estimator (coefficient t, scheduled by the ``fabnet_schedule`` callback) and XNOR-scaled weights
+with the higher-order estimator. The activations A are PReLU, or in B8C96's HBRMs the
+*recalibrated activation* ``y = phi * x + eps`` with per-channel phi, eps predicted from the
+input by global average pooling -> FC -> ReLU -> FC -> Sigmoid (reduction 4; a choice).
+
+Variants: ``fabnet_b4c12``, ``fabnet_b4c24``, ``fabnet_b4c36`` (PReLU everywhere) and
+``fabnet_b8c96`` (recalibrated HBRMs).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import torch
+from torch import nn
+
+from ..errors import TinySRError
+from ..nn import BinaryConv2d, RSign, SignActivation, WeightedSum, XnorWeight, conv, haar_dwt, haar_idwt
+from ..train.callbacks import Callback, register_callback
+from .bicubic import Bicubic
+from .registry import register
+
+
+class RecalibratedActivation(nn.Module):
+    """``y = phi * x + eps``, (phi, eps) = Sigmoid(FC(ReLU(FC(avgpool(x))))) per channel (SPEC §5.5)."""
+
+    def __init__(self, channels: int, reduction: int = 4):
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, 2 * channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        phi, eps = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3)))))).chunk(2, dim=1)
+        return phi[..., None, None] * x + eps[..., None, None]
+
+
+class FrequencyBinaryModule(nn.Module):
+    """LBRM / HBRM: two [threshold -> sign (dynamic t) -> binary conv3x3 -> activation] units + identity.
+
+    ``branch`` ("low" or "high") tells the schedule which coefficient applies.
+    """
+
+    def __init__(self, channels: int, branch: str, t: float, recalibrated: bool = False):
+        super().__init__()
+        self.branch = branch
+
+        def unit_conv():
+            return BinaryConv2d(channels, channels, 3, padding=1, bias=False,
+                                act_quantizer=RSign(channels, kind="dynamic", t=t), weight_quantizer=XnorWeight("higher_order"))  # fmt: skip
+
+        def activation():
+            return RecalibratedActivation(channels) if recalibrated else nn.PReLU(channels)
+
+        self.conv1, self.act1 = unit_conv(), activation()
+        self.conv2, self.act2 = unit_conv(), activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.act2(self.conv2(self.act1(self.conv1(x))))
+
+
+class FABNet(nn.Module):
+    def __init__(self, scale: int, channels: int, blocks: int, recalibrated_high: bool = False):
+        super().__init__()
+        self.upsample = Bicubic(scale)
+        self.head = conv(3, channels)
+        self.low = nn.ModuleList([FrequencyBinaryModule(channels, "low", t=1.0) for _ in range(blocks)])
+        self.fusion = WeightedSum(blocks + 1)
+        self.high = nn.Sequential(*[FrequencyBinaryModule(3 * channels, "high", t=2.0, recalibrated=recalibrated_high) for _ in range(2 * blocks)])
+        self.tail = conv(channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.upsample(x)
+        feat = self.head(base)
+        ll, high = haar_dwt(feat)
+        outs = [ll]
+        for module in self.low:
+            outs.append(module(outs[-1]))
+        high = high + self.high(high)
+        return self.tail(haar_idwt(self.fusion(outs), high, size=feat.shape[-2:])) + base
+
+
+def _variant(blocks: int, channels: int, recalibrated: bool):
+    def build(scale: int, blocks: int = blocks, channels: int = channels, recalibrated_high: bool = recalibrated) -> nn.Module:
+        return FABNet(scale, channels, blocks, recalibrated_high)
+
+    build.__doc__ = f"FABNet-B{blocks}C{channels} ({'recalibrated HBRMs' if recalibrated else 'PReLU everywhere'})."
+    return build
+
+
+for _blocks, _channels, _recal in ((4, 12, False), (4, 24, False), (4, 36, False), (8, 96, True)):
+    register(_variant(_blocks, _channels, _recal), name=f"fabnet_b{_blocks}c{_channels}")
+
+
+@register_callback("fabnet_schedule")
+class DynamicEstimatorSchedule(Callback):
+    """Sets the dynamic estimator's t by training progress (fraction of ``train.iterations``).
+
+    ``low`` / ``high``: lists of ``[fraction, t]`` starting at 0; defaults from SPEC §5.5 (the
+    official code's epochs 50 and 200 of 1000): low 1 -> 2 -> 4 at 5% and 20%, high 2 -> 4 at 20%.
+    """
+
+    def __init__(self, low=((0.0, 1.0), (0.05, 2.0), (0.2, 4.0)), high=((0.0, 2.0), (0.2, 4.0))):
+        self.schedules = {"low": sorted(map(tuple, low)), "high": sorted(map(tuple, high))}
+        for name, points in self.schedules.items():
+            if not points or points[0][0] != 0.0:
+                raise TinySRError(f"fabnet_schedule: the {name} schedule must start at fraction 0, got {points}")
+
+    def t_at(self, branch: str, progress: float) -> float:
+        points = self.schedules[branch]
+        return points[bisect.bisect_right([p[0] for p in points], progress) - 1][1]
+
+    def apply(self, model: nn.Module, progress: float) -> None:
+        for module in model.modules():
+            branch = getattr(module, "branch", None)
+            if branch in self.schedules:
+                t = self.t_at(branch, progress)
+                for act in module.modules():
+                    if isinstance(act, SignActivation) and act.kind == "dynamic":
+                        act.t.fill_(t)
+
+    def on_step_start(self, trainer, iteration: int) -> None:
+        self.apply(trainer.model, iteration / trainer.config.train.iterations)
