@@ -84,8 +84,14 @@ def test_overrides_and_yaml_errors(tmp_path, folders):
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_is_valid(recipe):
+    from tinysr.train import build_callback, build_loss
+
     c = load_config(recipe)
     tinysr.create_model(c.model.name, scale=c.scale, **c.model.kwargs)
+    for cb in c.callbacks:
+        build_callback(cb.name, cb.kwargs)
+    for term in c.train.loss:
+        build_loss(term.name, term.kwargs)
 
 
 def test_lr_schedule():
