@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import TinySRError
+from .named import NamedFactories
 
-_CALLBACKS: dict[str, type] = {}
+_CALLBACKS = NamedFactories("callback")
 
 
 class Callback:
@@ -34,23 +34,13 @@ class Callback:
 
 
 def register_callback(name: str):
-    def deco(cls):
-        if name in _CALLBACKS:
-            raise RuntimeError(f"callback {name!r} registered twice")
-        _CALLBACKS[name] = cls
-        return cls
-
-    return deco
+    """Class decorator: make a :class:`Callback` available to recipes as ``callbacks: [{name: ...}]``."""
+    return _CALLBACKS.register(name)
 
 
 def build_callback(name: str, kwargs: dict, source: str = "callbacks") -> Callback:
-    if name not in _CALLBACKS:
-        raise TinySRError(f"{source}: unknown callback {name!r}; known: {', '.join(sorted(_CALLBACKS)) or 'none'}")
-    try:
-        return _CALLBACKS[name](**kwargs)
-    except TypeError as exc:
-        raise TinySRError(f"{source}: bad options for callback {name!r}: {exc}") from exc
+    return _CALLBACKS.build(name, kwargs, source)
 
 
 def list_callbacks() -> list[str]:
-    return sorted(_CALLBACKS)
+    return _CALLBACKS.names()

@@ -13,9 +13,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..errors import TinySRError
+from .named import NamedFactories
 
-_LOSSES: dict[str, Callable[..., Callable]] = {}
+_LOSSES = NamedFactories("loss term")
 
 
 @dataclass
@@ -31,22 +31,12 @@ class Step:
 
 
 def register_loss(name: str):
-    def deco(factory):
-        if name in _LOSSES:
-            raise RuntimeError(f"loss term {name!r} registered twice")
-        _LOSSES[name] = factory
-        return factory
-
-    return deco
+    """Decorator: make a loss-term factory available to recipes as ``train.loss: [{name: ...}]``."""
+    return _LOSSES.register(name)
 
 
 def build_loss(name: str, kwargs: dict, source: str = "train.loss") -> Callable[[Step], torch.Tensor]:
-    if name not in _LOSSES:
-        raise TinySRError(f"{source}: unknown loss term {name!r}; known: {', '.join(sorted(_LOSSES))}")
-    try:
-        return _LOSSES[name](**kwargs)
-    except TypeError as exc:
-        raise TinySRError(f"{source}: bad options for loss term {name!r}: {exc}") from exc
+    return _LOSSES.build(name, kwargs, source)
 
 
 @register_loss("l1")
