@@ -23,6 +23,7 @@ from torch import nn
 from .errors import TinySRError
 from .nn.binary import BinaryConv2d, LearnableBias, RPReLU, RSign
 from .nn.layers import WeightedSum
+from .nn.rep import EdgeBranch
 
 BINARY_PARAM_WEIGHT = 1.0 / 32.0
 BOPS_PER_OP = 64.0
@@ -139,6 +140,12 @@ def _binary_conv_cost(m: BinaryConv2d, inputs, out) -> tuple[int, int]:
     """Binary MACs when both operands are 1-bit (XNOR-popcount); otherwise ordinary MACs."""
     macs, _ = _conv_cost(m, inputs, out)
     return (0, macs) if m.is_binary else (macs, 0)
+
+
+@register_cost(EdgeBranch)
+def _edge_branch_cost(m: EdgeBranch, inputs, out) -> tuple[int, int]:
+    """The depthwise 3x3 edge filter (its 1x1 conv is a child, counted on its own)."""
+    return out.numel() * 9, 0
 
 
 @register_cost(nn.Linear)

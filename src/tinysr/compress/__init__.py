@@ -1,0 +1,5 @@
+"""Transforms of a trained model into a deployable one (DESIGN.md principle 3)."""
+
+from .reparameterize import reparameterize
+
+__all__ = ["reparameterize"]

@@ -1,0 +1,104 @@
+"""BaseNet and its re-parameterizable training forms: RepSR, ECBSR, RepVGG (SPEC §7).
+
+BaseNet is the plain VGG-style network every form deploys to:
+
+    conv3x3 3->C + PReLU, N x [conv3x3 C->C + PReLU], conv3x3 C->3*s^2, PixelShuffle(s), + nearest-upsampled input
+
+In the training forms every conv3x3 (head, body and tail) is a block of :mod:`tinysr.nn.rep`;
+:func:`tinysr.compress.reparameterize` merges each into one conv3x3 and returns a ``basenet``.
+The ``freeze_bn`` callback is RepSR's frozen BN: after a fraction of training (default 0.9) the
+BN layers normalise with their population statistics while their affine parameters keep learning.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.rep import ECB, FreezableBatchNorm2d, RepSRBlock, RepVGGBlock
+from ..train.callbacks import Callback, register_callback
+from .registry import register
+
+
+def _plain_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+
+BLOCKS = {
+    "conv": _plain_conv,
+    "repsr": RepSRBlock,
+    "ecb": ECB,
+    "repvgg": RepVGGBlock,
+}
+
+
+class BaseNet(nn.Module):
+    def __init__(self, scale: int, channels: int = 16, blocks: int = 4, block: str = "conv", **block_kw):
+        super().__init__()
+        self.scale, self.channels, self.blocks = scale, channels, blocks
+
+        def make(cin, cout):
+            return BLOCKS[block](cin, cout, **block_kw)
+
+        self.head = make(3, channels)
+        self.head_act = nn.PReLU(channels)
+        self.body = nn.ModuleList(make(channels, channels) for _ in range(blocks))
+        self.body_acts = nn.ModuleList(nn.PReLU(channels) for _ in range(blocks))
+        self.tail = make(channels, 3 * scale * scale)
+        self.shuffle = nn.PixelShuffle(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.head_act(self.head(x))
+        for conv, act in zip(self.body, self.body_acts):
+            y = act(conv(y))
+        return self.shuffle(self.tail(y)) + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+
+
+@register
+def basenet(scale: int, channels: int = 16, blocks: int = 4) -> nn.Module:
+    """The plain network (and what every training form below deploys to)."""
+    return BaseNet(scale, channels, blocks)
+
+
+@register
+def repsr(scale: int, channels: int = 16, blocks: int = 4, expansion: int = 2) -> nn.Module:
+    return BaseNet(scale, channels, blocks, "repsr", expansion=expansion)
+
+
+@register
+def ecbsr(scale: int, channels: int = 16, blocks: int = 4, depth_multiplier: int = 2, identity: bool = False) -> nn.Module:
+    return BaseNet(scale, channels, blocks, "ecb", depth_multiplier=depth_multiplier, identity=identity)
+
+
+@register
+def repvgg_sr(scale: int, channels: int = 16, blocks: int = 4) -> nn.Module:
+    return BaseNet(scale, channels, blocks, "repvgg")
+
+
+def _named_size(builder, channels: int, blocks: int = 4):
+    def build(scale: int) -> nn.Module:
+        return builder(scale, channels=channels, blocks=blocks)
+
+    build.__doc__ = f"{builder.__name__} with {blocks} body blocks of {channels} channels (M{blocks}C{channels})."
+    return build
+
+
+for _channels in (16, 32):
+    register(_named_size(repsr, _channels), name=f"repsr_m4c{_channels}")
+    register(_named_size(ecbsr, _channels), name=f"ecbsr_m4c{_channels}")
+
+
+@register_callback("freeze_bn")
+class FreezeBN(Callback):
+    """RepSR's frozen BN: from ``at`` (fraction of training) on, BN uses population statistics in
+    training too; ``enabled: false`` keeps ordinary BN (for the ablation)."""
+
+    def __init__(self, at: float = 0.9, enabled: bool = True):
+        self.at, self.enabled = at, enabled
+
+    def on_step_start(self, trainer, iteration: int) -> None:
+        frozen = self.enabled and iteration >= self.at * trainer.config.train.iterations
+        for m in trainer.model.modules():
+            if isinstance(m, FreezableBatchNorm2d):
+                m.freeze_stats = frozen

@@ -1,0 +1,103 @@
+"""Re-parameterization (SPEC §7): merged == training form, frozen BN, plain merged networks."""
+
+import pytest
+import torch
+from torch import nn
+
+import tinysr
+from tinysr.compress import reparameterize
+from tinysr.models.repsr import FreezeBN
+from tinysr.nn.rep import ECB, EdgeBranch, FreezableBatchNorm2d, RepSRBlock, RepVGGBlock
+
+
+def randomize(module: nn.Module, edge_scale: float = 1.0) -> nn.Module:
+    """Random BN statistics and affine parameters, random edge scales: nothing left at identity."""
+    g = torch.Generator().manual_seed(0)
+    for m in module.modules():
+        if isinstance(m, FreezableBatchNorm2d):
+            m.running_mean.uniform_(-1, 1, generator=g)
+            m.running_var.uniform_(0.5, 2, generator=g)
+            m.weight.data.uniform_(0.5, 1.5, generator=g)
+            m.bias.data.uniform_(-0.5, 0.5, generator=g)
+        if isinstance(m, EdgeBranch):
+            m.scale.data.normal_(generator=g).mul_(edge_scale)
+            m.bias.data.normal_(generator=g).mul_(edge_scale)
+    return module.eval()
+
+
+@pytest.mark.parametrize("block", [RepSRBlock, ECB, lambda i, o: ECB(i, o, identity=True), RepVGGBlock], ids=["repsr", "ecb", "ecb_id", "repvgg"])
+@pytest.mark.parametrize("cin, cout", [(8, 8), (3, 8), (8, 12)])
+def test_every_block_merges_exactly(block, cin, cout):
+    torch.manual_seed(1)
+    b = randomize(block(cin, cout))
+    x = torch.rand(2, cin, 9, 11)
+    with torch.no_grad():
+        assert (b(x) - b.reparameterize()(x)).abs().max() <= 1e-4
+
+
+NETWORKS = ["repsr_m4c16", "ecbsr_m4c16", "ecbsr_m4c32", "repvgg_sr", "repsr"]
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("scale", [2, 4])
+def test_whole_networks_merge_into_plain_basenet(name, scale, tmp_path):
+    """The issue's criterion: float32, realistic weights (outputs of order 1), max abs diff <= 1e-4."""
+    torch.manual_seed(2)
+    model = randomize(tinysr.create_model(name, scale=scale), edge_scale=0.05)
+    merged = reparameterize(model)
+    plain_types = {nn.Conv2d, nn.PReLU, nn.PixelShuffle, nn.ModuleList}
+    assert {type(m) for m in merged.modules()} - {type(merged)} <= plain_types
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        out = model(x)
+        assert out.abs().max() < 50  # a realistic range, so an absolute tolerance means something
+        assert (out - merged(x)).abs().max() <= 1e-4
+    tinysr.save(merged, tmp_path / "m.safetensors")  # the merged file loads on its own
+    with torch.no_grad():
+        assert torch.equal(tinysr.load(tmp_path / "m.safetensors")(x), merged(x))
+    assert tinysr.profile(merged, (180, 320)).flops == tinysr.profile(tinysr.create_model("basenet", scale=scale, channels=merged.channels), (180, 320)).flops
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_merge_is_exact_in_float64_even_with_extreme_weights(name):
+    torch.manual_seed(3)
+    model = randomize(tinysr.create_model(name, scale=3)).double()
+    merged = reparameterize(model)
+    x = torch.rand(1, 3, 9, 7, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x)
+        assert (out - merged(x)).abs().max() <= 1e-9 * max(1.0, float(out.abs().max()))
+
+
+def test_frozen_bn_uses_population_statistics_and_keeps_learning():
+    bn = randomize(FreezableBatchNorm2d(4)).train()
+    x = torch.randn(8, 4, 5, 5) * 3 + 1
+    before = bn.running_mean.clone()
+    bn.freeze_stats = True
+    out = bn(x)
+    torch.testing.assert_close(out, bn.eval()(x))
+    assert torch.equal(bn.running_mean, before)
+    bn.train()
+    out = bn(x)
+    out.sum().backward()
+    assert bn.weight.grad is not None and bn.bias.grad is not None
+    bn.freeze_stats = False
+    bn(x)
+    assert not torch.equal(bn.running_mean, before)  # ordinary BN updates its statistics
+
+
+def test_freeze_bn_callback_switches_at_the_configured_fraction():
+    model = tinysr.create_model("repsr", scale=2)
+    trainer = type("T", (), {"model": model, "config": type("C", (), {"train": type("X", (), {"iterations": 100})()})()})()
+    bns = [m for m in model.modules() if isinstance(m, FreezableBatchNorm2d)]
+    FreezeBN(at=0.9).on_step_start(trainer, 89)
+    assert not any(bn.freeze_stats for bn in bns)
+    FreezeBN(at=0.9).on_step_start(trainer, 90)
+    assert all(bn.freeze_stats for bn in bns)
+    FreezeBN(at=0.9, enabled=False).on_step_start(trainer, 95)
+    assert not any(bn.freeze_stats for bn in bns)
+
+
+def test_reparameterize_rejects_other_models():
+    with pytest.raises(tinysr.TinySRError, match="BaseNet"):
+        reparameterize(tinysr.create_model("vdsr", scale=2))
