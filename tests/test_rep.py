@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import tinysr
+from tinysr.cli import main
 from tinysr.compress import reparameterize
 from tinysr.models.repsr import FreezeBN
 from tinysr.nn.rep import ECB, EdgeBranch, FreezableBatchNorm2d, RepSRBlock, RepVGGBlock
@@ -101,3 +102,17 @@ def test_freeze_bn_callback_switches_at_the_configured_fraction():
 def test_reparameterize_rejects_other_models():
     with pytest.raises(tinysr.TinySRError, match="BaseNet"):
         reparameterize(tinysr.create_model("vdsr", scale=2))
+
+
+def test_cli_deploy(tmp_path, capsys):
+    torch.manual_seed(4)
+    model = randomize(tinysr.create_model("ecbsr_m4c16", scale=2), edge_scale=0.05)
+    tinysr.save(model, tmp_path / "train.safetensors")
+    assert main(["deploy", "-m", str(tmp_path / "train.safetensors"), "-o", str(tmp_path / "plain.safetensors")]) == 0
+    plain = tinysr.load(tmp_path / "plain.safetensors")
+    assert plain.tinysr_spec.name == "basenet" and "basenet" in capsys.readouterr().out
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert (plain(x) - model(x)).abs().max() <= 1e-4
+    tinysr.save(tinysr.create_model("vdsr", scale=2, depth=3), tmp_path / "vdsr.safetensors")
+    assert main(["deploy", "-m", str(tmp_path / "vdsr.safetensors"), "-o", str(tmp_path / "x.safetensors")]) == 2

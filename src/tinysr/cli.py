@@ -175,6 +175,20 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .compress import reparameterize
+    from .model_file import load, save
+    from .profile import profile
+
+    model = load(args.model)
+    merged = reparameterize(model)
+    save(merged, args.output)
+    before, after = profile(model, (180, 320)), profile(merged, (180, 320))
+    print(f"{args.output}: plain {merged.tinysr_spec.name}, params {before.params / 1e3:.1f}K -> {after.params / 1e3:.1f}K, "
+          f"FLOPs at 320x180 {before.flops / 1e9:.2f}G -> {after.flops / 1e9:.2f}G")  # fmt: skip
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from .quickstart import run_quickstart
 
@@ -246,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("deploy", help="merge a re-parameterizable model (repsr, ecbsr, repvgg_sr) into a plain network file")
+    p.add_argument("--model", "-m", required=True, help="trained model file")
+    p.add_argument("--output", "-o", required=True, help="output model file")
+    p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("quickstart", help="train a small model on sample photographs in minutes and compare it with bicubic")
     p.add_argument("--output", "-o", default="quickstart", metavar="DIR", help="where everything goes (default ./quickstart)")
