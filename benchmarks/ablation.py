@@ -49,20 +49,22 @@ def main() -> None:
     args = parser.parse_args()
     w, h = (int(v) for v in args.lr_size.split("x"))
     cache = LRCache()
+
+    def row(method: str, model, wall: float | None) -> dict:
+        cost = tinysr.profile(model, lr_size=(h, w))
+        out = {"method": method, "params": cost.params, "ops": cost.ops, "wall_min": wall / 60 if wall else None}
+        for d in args.test:
+            score = evaluate(model, BenchmarkSet(d, model.tinysr_spec.scale, cache=cache), progress=False)
+            out[f"{Path(d).name}_psnr"], out[f"{Path(d).name}_ssim"] = score.psnr, score.ssim
+        return out
+
     rows = []
-    scale = None
     for recipe in args.recipes:
         final, wall = run_recipe(recipe, args.runs, args.iterations)
         model = tinysr.load(final)
-        scale = model.tinysr_spec.scale
-        cost = tinysr.profile(model, lr_size=(h, w))
-        scores = {Path(d).name: evaluate(model, BenchmarkSet(d, scale, cache=cache), progress=False) for d in args.test}
-        rows.append({"method": recipe.stem, "params": cost.params, "ops": cost.ops, "wall_min": wall / 60 if wall else None,
-                     **{f"{k}_psnr": v.psnr for k, v in scores.items()}, **{f"{k}_ssim": v.ssim for k, v in scores.items()}})  # fmt: skip
-    bicubic = tinysr.create_model("bicubic", scale=scale)
-    rows.insert(0, {"method": "bicubic", "params": 0, "ops": 0, "wall_min": None,
-                    **{f"{Path(d).name}_psnr": evaluate(bicubic, BenchmarkSet(d, scale, cache=cache), progress=False).psnr for d in args.test},
-                    **{f"{Path(d).name}_ssim": evaluate(bicubic, BenchmarkSet(d, scale, cache=cache), progress=False).ssim for d in args.test}})  # fmt: skip
+        rows.append(row(recipe.stem, model, wall))
+    scale = model.tinysr_spec.scale
+    rows.insert(0, row("bicubic", tinysr.create_model("bicubic", scale=scale), None))
     sets = [Path(d).name for d in args.test]
     print(f"x{scale}, {args.iterations or 'recipe'} iterations each; OPs at {args.lr_size} LR input")
     print("| method | params | OPs (G) | " + " | ".join(f"{s} PSNR / SSIM" for s in sets) + " | train time (min) |")

@@ -125,7 +125,7 @@ def test_patches_are_deterministic_aligned_and_cover_epochs(folders):
         # The LR patch is the protocol's downscale of the HR patch (up to rounding, away from the crop edges).
         down = imresize(hr1[None].double(), 0.5)[0]
         assert (down - lr1.double())[:, 3:-3, 3:-3].abs().max() < 1.5 / 255
-    epoch = [a._image_index(n) for n in range(a.epoch_length)]
+    epoch = [a._image_index(n) for n in range(len(a))]
     assert np.bincount(epoch).tolist() == [3] * 6
 
 

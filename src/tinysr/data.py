@@ -71,6 +71,21 @@ class LRCache:
         return lr
 
 
+def hr_image_paths(folder: str | Path, what: str) -> list[Path]:
+    """The HR images of a data folder: the folder's images, or those of its ``HR/`` subfolder.
+
+    ``what`` names the folder's role in errors ("data", "training").
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TinySRError(f"{folder}: no such {what} folder")
+    hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
+    paths = list_images(hr_dir)
+    if not paths:
+        raise TinySRError(f"{hr_dir}: no images found in this {what} folder (expected PNG/BMP/JPEG/TIFF files)")
+    return paths
+
+
 @dataclass
 class Sample:
     """One evaluation pair: mod-cropped HR and its LR, both RGB uint8 HWC."""
@@ -88,19 +103,15 @@ class BenchmarkSet:
         scale: integer upscaling factor.
         lr_from_files: take LR from ``LR_bicubic/X{scale}`` instead of generating it.
         cache: an :class:`LRCache`, or None to generate LR in memory every time.
+        max_images: use only the first N images (sorted by name), e.g. for quick validation.
     """
 
-    def __init__(self, folder: str | Path, scale: int, lr_from_files: bool = False, cache: LRCache | None = None):
+    def __init__(self, folder: str | Path, scale: int, lr_from_files: bool = False, cache: LRCache | None = None, max_images: int | None = None):
         self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise TinySRError(f"{self.folder}: no such data folder")
         if scale < 1 or int(scale) != scale:
             raise TinySRError(f"--scale {scale}: must be a positive integer")
         self.scale = int(scale)
-        hr_dir = self.folder / "HR" if (self.folder / "HR").is_dir() else self.folder
-        self.hr_paths = list_images(hr_dir)
-        if not self.hr_paths:
-            raise TinySRError(f"{hr_dir}: no images found (expected PNG/BMP/JPEG/TIFF files)")
+        self.hr_paths = hr_image_paths(self.folder, "data")[:max_images]
         self.lr_dir = self.folder / "LR_bicubic" / f"X{self.scale}" if lr_from_files else None
         if self.lr_dir is not None and not self.lr_dir.is_dir():
             raise TinySRError(f"{self.lr_dir}: no LR folder for --lr-from-files")
@@ -154,17 +165,9 @@ class TrainPatches:
         self.scale, self.patch_size, self.repeat, self.seed = int(scale), int(patch_size), int(repeat), int(seed)
         self.lr_images: list[np.ndarray] = []
         self.hr_images: list[np.ndarray] = []
-        self.names: list[str] = []
         skipped = []
         for folder in folders:
-            folder = Path(folder)
-            if not folder.is_dir():
-                raise TinySRError(f"{folder}: no such training folder")
-            hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
-            paths = list_images(hr_dir)
-            if not paths:
-                raise TinySRError(f"{hr_dir}: no training images found (expected PNG/BMP/JPEG/TIFF files)")
-            for path in paths:
+            for path in hr_image_paths(folder, "training"):
                 hr = mod_crop(read_image(path), self.scale)
                 if min(hr.shape[:2]) < self.patch_size * self.scale:
                     skipped.append(path.name)
@@ -172,24 +175,20 @@ class TrainPatches:
                 lr = cache.get(path, hr, self.scale) if cache is not None else make_lr(hr, self.scale)
                 self.lr_images.append(lr)
                 self.hr_images.append(hr)
-                self.names.append(str(path))
         if skipped:
             warn(f"tinysr: warning: skipped {len(skipped)} image(s) smaller than the {self.patch_size}px LR patch at x{self.scale}: {', '.join(skipped)}")
         if not self.lr_images:
             raise TinySRError(f"{', '.join(map(str, folders))}: no training image is large enough for an LR patch of {self.patch_size} at x{self.scale}")
         self._epoch_cache: tuple[int, np.ndarray] | None = None
 
-    @property
-    def epoch_length(self) -> int:
+    def __len__(self) -> int:
+        """Samples per epoch: ``repeat`` patches of every image."""
         return len(self.lr_images) * self.repeat
 
-    def __len__(self) -> int:
-        return self.epoch_length
-
     def _image_index(self, n: int) -> int:
-        epoch, pos = divmod(n, self.epoch_length)
+        epoch, pos = divmod(n, len(self))
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
-            order = np.random.default_rng([self.seed, epoch, 0]).permutation(self.epoch_length) % len(self.lr_images)
+            order = np.random.default_rng([self.seed, epoch, 0]).permutation(len(self)) % len(self.lr_images)
             self._epoch_cache = (epoch, order)
         return int(self._epoch_cache[1][pos])
 

@@ -20,7 +20,9 @@ from ..errors import TinySRError
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class Component:
+    """A registered thing built by name with keyword arguments: the model, or a callback."""
+
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -76,19 +78,13 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class CallbackConfig:
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Config:
-    model: ModelConfig
+    model: Component
     scale: int
     train: TrainConfig
     data: DataConfig
     seed: int = 0
-    callbacks: list[CallbackConfig] = field(default_factory=list)
+    callbacks: list[Component] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

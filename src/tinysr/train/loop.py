@@ -102,9 +102,7 @@ class Trainer:
         cache = LRCache()
         say = (lambda msg: print(msg, file=sys.stderr)) if self.dist.is_main else (lambda msg: None)
         self.train_data = TrainPatches(c.data.train, c.scale, c.data.patch_size, c.data.repeat, c.seed, cache, warn=say)
-        self.val_data = BenchmarkSet(c.data.val, c.scale, cache=cache) if c.data.val else None
-        if self.val_data is not None and c.data.val_max_images:
-            self.val_data.hr_paths = self.val_data.hr_paths[: c.data.val_max_images]
+        self.val_data = BenchmarkSet(c.data.val, c.scale, cache=cache, max_images=c.data.val_max_images) if c.data.val else None
         self.loss_terms = [(t.name, t.weight, build_loss(t.name, t.kwargs)) for t in c.train.loss]
         self.callbacks = [build_callback(cb.name, cb.kwargs) for cb in c.callbacks]
         for cb in self.callbacks:  # may change the model (e.g. insert layers) before the optimizer sees it
@@ -180,7 +178,8 @@ class Trainer:
         if self.resume and path.is_file():
             # Drop entries written after the checkpoint we resume from (they will be written again)
             # and a last line cut short by a kill.
-            kept = [ln for ln in path.read_text().splitlines() if (_log_iteration(ln) or 0) <= self.iteration and _log_iteration(ln) is not None]
+            iterations = [(ln, _log_iteration(ln)) for ln in path.read_text().splitlines()]
+            kept = [ln for ln, it in iterations if it is not None and it <= self.iteration]
             atomic_write(path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in kept)))
         self._log_file = open(path, "a", buffering=1)
         self._tb = None
@@ -290,14 +289,14 @@ class Trainer:
             barrier(self.dist)
             self.model.train()
             bar = tqdm(total=c.train.iterations, initial=self.iteration, disable=not (self.progress and self.dist.is_main), dynamic_ncols=True, desc="train")
-            self._start_time = start_time = time.perf_counter()
+            self._start_time = time.perf_counter()
             start_iter, samples = self.iteration, c.train.batch_size * self.dist.world_size
             for lr_img, hr_img in self._batches():
                 logs = self.train_step(lr_img.to(self.device, non_blocking=True), hr_img.to(self.device, non_blocking=True))
                 bar.update(1)
                 it = self.iteration
                 if it % c.train.log_every == 0 or it == c.train.iterations:
-                    elapsed = time.perf_counter() - start_time
+                    elapsed = time.perf_counter() - self._start_time
                     rate = (it - start_iter) / max(elapsed, 1e-9)
                     self.log({"iter": it, **logs, "it_s": rate, "img_s": rate * samples, "time": elapsed})
                     bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")

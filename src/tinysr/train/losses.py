@@ -7,7 +7,7 @@ distillation loss reading a teacher, a sparsity penalty reading the model) needs
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -27,7 +27,6 @@ class Step:
     hr: torch.Tensor
     sr: torch.Tensor
     trainer: Any = None
-    extras: dict = field(default_factory=dict)
 
 
 def register_loss(name: str):
