@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import tinysr
+from tinysr.compress import reparameterize
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
 from tinysr.train import load_config, train
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--test", nargs="+", default=["../shared/data/Set5", "../shared/data/Set14"])
     parser.add_argument("--lr-size", default="320x180", help="input size for OPs (binary SR tables: 320x180)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--merge", action="store_true", help="re-parameterize each trained model (SPEC §7) and test the merged form")
     args = parser.parse_args()
     w, h = (int(v) for v in args.lr_size.split("x"))
     cache = LRCache()
@@ -62,6 +64,8 @@ def main() -> None:
     for recipe in args.recipes:
         final, wall = run_recipe(recipe, args.runs, args.iterations)
         model = tinysr.load(final)
+        if args.merge:
+            model = reparameterize(model)
         rows.append(row(recipe.stem, model, wall))
     scale = model.tinysr_spec.scale
     rows.insert(0, row("bicubic", tinysr.create_model("bicubic", scale=scale), None))

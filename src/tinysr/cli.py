@@ -182,6 +182,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import check_onnx, export_onnx
+
+    model = resolve_model(args.model, args.scale)
+    path = export_onnx(model, args.output, lr_size=args.lr_size, opset=args.opset)
+    size = f"{args.lr_size[1]}x{args.lr_size[0]} input" if args.lr_size else "any input size"
+    print(f"{path}: ONNX opset {args.opset}, {size}")
+    if not args.no_check:
+        print(f"onnxruntime vs PyTorch: max abs diff {check_onnx(model, path):.2e}")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from .quickstart import run_quickstart
 
@@ -258,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", required=True, help="trained model file")
     p.add_argument("--output", "-o", required=True, help="output model file")
     p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("export", help="export a model to ONNX (checked with onnxruntime)")
+    p.add_argument("--model", "-m", required=True, help="model file (or a registry name with --scale)")
+    p.add_argument("--output", "-o", required=True, help="output .onnx file")
+    p.add_argument("--scale", "-s", type=_scale, help="scale (taken from the model file when omitted)")
+    p.add_argument("--lr-size", type=_size, metavar="WxH", help="export for this input size only (default: any size; required for VDSR/FABNet)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--no-check", action="store_true", help="do not compare onnxruntime's output with PyTorch's")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quickstart", help="train a small model on sample photographs in minutes and compare it with bicubic")
     p.add_argument("--output", "-o", default="quickstart", metavar="DIR", help="where everything goes (default ./quickstart)")

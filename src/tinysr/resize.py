@@ -61,7 +61,7 @@ def contributions(in_length: int, out_length: int, scale: float, antialias: bool
 
 def _resize_axis(x: torch.Tensor, dim: int, scale: float, out_length: int, antialias: bool) -> torch.Tensor:
     """Resize ``x`` along ``dim`` by accumulating weighted gathers, one tap at a time."""
-    in_length = x.shape[dim]
+    in_length = int(x.shape[dim])  # a plain int also under tracing (ONNX export at a fixed size)
     idx_np, w_np = contributions(in_length, out_length, float(scale), antialias)
     idx = torch.from_numpy(idx_np).to(x.device)
     w = torch.from_numpy(w_np).to(device=x.device, dtype=x.dtype)
@@ -97,7 +97,7 @@ def imresize(img: np.ndarray | torch.Tensor, scale: float, antialias: bool = Tru
         if img.dim() not in (3, 4):
             raise ValueError(f"imresize: expected a (C,H,W) or (B,C,H,W) tensor, got shape {tuple(img.shape)}")
         x = img if img.is_floating_point() else img.float() / 255.0
-        h, w = x.shape[-2:]
+        h, w = (int(v) for v in x.shape[-2:])
         x = _resize_axis(x, x.dim() - 2, scale, output_size(h, scale), antialias)
         return _resize_axis(x, x.dim() - 1, scale, output_size(w, scale), antialias)
     arr = np.asarray(img)
