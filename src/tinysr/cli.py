@@ -169,17 +169,39 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from .compress import reparameterize
+    from .compress import pack, reparameterize
     from .model_file import load, save
+    from .models.repsr import BaseNet
     from .profile import profile
 
     model = load(args.model)
+    if args.pack or not isinstance(model, BaseNet):
+        packed = pack(model)
+        save(packed, args.output)
+        before, after = _binary_weight_bytes(model), _binary_weight_bytes(packed)
+        print(f"{args.output}: {model.tinysr_spec.name} with bit-packed binary convs; their weights "
+              f"{before / 1e3:.1f} kB -> {after / 1e3:.1f} kB ({before / after:.1f}x smaller)")  # fmt: skip
+        return 0
     merged = reparameterize(model)
     save(merged, args.output)
     before, after = profile(model, (180, 320)), profile(merged, (180, 320))
     print(f"{args.output}: plain {merged.tinysr_spec.name}, params {before.params / 1e3:.1f}K -> {after.params / 1e3:.1f}K, "
           f"FLOPs at 320x180 {before.flops / 1e9:.2f}G -> {after.flops / 1e9:.2f}G")  # fmt: skip
     return 0
+
+
+def _binary_weight_bytes(model) -> int:
+    """Bytes of the binary convs' weights: float32 before packing, 1-bit words (+ scale vectors) after."""
+    from .nn import BinaryConv2d
+    from .nn.packed import PackedBinaryConv2d
+
+    total = 0
+    for m in model.modules():
+        if isinstance(m, BinaryConv2d) and m.is_binary:
+            total += m.weight.numel() * m.weight.element_size()
+        elif isinstance(m, PackedBinaryConv2d):
+            total += m.weight_words.numel() * 8 + m.alpha.numel() * 4
+    return total
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -266,9 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("deploy", help="merge a re-parameterizable model (repsr, ecbsr, repvgg_sr) into a plain network file")
+    p = sub.add_parser("deploy", help="merge a re-parameterizable model (repsr, ecbsr, repvgg_sr) into a plain network, or bit-pack a 1-bit model")
     p.add_argument("--model", "-m", required=True, help="trained model file")
     p.add_argument("--output", "-o", required=True, help="output model file")
+    p.add_argument("--pack", action="store_true", help="bit-pack the binary convs (the default for every model but the BaseNet family)")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("export", help="export a model to ONNX (checked with onnxruntime)")

@@ -51,10 +51,20 @@ def save(model: nn.Module, path: str | Path) -> None:
         "format_version": FORMAT_VERSION,
         "name": spec.name,
         "kwargs": json.dumps(spec.kwargs, sort_keys=True),
+        "transforms": json.dumps(spec.transforms),
         "scale": str(spec.scale),
         "tinysr_version": __version__,
     }
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def _apply_transform(name: str, model: nn.Module, path: Path) -> nn.Module:
+    """Rebuild the structure of a deployed model (its weights are loaded afterwards)."""
+    from .compress import TRANSFORMS
+
+    if name not in TRANSFORMS:
+        raise TinySRError(f"{path}: unknown model transform {name!r} (known: {', '.join(TRANSFORMS)})")
+    return TRANSFORMS[name](model)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -78,6 +88,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     metadata = read_metadata(path)
     kwargs = json.loads(metadata["kwargs"])
     model = create_model(metadata["name"], **kwargs)
+    for transform in json.loads(metadata.get("transforms", "[]")):
+        model = _apply_transform(transform, model, path)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             state = {k: f.get_tensor(k) for k in f.keys()}

@@ -1,5 +1,9 @@
 """Transforms of a trained model into a deployable one (DESIGN.md principle 3)."""
 
+from .pack import pack, set_kernel
 from .reparameterize import reparameterize
 
-__all__ = ["reparameterize"]
+# Structural transforms a model file may record (ModelSpec.transforms); load re-applies them.
+TRANSFORMS = {"pack": pack}
+
+__all__ = ["TRANSFORMS", "pack", "reparameterize", "set_kernel"]

@@ -27,6 +27,8 @@ class ModelSpec:
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # deploy transforms applied after building, in order (e.g. ["pack"]): load re-applies them
+    transforms: list[str] = field(default_factory=list)
 
     @property
     def scale(self) -> int:

@@ -176,4 +176,12 @@ class BinaryConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_quantizer is not None:
             x = self.act_quantizer(x)
+        wq = self.weight_quantizer
+        if isinstance(wq, XnorWeight) and wq.scale:
+            # conv with the +-1 signs, then the per-channel scale: the same function as conv with
+            # sign(W) * alpha, but with binary inputs the conv result is an exact integer, scaled
+            # once -- the arithmetic of the bit-packed kernel, which therefore matches bit for bit.
+            y = F.conv2d(x, binary_sign(self.weight, wq.estimator), None, self.stride, self.padding, self.dilation, self.groups)
+            y = y * wq.alpha(self.weight).view(1, -1, 1, 1)
+            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
         return F.conv2d(x, self.quantized_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)

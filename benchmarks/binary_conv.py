@@ -1,0 +1,134 @@
+"""Real 1-bit inference speed on CPU (SPEC §9, issue 9): the bit-packed kernel against float.
+
+Part 1, one binary conv 64->64 3x3 (padding 1) on a 1x64x180x320 input, at 1 and 2 threads:
+
+* ``float conv2d (NCHW)`` / ``(channels_last)``: ``torch.nn.functional.conv2d`` in float32 on the
+  same shape, in both memory layouts (oneDNN is faster on channels_last: the fair baseline);
+* ``packed, NHWC input``: binarize + bit-pack the input, XNOR-popcount conv, scale epilogue, as
+  inside a packed network (whose activations stay channels_last);
+* ``packed, NCHW input``: the same plus the layout conversion of a plain NCHW tensor.
+
+Part 2, whole networks at a 320x180 LR input: packed vs float-simulated (the trained model as
+PyTorch runs it) vs the full-precision ``edsr_baseline``, with the bound the full-precision
+layers put on the speed-up (Amdahl: float-simulated time over the time of its FP layers alone,
+measured with the binary convs replaced by free identities of the right shape).
+
+All timings: best of --repeat after a warm-up, alternating between the contenders in each round.
+
+    python benchmarks/binary_conv.py [--repeat 10 --threads 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tinysr
+from tinysr.compress import pack, set_kernel
+from tinysr.kernels import available_paths
+from tinysr.nn import BinaryConv2d, SignActivation, XnorWeight
+from tinysr.nn.packed import PackedBinaryConv2d
+
+
+def best_times(fns: dict, repeat: int) -> dict[str, float]:
+    """Best wall time (s) of each zero-argument function, measured round-robin."""
+    best = {k: float("inf") for k in fns}
+    with torch.no_grad():
+        for f in fns.values():
+            f()  # warm-up (and the kernel build on first use)
+        for _ in range(repeat):
+            for k, f in fns.items():
+                t0 = time.perf_counter()
+                f()
+                best[k] = min(best[k], time.perf_counter() - t0)
+    return best
+
+
+def single_conv(repeat: int) -> None:
+    conv = BinaryConv2d(64, 64, 3, padding=1, act_quantizer=SignActivation(), weight_quantizer=XnorWeight()).eval()
+    packed = PackedBinaryConv2d.from_conv(conv)
+    x = torch.randn(1, 64, 180, 320)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    w, w_cl = conv.weight.detach(), conv.weight.detach().contiguous(memory_format=torch.channels_last)
+    fns = {
+        "float conv2d (NCHW)": lambda: F.conv2d(x, w, None, 1, 1),
+        "float conv2d (channels_last)": lambda: F.conv2d(x_cl, w_cl, None, 1, 1),
+        "packed, NHWC input": lambda: packed(x_cl),
+        "packed, NCHW input": lambda: packed(x),
+    }
+    times = best_times(fns, repeat)
+    base = times["float conv2d (channels_last)"]
+    for k, t in times.items():
+        print(f"| {torch.get_num_threads()} | {k} | {t * 1e3:.2f} | {base / t:.1f}x |")
+
+
+class _Free(nn.Module):
+    """Stands in for a binary conv at zero cost (output of the right shape): isolates the FP time."""
+
+    def __init__(self, conv: BinaryConv2d):
+        super().__init__()
+        self.out_channels = conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.shape[1] == self.out_channels else x[:, : self.out_channels]
+
+
+def _without_binary_convs(model: nn.Module) -> nn.Module:
+    import copy
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, BinaryConv2d) and child.is_binary:
+                setattr(parent, name, _Free(child))
+    return model
+
+
+def whole_networks(repeat: int, networks: list[tuple[str, int]]) -> None:
+    x = torch.rand(1, 3, 180, 320)
+    for name, scale in networks:
+        model = tinysr.create_model(name, scale=scale).eval()
+        packed = set_kernel(pack(model), "auto")
+        fp_only = _without_binary_convs(model)
+        fns = {"float-simulated": lambda: model(x), "packed": lambda: packed(x), "FP layers only": lambda: fp_only(x)}
+        if scale == 2 or name.startswith("edsr"):
+            baseline = tinysr.create_model("edsr_baseline", scale=scale).eval()
+            fns["edsr_baseline (FP)"] = lambda: baseline(x)
+        times = best_times(fns, repeat)
+        sim, fast, fp = times["float-simulated"], times["packed"], times["FP layers only"]
+        base = times.get("edsr_baseline (FP)")
+        base_cell = f"{base * 1e3:.0f} ({base / fast:.1f}x)" if base else "-"
+        print(f"| {torch.get_num_threads()} | {name} x{scale} | {sim * 1e3:.0f} | {fast * 1e3:.0f} | **{sim / fast:.2f}x** | "
+              f"{sim / fp:.2f}x | {base_cell} |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--skip-networks", action="store_true")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, kernel paths: {', '.join(available_paths())}")
+    print("\n64->64 3x3 binary conv, 1x64x180x320 input (ms; speed-up vs float conv2d channels_last)\n")
+    print("| threads | implementation | time (ms) | vs float |\n|---:|---|---:|---:|")
+    for n in args.threads:
+        torch.set_num_threads(n)
+        single_conv(args.repeat)
+    if args.skip_networks:
+        return
+    print("\nWhole networks, 320x180 LR input (ms); bound = float-simulated / FP layers alone\n")
+    print("| threads | network | float-simulated | packed | speed-up | bound | edsr_baseline FP (packed speed-up) |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    networks = [("edsr_btm", 2), ("edsr_btm", 4), ("fabnet_b4c24", 2), ("fabnet_b8c96", 2)]
+    for n in args.threads:
+        torch.set_num_threads(n)
+        whole_networks(max(3, args.repeat // 3), networks)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""``pack(model)``: a trained 1-bit model -> its bit-packed inference form (SPEC §9).
+
+Every binary :class:`~tinysr.nn.BinaryConv2d` becomes a :class:`~tinysr.nn.packed.PackedBinaryConv2d`
+(1-bit weights; scale, threshold and bias kept as float vectors); everything full precision
+stays as it is. The packed model computes the same function bit for bit (same arithmetic,
+see ``nn/packed.py``) and keeps its activations channels_last, the layout the native kernel
+reads and writes, so no layout conversion happens between layers.
+
+The packed model's spec records the transform (``transforms: ["pack"]``): :func:`tinysr.load`
+rebuilds the model, packs it, then loads the stored (packed) weights, so the file loads on its own.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..errors import TinySRError
+from ..models.registry import ModelSpec, model_spec
+from ..nn.binary import BinaryConv2d
+from ..nn.packed import KERNELS, PackedBinaryConv2d
+
+TRANSFORM = "pack"
+
+
+def _replace_binary_convs(module: nn.Module) -> int:
+    count = 0
+    for name, child in module.named_children():
+        if isinstance(child, BinaryConv2d) and child.is_binary:
+            setattr(module, name, PackedBinaryConv2d.from_conv(child))
+            count += 1
+        else:
+            count += _replace_binary_convs(child)
+    return count
+
+
+@torch.no_grad()
+def pack(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (built by ``create_model``) with every binary conv bit-packed, in eval mode."""
+    spec = model_spec(model)
+    if TRANSFORM in spec.transforms:
+        raise TinySRError("pack: the model is already packed")
+    packed = copy.deepcopy(model).eval()
+    if _replace_binary_convs(packed) == 0:
+        raise TinySRError(f"pack: {spec.name} has no binary convolutions to pack")
+    packed.tinysr_spec = ModelSpec(spec.name, dict(spec.kwargs), spec.transforms + [TRANSFORM])
+    return packed.to(memory_format=torch.channels_last)
+
+
+def set_kernel(model: nn.Module, kernel: str) -> nn.Module:
+    """Select the binary conv implementation of every packed layer (``auto``, ``torch``, or a native path)."""
+    if kernel not in KERNELS:
+        raise TinySRError(f"unknown binary kernel {kernel!r} ({', '.join(KERNELS)})")
+    for m in model.modules():
+        if isinstance(m, PackedBinaryConv2d):
+            m.kernel = kernel
+    return model

@@ -1,0 +1,46 @@
+"""Native CPU kernels (SPEC §9), compiled on first use with ``torch.utils.cpp_extension`` and cached.
+
+:func:`native` returns the compiled module, or ``None`` when it cannot be built (no compiler,
+no Python headers): callers then use their pure-PyTorch path, which computes the same numbers.
+The build lands in PyTorch's extension cache (``$TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``) and takes about a minute once per machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("binary_conv.cpp")
+
+# Path codes shared with binary_conv.cpp.
+PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
+
+
+@functools.lru_cache(maxsize=None)
+def native():
+    """The compiled kernel module, or ``None`` (with a warning saying why) if it cannot be built."""
+    if os.environ.get("TINYSR_NO_NATIVE"):
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(
+            name="tinysr_binary_conv",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception as exc:  # any build failure: fall back, but say so once
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(f"tinysr: native binary kernel unavailable, using the PyTorch path ({first})", stacklevel=2)
+        return None
+
+
+def available_paths() -> list[str]:
+    """Kernel paths this machine runs: ``torch`` always; ``portable``/``avx2``/``avx512`` when built."""
+    module = native()
+    return ["torch"] + (list(module.available_paths()) if module is not None else [])

@@ -1,0 +1,410 @@
+// Bit-packed binary convolution for CPU inference (SPEC §9).
+//
+// A binary conv computes, for each output pixel and output channel o,
+//     y = alpha[o] * sum_{valid taps} sum_c a_c * w_c + bias[o],   a, w in {-1, +1},
+// where a = sign(x - threshold) (sign(0) = +1) and taps falling in the zero padding contribute 0
+// (the float model pads *after* binarising). With a, w packed 64 channels per word (bit = 1 for -1)
+//     sum_c a_c * w_c = C - 2 * popcount(a XOR w)
+// exactly, when the padding bits beyond C are 0 in both words. Summed over the valid taps only,
+// that is the float model's integer result bit for bit; no border correction is needed.
+//
+// Layouts: activations NHWC (a channels_last tensor), packed to (N, H, W, Cw) words; weights
+// (KH, KW, Cw, Opad) words, so the words of consecutive output channels are contiguous and one
+// vector load feeds 8 (AVX-512) or 4 (AVX2) output channels; output NHWC floats.
+//
+// Paths, chosen at run time (or forced): AVX-512 with VPOPCNTDQ, AVX2 (popcount by nibble lookup,
+// Mula et al.), portable C++. Threads: OpenMP over output rows, as many as PyTorch uses.
+// Built with -ffp-contract=off so the epilogue rounds like PyTorch: float(dot) * alpha, then + bias.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+// Functions using AVX-512 are compiled for it alone and only called after a run-time CPU check.
+#define TINYSR_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vpopcntdq")))
+
+namespace {
+
+enum Path : int64_t { kAuto = 0, kPortable = 1, kAVX2 = 2, kAVX512 = 3 };
+
+struct Geometry {
+  int64_t N, C, H, W, O, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, Cw, Opad;
+};
+
+bool cpu_has_avx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
+}
+
+bool cpu_has_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+}
+
+// Whether input index i of a tap lies inside the image (taps in the zero padding contribute 0).
+inline bool tap_inside(int64_t i, int64_t size) { return i >= 0 && i < size; }
+
+// ---------------------------------------------------------------- packing: bit = !(x >= thr)
+
+void pack_portable(const float* x, const float* thr, uint64_t* out, int64_t pixels, int64_t C, int64_t Cw, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t p = 0; p < pixels; ++p) {
+    const float* xp = x + p * C;
+    for (int64_t w = 0; w < Cw; ++w) {
+      uint64_t word = 0;
+      const int64_t end = std::min(C, (w + 1) * 64);
+      for (int64_t c = w * 64; c < end; ++c)
+        if (!(xp[c] >= thr[c])) word |= uint64_t{1} << (c - w * 64);
+      out[p * Cw + w] = word;
+    }
+  }
+}
+
+__attribute__((target("avx2")))
+void pack_avx2(const float* x, const float* thr, uint64_t* out, int64_t pixels, int64_t C, int64_t Cw, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t p = 0; p < pixels; ++p) {
+    const float* xp = x + p * C;
+    for (int64_t w = 0; w < Cw; ++w) {
+      uint64_t word = 0;
+      const int64_t end = std::min(C, (w + 1) * 64);
+      int64_t c = w * 64;
+      for (; c + 8 <= end; c += 8) {
+        __m256 lt = _mm256_cmp_ps(_mm256_loadu_ps(xp + c), _mm256_loadu_ps(thr + c), _CMP_NGE_UQ);
+        word |= uint64_t(uint32_t(_mm256_movemask_ps(lt))) << (c - w * 64);
+      }
+      for (; c < end; ++c)
+        if (!(xp[c] >= thr[c])) word |= uint64_t{1} << (c - w * 64);
+      out[p * Cw + w] = word;
+    }
+  }
+}
+
+TINYSR_AVX512
+void pack_avx512(const float* x, const float* thr, uint64_t* out, int64_t pixels, int64_t C, int64_t Cw, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t p = 0; p < pixels; ++p) {
+    const float* xp = x + p * C;
+    for (int64_t w = 0; w < Cw; ++w) {
+      uint64_t word = 0;
+      const int64_t end = std::min(C, (w + 1) * 64);
+      for (int64_t c = w * 64; c < end; c += 16) {
+        const __mmask16 live = end - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (end - c)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(live, xp + c);
+        __m512 t = _mm512_maskz_loadu_ps(live, thr + c);
+        word |= uint64_t(_mm512_mask_cmp_ps_mask(live, v, t, _CMP_NGE_UQ)) << (c - w * 64);
+      }
+      out[p * Cw + w] = word;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- convolution
+
+// One output row (n, oh): out_row[ow * O + o] for every ow and o.
+void conv_row_portable(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh,
+                       const float* alpha, const float* bias, float* out_row, int64_t* acc) {
+  for (int64_t ow = 0; ow < g.OW; ++ow) {
+    std::fill(acc, acc + g.O, 0);
+    int64_t valid = 0;
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      const int64_t ih = oh * g.SH - g.PH + kh * g.DH;
+      if (!tap_inside(ih, g.H)) continue;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t iw = ow * g.SW - g.PW + kw * g.DW;
+        if (!tap_inside(iw, g.W)) continue;
+        ++valid;
+        const uint64_t* a = act + (ih * g.W + iw) * g.Cw;
+        const uint64_t* w = wp + (kh * g.KW + kw) * g.Cw * g.Opad;
+        for (int64_t cw = 0; cw < g.Cw; ++cw)
+          for (int64_t o = 0; o < g.O; ++o) acc[o] += __builtin_popcountll(a[cw] ^ w[cw * g.Opad + o]);
+      }
+    }
+    for (int64_t o = 0; o < g.O; ++o) {
+      const float dot = float(valid * g.C - 2 * acc[o]);
+      out_row[ow * g.O + o] = dot * alpha[o] + bias[o];
+    }
+  }
+}
+
+__attribute__((target("avx2"))) inline __m256i popcount_avx2(__m256i v) {
+  const __m256i lookup = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  __m256i lo = _mm256_shuffle_epi8(lookup, _mm256_and_si256(v, low));
+  __m256i hi = _mm256_shuffle_epi8(lookup, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+  return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());  // 4 x int64 counts
+}
+
+// NV vectors of 4 output channels, starting at output channel o0.
+template <int NV>
+__attribute__((target("avx2")))
+void conv_block_avx2(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh, int64_t o0,
+                     const float* alpha, const float* bias, float* out_row) {
+  alignas(32) int64_t lanes[NV * 4];
+  for (int64_t ow = 0; ow < g.OW; ++ow) {
+    __m256i acc[NV];
+    for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_si256();
+    int64_t valid = 0;
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      const int64_t ih = oh * g.SH - g.PH + kh * g.DH;
+      if (!tap_inside(ih, g.H)) continue;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t iw = ow * g.SW - g.PW + kw * g.DW;
+        if (!tap_inside(iw, g.W)) continue;
+        ++valid;
+        const uint64_t* a = act + (ih * g.W + iw) * g.Cw;
+        const uint64_t* w = wp + (kh * g.KW + kw) * g.Cw * g.Opad + o0;
+        for (int64_t cw = 0; cw < g.Cw; ++cw) {
+          const __m256i av = _mm256_set1_epi64x(int64_t(a[cw]));
+          for (int v = 0; v < NV; ++v) {
+            __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + cw * g.Opad + v * 4));
+            acc[v] = _mm256_add_epi64(acc[v], popcount_avx2(_mm256_xor_si256(av, wv)));
+          }
+        }
+      }
+    }
+    for (int v = 0; v < NV; ++v) _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + v * 4), acc[v]);
+    const int64_t n_out = std::min<int64_t>(NV * 4, g.O - o0);
+    for (int64_t j = 0; j < n_out; ++j) {
+      const float dot = float(valid * g.C - 2 * lanes[j]);
+      out_row[ow * g.O + o0 + j] = dot * alpha[o0 + j] + bias[o0 + j];
+    }
+  }
+}
+
+// The epilogue for NV vectors of 8 output channels: float(valid*C - 2*popcount) * alpha + bias.
+template <int NV>
+struct Avx512Epilogue {
+  __m256 alpha[NV], bias[NV];
+  __mmask8 live[NV];
+
+  TINYSR_AVX512 Avx512Epilogue(const Geometry& g, int64_t o0, const float* a, const float* b) {
+    for (int v = 0; v < NV; ++v) {
+      const int64_t left = g.O - (o0 + v * 8);
+      live[v] = left >= 8 ? __mmask8(0xFF) : __mmask8(left > 0 ? (1u << left) - 1 : 0);
+      alpha[v] = _mm256_maskz_loadu_ps(live[v], a + o0 + v * 8);
+      bias[v] = _mm256_maskz_loadu_ps(live[v], b + o0 + v * 8);
+    }
+  }
+
+  TINYSR_AVX512 void store(float* out, const __m512i* acc, int64_t valid_bits) const {
+    const __m512i total = _mm512_set1_epi64(valid_bits);
+    for (int v = 0; v < NV; ++v) {
+      const __m512i dot = _mm512_sub_epi64(total, _mm512_slli_epi64(acc[v], 1));
+      const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm512_cvtepi64_ps(dot), alpha[v]), bias[v]);
+      _mm256_mask_storeu_ps(out + v * 8, live[v], y);
+    }
+  }
+};
+
+// One output pixel (any column; taps in the padding skipped).
+template <int NV>
+TINYSR_AVX512 void pixel_avx512(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh, int64_t ow,
+                                int64_t o0, const Avx512Epilogue<NV>& epi, float* out_row) {
+  __m512i acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = _mm512_setzero_si512();
+  int64_t valid = 0;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t ih = oh * g.SH - g.PH + kh * g.DH;
+    if (!tap_inside(ih, g.H)) continue;
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      const int64_t iw = ow * g.SW - g.PW + kw * g.DW;
+      if (!tap_inside(iw, g.W)) continue;
+      ++valid;
+      const uint64_t* a = act + (ih * g.W + iw) * g.Cw;
+      const uint64_t* w = wp + (kh * g.KW + kw) * g.Cw * g.Opad + o0;
+      for (int64_t cw = 0; cw < g.Cw; ++cw) {
+        const __m512i av = _mm512_set1_epi64(int64_t(a[cw]));
+        for (int v = 0; v < NV; ++v) {
+          __m512i wv = _mm512_loadu_si512(w + cw * g.Opad + v * 8);
+          acc[v] = _mm512_add_epi64(acc[v], _mm512_popcnt_epi64(_mm512_xor_si512(av, wv)));
+        }
+      }
+    }
+  }
+  epi.store(out_row + ow * g.O + o0, acc, valid * g.C);
+}
+
+// Two horizontally adjacent interior pixels: each weight vector loaded feeds both.
+template <int NV>
+TINYSR_AVX512 void pixel_pair_avx512(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh, int64_t ow,
+                                     int64_t o0, const Avx512Epilogue<NV>& epi, float* out_row) {
+  __m512i acc0[NV], acc1[NV];
+  for (int v = 0; v < NV; ++v) acc0[v] = acc1[v] = _mm512_setzero_si512();
+  int64_t rows = 0;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t ih = oh * g.SH - g.PH + kh * g.DH;
+    if (!tap_inside(ih, g.H)) continue;
+    ++rows;
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      const uint64_t* a0 = act + (ih * g.W + ow * g.SW - g.PW + kw * g.DW) * g.Cw;
+      const uint64_t* a1 = a0 + g.SW * g.Cw;
+      const uint64_t* w = wp + (kh * g.KW + kw) * g.Cw * g.Opad + o0;
+      for (int64_t cw = 0; cw < g.Cw; ++cw) {
+        const __m512i av0 = _mm512_set1_epi64(int64_t(a0[cw]));
+        const __m512i av1 = _mm512_set1_epi64(int64_t(a1[cw]));
+        for (int v = 0; v < NV; ++v) {
+          __m512i wv = _mm512_loadu_si512(w + cw * g.Opad + v * 8);
+          acc0[v] = _mm512_add_epi64(acc0[v], _mm512_popcnt_epi64(_mm512_xor_si512(av0, wv)));
+          acc1[v] = _mm512_add_epi64(acc1[v], _mm512_popcnt_epi64(_mm512_xor_si512(av1, wv)));
+        }
+      }
+    }
+  }
+  epi.store(out_row + ow * g.O + o0, acc0, rows * g.KW * g.C);
+  epi.store(out_row + (ow + 1) * g.O + o0, acc1, rows * g.KW * g.C);
+}
+
+// Columns [lo, hi) whose taps all fall inside the image horizontally (no per-tap checks needed).
+inline void interior_columns(const Geometry& g, int64_t* lo, int64_t* hi) {
+  *lo = std::min(g.OW, (g.PW + g.SW - 1) / g.SW);
+  const int64_t last = g.W - 1 + g.PW - (g.KW - 1) * g.DW;  // ow * SW - PW + (KW-1) * DW <= W - 1
+  *hi = last < 0 ? *lo : std::max(*lo, std::min(g.OW, last / g.SW + 1));
+}
+
+// One output row for NV vectors of 8 output channels starting at o0.
+template <int NV>
+TINYSR_AVX512 void conv_block_avx512(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh, int64_t o0,
+                                     const float* alpha, const float* bias, float* out_row) {
+  const Avx512Epilogue<NV> epi(g, o0, alpha, bias);
+  int64_t lo, hi;
+  interior_columns(g, &lo, &hi);
+  int64_t ow = 0;
+  for (; ow < lo; ++ow) pixel_avx512<NV>(g, act, wp, oh, ow, o0, epi, out_row);
+  for (; ow + 1 < hi; ow += 2) pixel_pair_avx512<NV>(g, act, wp, oh, ow, o0, epi, out_row);
+  for (; ow < g.OW; ++ow) pixel_avx512<NV>(g, act, wp, oh, ow, o0, epi, out_row);
+}
+
+template <typename F>
+void dispatch_blocks(int64_t n_vectors, int max_nv, F&& block) {
+  // Output channels in blocks of at most max_nv vectors (the accumulators stay in registers).
+  for (int64_t first = 0; first < n_vectors; first += max_nv) block(first, std::min<int64_t>(max_nv, n_vectors - first));
+}
+
+void conv_row_avx2(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh,
+                   const float* alpha, const float* bias, float* out_row) {
+  dispatch_blocks((g.O + 3) / 4, 8, [&](int64_t first, int64_t nv) {
+    const int64_t o0 = first * 4;
+    switch (nv) {
+      case 1: conv_block_avx2<1>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 2: conv_block_avx2<2>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 3: conv_block_avx2<3>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 4: conv_block_avx2<4>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 5: conv_block_avx2<5>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 6: conv_block_avx2<6>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 7: conv_block_avx2<7>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      default: conv_block_avx2<8>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+    }
+  });
+}
+
+void conv_row_avx512(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh,
+                     const float* alpha, const float* bias, float* out_row) {
+  dispatch_blocks((g.O + 7) / 8, 8, [&](int64_t first, int64_t nv) {
+    const int64_t o0 = first * 8;
+    switch (nv) {
+      case 1: conv_block_avx512<1>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 2: conv_block_avx512<2>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 3: conv_block_avx512<3>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 4: conv_block_avx512<4>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 5: conv_block_avx512<5>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 6: conv_block_avx512<6>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 7: conv_block_avx512<7>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      default: conv_block_avx512<8>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+    }
+  });
+}
+
+Path resolve(int64_t requested) {
+  if (requested == kAuto) return cpu_has_avx512() ? kAVX512 : cpu_has_avx2() ? kAVX2 : kPortable;
+  TORCH_CHECK(requested != kAVX512 || cpu_has_avx512(), "binary_conv2d: this CPU has no AVX-512 VPOPCNTDQ");
+  TORCH_CHECK(requested != kAVX2 || cpu_has_avx2(), "binary_conv2d: this CPU has no AVX2");
+  TORCH_CHECK(requested >= kPortable && requested <= kAVX512, "binary_conv2d: unknown path ", requested);
+  return Path(requested);
+}
+
+}  // namespace
+
+// Which paths this CPU can run (portable always).
+std::vector<std::string> available_paths() {
+  std::vector<std::string> paths{"portable"};
+  if (cpu_has_avx2()) paths.push_back("avx2");
+  if (cpu_has_avx512()) paths.push_back("avx512");
+  return paths;
+}
+
+// Binarise x (N, C, H, W) against per-channel thresholds and pack 64 channels per word:
+// returns (N, H, W, Cw) int64 words (bit = 1 for sign -1).
+torch::Tensor pack_activations(torch::Tensor x, torch::Tensor thresholds, int64_t path) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu(), "pack_activations: x must be a 4-D float32 CPU tensor");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), Cw = (C + 63) / 64;
+  TORCH_CHECK(thresholds.numel() == C, "pack_activations: need one threshold per input channel");
+  auto nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  auto thr = thresholds.to(torch::kFloat32).contiguous();
+  auto words = torch::empty({N, H, W, Cw}, x.options().dtype(torch::kInt64));
+  const int nt = at::get_num_threads();
+  auto* out = reinterpret_cast<uint64_t*>(words.data_ptr<int64_t>());
+  switch (resolve(path)) {
+    case kAVX512: pack_avx512(nhwc.data_ptr<float>(), thr.data_ptr<float>(), out, N * H * W, C, Cw, nt); break;
+    case kAVX2: pack_avx2(nhwc.data_ptr<float>(), thr.data_ptr<float>(), out, N * H * W, C, Cw, nt); break;
+    default: pack_portable(nhwc.data_ptr<float>(), thr.data_ptr<float>(), out, N * H * W, C, Cw, nt); break;
+  }
+  return words;
+}
+
+// The binary conv on packed activations (N, H, W, Cw) and packed weights (KH*KW, Cw, Opad):
+// returns alpha * (valid*C - 2*popcount) + bias as an (N, O, OH, OW) channels_last float tensor.
+torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight_words, int64_t O,
+                            torch::Tensor alpha, torch::Tensor bias, std::vector<int64_t> kernel, std::vector<int64_t> stride,
+                            std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t path) {
+  TORCH_CHECK(words.dim() == 4 && words.scalar_type() == torch::kInt64 && words.is_contiguous(), "packed_conv2d: bad activation words");
+  TORCH_CHECK(weight_words.dim() == 3 && weight_words.scalar_type() == torch::kInt64 && weight_words.is_contiguous(), "packed_conv2d: bad weight words");
+  Geometry g{};
+  g.N = words.size(0); g.H = words.size(1); g.W = words.size(2); g.Cw = words.size(3); g.C = C; g.O = O;
+  g.KH = kernel[0]; g.KW = kernel[1]; g.Opad = weight_words.size(2);
+  TORCH_CHECK(weight_words.size(0) == g.KH * g.KW, "packed_conv2d: weight words do not match the kernel size");
+  TORCH_CHECK(weight_words.size(1) == g.Cw && g.Cw == (C + 63) / 64, "packed_conv2d: channel words differ");
+  TORCH_CHECK(g.Opad >= O && g.Opad % 8 == 0, "packed_conv2d: output channels must be padded to a multiple of 8");
+  TORCH_CHECK(alpha.numel() == O && bias.numel() == O, "packed_conv2d: need one scale and bias per output channel");
+  g.SH = stride[0]; g.SW = stride[1]; g.PH = padding[0]; g.PW = padding[1]; g.DH = dilation[0]; g.DW = dilation[1];
+  g.OH = (g.H + 2 * g.PH - g.DH * (g.KH - 1) - 1) / g.SH + 1;
+  g.OW = (g.W + 2 * g.PW - g.DW * (g.KW - 1) - 1) / g.SW + 1;
+  TORCH_CHECK(g.OH > 0 && g.OW > 0, "packed_conv2d: input smaller than the kernel");
+  auto a = alpha.to(torch::kFloat32).contiguous();
+  auto b = bias.to(torch::kFloat32).contiguous();
+  auto out = torch::empty({g.N, g.OH, g.OW, O}, a.options()).permute({0, 3, 1, 2});  // channels_last view
+  const auto* act = reinterpret_cast<const uint64_t*>(words.data_ptr<int64_t>());
+  const auto* wp = reinterpret_cast<const uint64_t*>(weight_words.data_ptr<int64_t>());
+  float* y = out.data_ptr<float>();
+  const float* ap = a.data_ptr<float>();
+  const float* bp = b.data_ptr<float>();
+  const Path p = resolve(path);
+  const int nt = at::get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<int64_t> acc(p == kPortable ? O : 0);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t oh = 0; oh < g.OH; ++oh) {
+        const uint64_t* image = act + n * g.H * g.W * g.Cw;
+        float* row = y + (n * g.OH + oh) * g.OW * O;
+        if (p == kAVX512) conv_row_avx512(g, image, wp, oh, ap, bp, row);
+        else if (p == kAVX2) conv_row_avx2(g, image, wp, oh, ap, bp, row);
+        else conv_row_portable(g, image, wp, oh, ap, bp, row, acc.data());
+      }
+  }
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("available_paths", &available_paths);
+  m.def("pack_activations", &pack_activations);
+  m.def("packed_conv2d", &packed_conv2d);
+}

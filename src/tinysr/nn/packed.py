@@ -1,0 +1,118 @@
+"""Bit-packed binary convolution for inference (SPEC §9).
+
+:class:`PackedBinaryConv2d` is what :func:`tinysr.compress.pack` puts in place of a trained binary
+:class:`~tinysr.nn.BinaryConv2d`. It holds
+
+* ``weight_words``: the weight signs, 1 bit each (bit = 1 for -1), as int64 words of shape
+  ``(KH, KW, ceil(C/64), O rounded up to 8)``: the words of consecutive output channels are
+  contiguous, the layout the native kernel reads (stored as ``(KH*KW, Cw, Opad)``: a 3-D buffer,
+  so ``model.to(memory_format=torch.channels_last)`` leaves it alone);
+* ``alpha``: the per-output-channel weight scale (``mean |W|``, or 1 without XNOR scaling);
+* ``threshold``: the per-input-channel activation threshold (0 for ``sign``, RSign's learned one);
+* ``bias`` (zeros when the conv has none).
+
+and computes ``alpha * conv(sign(x - threshold), sign(W)) + bias`` with zero padding *after* the
+sign, exactly the float-simulated layer's arithmetic, so the outputs are equal bit for bit.
+
+``kernel`` picks the implementation: ``auto`` (the native kernel's best path for this CPU, else
+PyTorch), ``torch`` (unpacked float conv, no compiler needed), or a native path forced by name
+(``portable``, ``avx2``, ``avx512``; for tests and benchmarks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import TinySRError
+from .binary import hard_sign
+
+KERNELS = ("auto", "torch", "portable", "avx2", "avx512")
+
+
+def pack_weight_signs(weight: torch.Tensor) -> torch.Tensor:
+    """``(O, C, KH, KW)`` float -> ``(KH, KW, Cw, Opad)`` int64 words; bit c of a word = ``W < 0``."""
+    o, c, kh, kw = weight.shape
+    cw, opad = -(-c // 64), -(-o // 8) * 8
+    negative = np.zeros((kh, kw, opad, cw * 64), dtype=bool)
+    negative[:, :, :o, :c] = (weight.detach().cpu() < 0).permute(2, 3, 0, 1).numpy()  # sign(0) = +1
+    words = np.packbits(negative, axis=-1, bitorder="little").view("<u8")  # channel c -> bit c % 64
+    return torch.from_numpy(np.ascontiguousarray(words.transpose(0, 1, 3, 2)).view(np.int64))
+
+
+def unpack_weight_signs(words: torch.Tensor, out_channels: int, in_channels: int) -> torch.Tensor:
+    """The inverse of :func:`pack_weight_signs`: ``(O, C, KH, KW)`` float tensor of +-1."""
+    arr = np.ascontiguousarray(words.cpu().numpy().view("<u8").transpose(0, 1, 3, 2))  # (KH, KW, Opad, Cw)
+    bits = np.unpackbits(arr.view(np.uint8), axis=-1, bitorder="little")[..., :in_channels]
+    signs = 1.0 - 2.0 * bits[:, :, :out_channels].astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(signs.transpose(2, 3, 0, 1)))
+
+
+class PackedBinaryConv2d(nn.Module):
+    """Inference-only binary conv with 1-bit weights (see the module docstring)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.dilation = (tuple(v) for v in (kernel_size, stride, padding, dilation))
+        kh, kw = self.kernel_size
+        self.register_buffer("weight_words", torch.zeros(kh * kw, -(-in_channels // 64), -(-out_channels // 8) * 8, dtype=torch.int64))
+        self.register_buffer("alpha", torch.ones(out_channels))
+        self.register_buffer("threshold", torch.zeros(in_channels))
+        self.register_buffer("bias", torch.zeros(out_channels))
+        self.kernel = "auto"
+        self._unpacked: tuple[torch.Tensor, torch.Tensor] | None = None  # (words it came from, +-1 weight)
+
+    @classmethod
+    @torch.no_grad()
+    def from_conv(cls, conv) -> PackedBinaryConv2d:
+        """Pack a binary :class:`~tinysr.nn.BinaryConv2d` (sign or RSign activations, XnorWeight)."""
+        from .binary import RSign, SignActivation, XnorWeight
+
+        act, wq = conv.act_quantizer, conv.weight_quantizer
+        if not conv.is_binary or conv.groups != 1 or not isinstance(act, (SignActivation, RSign)) or not isinstance(wq, XnorWeight):
+            raise TinySRError(f"pack: cannot pack {conv} (needs groups=1, sign/RSign activations and XnorWeight weights)")
+        if isinstance(conv.padding, str):
+            raise TinySRError(f"pack: string padding {conv.padding!r} is not supported")
+        packed = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+        packed.weight_words.copy_(pack_weight_signs(conv.weight).flatten(0, 1))
+        if wq.scale:
+            packed.alpha.copy_(wq.alpha(conv.weight).flatten())
+        if isinstance(act, RSign):
+            packed.threshold.copy_(act.threshold.flatten())
+        if conv.bias is not None:
+            packed.bias.copy_(conv.bias)
+        return packed.to(conv.weight.device)
+
+    def signs(self) -> torch.Tensor:
+        """The +-1 weight (cached until the words change)."""
+        if self._unpacked is None or self._unpacked[0] is not self.weight_words:
+            words = self.weight_words.view(*self.kernel_size, *self.weight_words.shape[1:])
+            w = unpack_weight_signs(words, self.out_channels, self.in_channels).to(self.alpha.device)
+            self._unpacked = (self.weight_words, w)
+        return self._unpacked[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel not in KERNELS:
+            raise TinySRError(f"PackedBinaryConv2d: unknown kernel {self.kernel!r} ({', '.join(KERNELS)})")
+        module = None
+        if self.kernel != "torch" and x.device.type == "cpu" and x.dtype == torch.float32:
+            from ..kernels import PATHS, native
+
+            module = native()
+            if module is None and self.kernel != "auto":
+                raise TinySRError(f"PackedBinaryConv2d: kernel {self.kernel!r} asked for, but the native kernel is unavailable")
+        if module is None:  # the reference: the float-simulated layer's arithmetic
+            a = hard_sign(x - self.threshold.view(1, -1, 1, 1))
+            y = F.conv2d(a, self.signs(), None, self.stride, self.padding, self.dilation) * self.alpha.view(1, -1, 1, 1)
+            return y + self.bias.view(1, -1, 1, 1)
+        code = PATHS[self.kernel]
+        words = module.pack_activations(x, self.threshold, code)
+        return module.packed_conv2d(words, self.in_channels, self.weight_words, self.out_channels, self.alpha, self.bias,
+                                    list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation), code)  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, kernel={self.kernel}")  # fmt: skip

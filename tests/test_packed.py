@@ -1,0 +1,178 @@
+"""Bit-packed binary inference (SPEC §9): the native kernel on every path equals the float model."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tinysr
+from tinysr.cli import main
+from tinysr.compress import pack, set_kernel
+from tinysr.errors import TinySRError
+from tinysr.kernels import available_paths, native
+from tinysr.nn import BinaryConv2d, RSign, SignActivation, XnorWeight
+from tinysr.nn.packed import PackedBinaryConv2d, pack_weight_signs, unpack_weight_signs
+
+from test_binary import xnor_popcount_reference
+
+PATHS = available_paths()
+
+
+def cpu_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.split())
+
+
+def test_native_kernel_builds_where_a_compiler_exists_and_dispatch_sees_the_cpu():
+    if shutil.which("c++") is None:
+        assert PATHS == ["torch"]  # no compiler: the PyTorch path only, and it is tested below
+        return
+    assert native() is not None, "a C++ compiler is present but the native kernel did not build"
+    assert {"torch", "portable"} <= set(PATHS)
+    flags = cpu_flags()
+    assert ("avx2" in PATHS) == ("avx2" in flags and "popcnt" in flags)
+    has_avx512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vpopcntdq"} <= flags
+    assert ("avx512" in PATHS) == has_avx512
+
+
+@pytest.mark.parametrize("o, c, k", [(7, 3, (3, 3)), (64, 64, (3, 3)), (130, 70, (1, 5)), (9, 129, (5, 1))])
+def test_weight_signs_pack_to_one_bit_and_back(o, c, k):
+    w = torch.randn(o, c, *k)
+    w[0, 0, 0, 0] = 0.0  # sign(0) = +1
+    words = pack_weight_signs(w)
+    assert words.dtype == torch.int64 and words.shape == (*k, -(-c // 64), -(-o // 8) * 8)
+    signs = unpack_weight_signs(words, o, c)
+    assert torch.equal(signs, torch.where(w >= 0, 1.0, -1.0))
+
+
+def binary_conv(cin, cout, kernel, stride, padding, dilation, threshold: bool, scale: bool = True) -> BinaryConv2d:
+    act = RSign(cin) if threshold else SignActivation()
+    conv = BinaryConv2d(cin, cout, kernel, stride, padding, dilation, act_quantizer=act, weight_quantizer=XnorWeight(scale=scale))
+    if threshold:
+        conv.act_quantizer.threshold.data.normal_(0, 0.3)
+    return conv.eval()
+
+
+GEOMETRIES = [
+    (64, 64, 3, 1, 1, 1),
+    (5, 6, 3, 1, 0, 1),
+    (7, 13, (1, 5), 1, (0, 4), (1, 2)),
+    (70, 9, (5, 1), 2, (2, 0), (2, 1)),
+    (3, 17, 3, 2, 1, 2),
+    (129, 130, 3, (2, 1), (0, 2), 1),
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("cin, cout, kernel, stride, padding, dilation", GEOMETRIES)
+@pytest.mark.parametrize("threshold", [False, True], ids=["sign", "rsign"])
+def test_packed_conv_equals_float_simulation_exactly(path, cin, cout, kernel, stride, padding, dilation, threshold):
+    torch.manual_seed(cin * 31 + cout)
+    conv = binary_conv(cin, cout, kernel, stride, padding, dilation, threshold)
+    x = torch.randn(2, cin, 13, 17)
+    thr = conv.act_quantizer.threshold.detach().flatten() if threshold else torch.zeros(cin)
+    x[0, :, 0, :4] = thr.view(-1, 1)  # exact ties: sign(0) = +1 on both sides
+    packed = PackedBinaryConv2d.from_conv(conv)
+    packed.kernel = path
+    with torch.no_grad():
+        want, got = conv(x), packed(x)
+    assert got.shape == want.shape
+    assert torch.equal(got, want)  # the same float arithmetic: bit for bit
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("cin, cout, kernel, stride, padding, dilation", GEOMETRIES[:4])
+def test_packed_conv_integers_equal_xnor_popcount_reference(path, cin, cout, kernel, stride, padding, dilation):
+    torch.manual_seed(3)
+    conv = binary_conv(cin, cout, kernel, stride, padding, dilation, threshold=False)
+    x = torch.randn(1, cin, 11, 10)
+    packed = PackedBinaryConv2d.from_conv(conv)
+    packed.kernel = path
+    with torch.no_grad():
+        got = packed(x).double().numpy()
+    np.testing.assert_allclose(got, xnor_popcount_reference(x, conv), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", [p for p in PATHS if p != "torch"])
+def test_thread_count_does_not_change_the_result(path):
+    conv = binary_conv(48, 40, 3, 1, 1, 1, threshold=True)
+    packed = PackedBinaryConv2d.from_conv(conv)
+    packed.kernel = path
+    x = torch.randn(3, 48, 21, 19)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = packed(x)
+        torch.set_num_threads(2)
+        two = packed(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+SMALL_NETWORKS = [
+    ("edsr_btm", {"channels": 16, "blocks": 2}),
+    ("edsr_reactnet", {"channels": 16, "units": 3}),
+    ("edsr_bnn", {"channels": 16, "units": 3}),
+    ("edsr_ibtm", {"channels": 16, "blocks": 2}),
+    ("fabnet_b4c12", {}),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", SMALL_NETWORKS)
+def test_packed_network_equals_unpacked_on_every_path(name, kwargs, tmp_path):
+    torch.manual_seed(0)
+    model = tinysr.create_model(name, scale=2, **kwargs).eval()
+    for m in model.modules():  # non-trivial BN statistics where there is BN
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2)
+    x = torch.rand(2, 3, 19, 26)
+    packed = pack(model)
+    with torch.no_grad():
+        want = model(x)
+        outputs = {p: set_kernel(packed, p)(x) for p in PATHS}
+    for path, got in outputs.items():
+        assert (got - want).abs().max() <= 1e-4, path
+        assert torch.equal(got, outputs["torch"]), path  # binary paths agree bit for bit
+    tinysr.save(packed, tmp_path / "packed.safetensors")
+    loaded = tinysr.load(tmp_path / "packed.safetensors")
+    assert loaded.tinysr_spec.transforms == ["pack"]
+    with torch.no_grad():
+        assert torch.equal(set_kernel(loaded, "torch")(x), outputs["torch"])
+
+
+def test_packed_weights_are_one_bit(tmp_path):
+    model = tinysr.create_model("edsr_btm", scale=2).eval()
+    packed = pack(model)
+    convs = [m for m in model.modules() if isinstance(m, BinaryConv2d) and m.is_binary]
+    layers = [m for m in packed.modules() if isinstance(m, PackedBinaryConv2d)]
+    assert len(convs) == len(layers) == 32
+    float_bytes = sum(m.weight.numel() * 4 for m in convs)
+    packed_bytes = sum(m.weight_words.numel() * 8 for m in layers)
+    assert packed_bytes * 32 == float_bytes  # 64 channels = one word: exactly 1/32
+    tinysr.save(model, tmp_path / "float.safetensors")
+    tinysr.save(packed, tmp_path / "packed.safetensors")
+    saved = (tmp_path / "float.safetensors").stat().st_size - (tmp_path / "packed.safetensors").stat().st_size
+    assert saved >= 0.9 * (float_bytes - packed_bytes)
+
+
+def test_pack_refuses_what_it_cannot_pack():
+    with pytest.raises(TinySRError, match="no binary convolutions"):
+        pack(tinysr.create_model("edsr_baseline", scale=2))
+    with pytest.raises(TinySRError, match="already packed"):
+        pack(pack(tinysr.create_model("edsr_btm", scale=2, channels=8, blocks=1)))
+
+
+def test_cli_deploy_packs_binary_models(tmp_path, capsys):
+    model = tinysr.create_model("edsr_reactnet", scale=2, channels=16, units=2)
+    tinysr.save(model, tmp_path / "m.safetensors")
+    assert main(["deploy", "-m", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "p.safetensors")]) == 0
+    assert "bit-packed" in capsys.readouterr().out
+    packed = tinysr.load(tmp_path / "p.safetensors")
+    assert any(isinstance(m, PackedBinaryConv2d) for m in packed.modules())
+    assert main(["deploy", "-m", str(tmp_path / "p.safetensors"), "-o", str(tmp_path / "q.safetensors")]) == 2
+    assert "already packed" in capsys.readouterr().err
