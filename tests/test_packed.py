@@ -140,7 +140,7 @@ def test_packed_network_equals_unpacked_on_every_path(name, kwargs, tmp_path):
         assert torch.equal(got, outputs["torch"]), path  # binary paths agree bit for bit
     tinysr.save(packed, tmp_path / "packed.safetensors")
     loaded = tinysr.load(tmp_path / "packed.safetensors")
-    assert loaded.tinysr_spec.transforms == ["pack"]
+    assert loaded.tinysr_spec.transforms == [{"name": "pack"}]
     with torch.no_grad():
         assert torch.equal(set_kernel(loaded, "torch")(x), outputs["torch"])
 

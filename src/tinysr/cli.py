@@ -140,6 +140,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .compress.pruning_run import run_pruning
+    from .train import load_config
+
+    config = load_config(args.config, overrides=args.set or [])
+    final = run_pruning(config, args.output, getattr(args, "from"), args.ratio, args.method, args.prune_lr, args.device, not args.quiet)
+    print(f"model: {final}")
+    return 0
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value}: the pruning ratio must be in [0, 1)")
+    return value
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     from .inference import upscale
     from .io import is_image_file, list_images, read_image, write_image
@@ -287,6 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("prune", help="prune a trained model into a smaller dense one (ASSL, L1-norm or scratch), then fine-tune")
+    p.add_argument("--config", "-c", required=True, metavar="CONFIG", help="fine-tuning recipe (may hold an assl callback entry with ASSL's options)")
+    p.add_argument("--output", "-o", required=True, metavar="RUN_DIR", help="run folder (rerun the same command to resume)")
+    p.add_argument("--from", required=True, metavar="MODEL_FILE", help="the trained model to prune")
+    p.add_argument("--ratio", type=_ratio, required=True, help="fraction of each layer's filters to remove, e.g. 0.5")
+    p.add_argument("--method", choices=["assl", "l1", "scratch"], default="assl", help="assl (default), l1 (L1-norm, no regularisation) or scratch")
+    p.add_argument("--prune-lr", type=float, default=2e-4, help="constant learning rate of ASSL's regularisation phase (paper: 2e-4)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key (repeatable)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("deploy", help="merge a re-parameterizable model (repsr, ecbsr, repvgg_sr) into a plain network, or bit-pack a 1-bit model")
     p.add_argument("--model", "-m", required=True, help="trained model file")

@@ -58,13 +58,15 @@ def save(model: nn.Module, path: str | Path) -> None:
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def _apply_transform(name: str, model: nn.Module, path: Path) -> nn.Module:
+def _apply_transform(transform: dict, model: nn.Module, path: Path) -> nn.Module:
     """Rebuild the structure of a deployed model (its weights are loaded afterwards)."""
     from .compress import TRANSFORMS
 
+    name = transform.get("name")
     if name not in TRANSFORMS:
         raise TinySRError(f"{path}: unknown model transform {name!r} (known: {', '.join(TRANSFORMS)})")
-    return TRANSFORMS[name](model)
+    args = {k: v for k, v in transform.items() if k != "name"}
+    return TRANSFORMS[name](model, **args)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

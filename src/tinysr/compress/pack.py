@@ -6,7 +6,7 @@ stays as it is. The packed model computes the same function bit for bit (same ar
 see ``nn/packed.py``) and keeps its activations channels_last, the layout the native kernel
 reads and writes, so no layout conversion happens between layers.
 
-The packed model's spec records the transform (``transforms: ["pack"]``): :func:`tinysr.load`
+The packed model's spec records the transform (``transforms: [{"name": "pack"}]``): :func:`tinysr.load`
 rebuilds the model, packs it, then loads the stored (packed) weights, so the file loads on its own.
 """
 
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import TinySRError
-from ..models.registry import ModelSpec, model_spec
+from ..models.registry import model_spec
 from ..nn.binary import BinaryConv2d
 from ..nn.packed import KERNELS, PackedBinaryConv2d
 
@@ -40,12 +40,12 @@ def _replace_binary_convs(module: nn.Module) -> int:
 def pack(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (built by ``create_model``) with every binary conv bit-packed, in eval mode."""
     spec = model_spec(model)
-    if TRANSFORM in spec.transforms:
+    if spec.transformed_by(TRANSFORM):
         raise TinySRError("pack: the model is already packed")
     packed = copy.deepcopy(model).eval()
     if _replace_binary_convs(packed) == 0:
         raise TinySRError(f"pack: {spec.name} has no binary convolutions to pack")
-    packed.tinysr_spec = ModelSpec(spec.name, dict(spec.kwargs), spec.transforms + [TRANSFORM])
+    packed.tinysr_spec = spec.with_transform(TRANSFORM)
     return packed.to(memory_format=torch.channels_last)
 
 

@@ -27,8 +27,15 @@ class ModelSpec:
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-    # deploy transforms applied after building, in order (e.g. ["pack"]): load re-applies them
-    transforms: list[str] = field(default_factory=list)
+    # deploy transforms applied after building, in order, e.g. [{"name": "prune", "widths": {...}},
+    # {"name": "pack"}]: load re-applies them (tinysr.compress.TRANSFORMS) before loading weights
+    transforms: list[dict[str, Any]] = field(default_factory=list)
+
+    def with_transform(self, name: str, **args: Any) -> "ModelSpec":
+        return ModelSpec(self.name, dict(self.kwargs), self.transforms + [{"name": name, **args}])
+
+    def transformed_by(self, name: str) -> bool:
+        return any(t["name"] == name for t in self.transforms)
 
     @property
     def scale(self) -> int:

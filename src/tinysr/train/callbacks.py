@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import nn
+
 from .named import NamedFactories
 
 _CALLBACKS = NamedFactories("callback")
@@ -26,6 +29,14 @@ class Callback:
     def on_validation(self, trainer, iteration: int, scores: dict[str, float]) -> None: ...
 
     def on_train_end(self, trainer) -> None: ...
+
+    def loss(self, step) -> torch.Tensor | None:
+        """An extra loss term (a regulariser), added to the step's loss under the callback's name."""
+        return None
+
+    def export(self, model: nn.Module) -> nn.Module:
+        """What a model file holds of ``model`` (e.g. with training-only layers folded away)."""
+        return model
 
     def state_dict(self) -> dict:
         return {}

@@ -85,6 +85,7 @@ class Config:
     data: DataConfig
     seed: int = 0
     callbacks: list[Component] = field(default_factory=list)
+    init: str | None = None  # start from this model file's weights (e.g. a pruned network to fine-tune)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -32,10 +32,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from .. import compress  # noqa: F401  (registers the compression callbacks, e.g. assl)
 from ..data import BenchmarkSet, LRCache, TrainPatches
 from ..errors import TinySRError
 from ..evaluate import evaluate
-from ..model_file import atomic_write, save
+from ..model_file import atomic_write, load, save
 from ..models import create_model
 from .callbacks import build_callback
 from .checkpoint import load_state, save_state, state_path
@@ -98,7 +99,7 @@ class Trainer:
     def _build(self) -> None:
         c = self.config
         torch.manual_seed(c.seed)
-        self.model = create_model(c.model.name, scale=c.scale, **c.model.kwargs).to(self.device)
+        self.model = self._initial_model().to(self.device)
         cache = LRCache()
         say = (lambda msg: print(msg, file=sys.stderr)) if self.dist.is_main else (lambda msg: None)
         self.train_data = TrainPatches(c.data.train, c.scale, c.data.patch_size, c.data.repeat, c.seed, cache, warn=say)
@@ -124,6 +125,18 @@ class Trainer:
             if self.dist.enabled
             else self.model
         )
+
+    def _initial_model(self) -> nn.Module:
+        """The recipe's model, with the weights (and deploy transforms, e.g. pruning) of ``init`` if given."""
+        c = self.config
+        if c.init is None:
+            return create_model(c.model.name, scale=c.scale, **c.model.kwargs)
+        model = load(c.init)
+        spec = model.tinysr_spec
+        if spec.name != c.model.name or spec.scale != c.scale or any(spec.kwargs.get(k) != v for k, v in c.model.kwargs.items()):
+            raise TinySRError(f"init {c.init}: holds {spec.name} x{spec.scale} {spec.kwargs}, but the recipe trains "
+                              f"{c.model.name} x{c.scale} {c.model.kwargs}")  # fmt: skip
+        return model.train()
 
     def _autocast(self):
         amp = self.config.train.amp
@@ -203,6 +216,13 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         return self.ema.model if self.ema else self.model
 
+    def exported_model(self) -> nn.Module:
+        """The model as written to model files: ``eval_model`` passed through each callback's ``export``."""
+        model = self.eval_model()
+        for cb in self.callbacks:
+            model = cb.export(model)
+        return model
+
     def validate(self) -> dict[str, float] | None:
         scores = None
         if self.dist.is_main and self.val_data is not None:
@@ -213,7 +233,7 @@ class Trainer:
             scores = {"val_psnr": score.psnr, "val_ssim": score.ssim}
             if score.psnr > self.best["psnr"]:
                 self.best = {"psnr": score.psnr, "iteration": self.iteration}
-                save(model, self.run_dir / "best.safetensors")
+                save(self.exported_model(), self.run_dir / "best.safetensors")
             self.log({"iter": self.iteration, **scores, "best_psnr": self.best["psnr"], "time": time.perf_counter() - self._start_time})
             for cb in self.callbacks:
                 cb.on_validation(self, self.iteration, scores)
@@ -244,6 +264,10 @@ class Trainer:
             sr = self.net(lr_img)
         step = Step(self.iteration, lr_img, hr_img, sr.float(), trainer=self)
         parts = {name: weight * term(step) for name, weight, term in self.loss_terms}
+        for cb in self.callbacks:  # regularisers a method adds (e.g. ASSL's sparsity penalties)
+            extra = cb.loss(step)
+            if extra is not None:
+                parts[type(cb).__name__] = extra
         loss = sum(parts.values())
         finite = torch.isfinite(loss.detach())
         if self.dist.enabled:  # every rank must stop together
@@ -310,7 +334,7 @@ class Trainer:
             in_sync = weights_in_sync(self.dist, self.model, self.device)
             final = self.run_dir / "model.safetensors"
             if self.dist.is_main:
-                save(self.eval_model(), final)
+                save(self.exported_model(), final)
                 self.log({"iter": self.iteration, "done": True, "ranks_in_sync": in_sync, "world_size": self.dist.world_size})
             for cb in self.callbacks:
                 cb.on_train_end(self)

@@ -1,0 +1,148 @@
+"""ASSL: aligned structured sparsity learning (Zhang et al., NeurIPS 2021), SPEC §6, Algorithm 1
+(``refs/assl_algorithm.png``), as the training callback ``assl``.
+
+At the start (the recipe's ``init`` is the trained network): a WN layer after every prunable conv
+(:class:`~tinysr.compress.prune.WeightNormConv2d`), and the prune set S of every *free* group
+(one conv) chosen by filter L1 norm. Then, each iteration ``i``:
+
+* free groups: ``L_SI = alpha(i) * sum_{j in S} gamma_j^2`` with ``alpha(i) = min(tau, Delta *
+  (i // T + 1))`` (Delta added at every multiple of T, from i = 0);
+* constrained groups (convs joined by residual adds; found by tracing, ``channels.py``): for
+  ``i < N_SSA`` the alignment loss ``L_SSA = -(1/K) sum_k (M M^T)_k`` where the rows of M are the
+  group's soft masks ``m = sigmoid(gamma - gamma_th)`` and K = L^2 the number of entries of the
+  L x L matrix ``M M^T``. ``gamma_th`` is not specified by the paper; we use each layer's n-th
+  smallest gamma (n = filters to prune, detached), so a mask is ~0.5 at the cut and the loss
+  rewards layers whose large-gamma filters coincide. At ``i = N_SSA`` the group's S is chosen
+  by the summed filter norms of its layers (one S for all of them: identical kept indices);
+  after it, ``L_SI`` with ``alpha = min(tau, Delta * (i // T - N_SSA // T))``.
+
+The penalties are pure functions of the iteration and the S sets are callback state, so a
+resumed run continues exactly. Model files written during the run hold the WN folded back
+(exact). At the end (every alpha at tau: :func:`required_iterations`), the callback folds WN,
+removes S and writes ``pruned.safetensors`` in the run folder, ready to fine-tune.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from ..errors import TinySRError
+from ..model_file import save
+from ..train.callbacks import Callback, register_callback
+from .channels import channel_groups
+from .prune import WeightNormConv2d, fold_weight_norm, insert_weight_norm, kept_count, lowest, prune
+
+PRUNED_FILE = "pruned.safetensors"
+
+
+def required_iterations(delta: float, every: int, tau: float, ssa_iterations: int) -> int:
+    """Iterations until every alpha reaches tau (the last constrained increment, plus one step)."""
+    steps = math.ceil(tau / delta - 1e-9)
+    return every * (ssa_iterations // every + steps) + 1
+
+
+@register_callback("assl")
+class ASSL(Callback):
+    def __init__(self, ratio: float = 0.5, delta: float = 1e-4, every: int = 20, tau: float = 0.5,
+                 ssa_iterations: int = 1000, ssa_weight: float = 1.0, output: str = PRUNED_FILE):  # fmt: skip
+        kept_count(64, ratio)  # validates the ratio
+        if delta <= 0 or every < 1 or tau <= 0 or ssa_iterations < 0:
+            raise TinySRError("assl: need delta > 0, every >= 1, tau > 0, ssa_iterations >= 0")
+        self.ratio, self.delta, self.every, self.tau = ratio, delta, every, tau
+        self.ssa_iterations, self.ssa_weight, self.output = ssa_iterations, ssa_weight, output
+        self.prune_sets: dict[str, list[int]] = {}  # group key -> filter indices to remove
+
+    @property
+    def iterations(self) -> int:
+        return required_iterations(self.delta, self.every, self.tau, self.ssa_iterations)
+
+    # ------------------------------------------------------------------------------ set-up
+    def on_train_start(self, trainer) -> None:
+        if trainer.config.train.iterations < self.iterations:
+            raise TinySRError(f"assl: train.iterations must be at least {self.iterations} for every penalty to reach tau "
+                              f"(ssa_iterations + ceil(tau/delta) * every)")  # fmt: skip
+        model = trainer.model
+        self.groups = channel_groups(model)
+        if not self.groups:
+            raise TinySRError(f"assl: {type(model).__name__} has no prunable channel groups")
+        self.wn: dict[str, WeightNormConv2d] = insert_weight_norm(model, [p for g in self.groups for p in g.producers])
+        for g in self.groups:
+            if not g.constrained and g.key not in self.prune_sets:
+                self.prune_sets[g.key] = self._lowest(g)
+
+    def _n_pruned(self, group) -> int:
+        return group.channels - kept_count(group.channels, self.ratio)
+
+    def _lowest(self, group) -> list[int]:
+        return lowest(filter_scores_wn(self.wn, group), self._n_pruned(group)).tolist()
+
+    # ------------------------------------------------------------------------- the penalties
+    def alpha(self, constrained: bool, iteration: int) -> float:
+        if not constrained:
+            return min(self.tau, self.delta * (iteration // self.every + 1))
+        if iteration <= self.ssa_iterations:
+            return 0.0
+        return min(self.tau, self.delta * (iteration // self.every - self.ssa_iterations // self.every))
+
+    def on_step_start(self, trainer, iteration: int) -> None:
+        if iteration >= self.ssa_iterations:
+            for g in self.groups:
+                if g.constrained and g.key not in self.prune_sets:
+                    self.prune_sets[g.key] = self._lowest(g)
+
+    def loss(self, step) -> torch.Tensor:
+        i = step.iteration
+        total = step.sr.new_zeros(())
+        for g in self.groups:
+            if g.constrained and i < self.ssa_iterations:
+                total = total + self.ssa_weight * self.alignment_loss(g)
+            alpha = self.alpha(g.constrained, i)
+            if alpha > 0 and g.key in self.prune_sets:
+                idx = torch.tensor(self.prune_sets[g.key], device=total.device)
+                total = total + alpha * sum((self.wn[p].gamma[idx] ** 2).sum() for p in g.producers)
+        return total
+
+    def alignment_loss(self, group) -> torch.Tensor:
+        """``-(1/K) sum (M M^T)`` over the soft masks of the group's layers (see the module docstring)."""
+        n = self._n_pruned(group)
+        masks = []
+        for p in group.producers:
+            gamma = self.wn[p].gamma
+            threshold = gamma.detach().sort().values[max(n - 1, 0)]
+            masks.append(torch.sigmoid(gamma - threshold))
+        m = torch.stack(masks)
+        return -(m @ m.t()).sum() / m.shape[0] ** 2
+
+    # ----------------------------------------------------------------------------- outputs
+    def export(self, model):
+        return fold_weight_norm(copy.deepcopy(model))
+
+    def pruned_model(self, model):
+        missing = [g.key for g in self.groups if g.key not in self.prune_sets]
+        if missing:
+            raise TinySRError(f"assl: no prune set yet for {', '.join(missing)} (stopped before ssa_iterations)")
+        plain = fold_weight_norm(copy.deepcopy(model))
+        keep = {}
+        for g in self.groups:
+            mask = torch.ones(g.channels, dtype=torch.bool)
+            mask[self.prune_sets[g.key]] = False
+            keep[g.key] = mask.nonzero().flatten()
+        return prune(plain, keep)
+
+    def on_train_end(self, trainer) -> None:
+        if trainer.dist.is_main:
+            save(self.pruned_model(trainer.eval_model()), trainer.run_dir / self.output)
+
+    def state_dict(self) -> dict:
+        return {"prune_sets": {k: list(v) for k, v in self.prune_sets.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.prune_sets = {k: list(v) for k, v in state["prune_sets"].items()}
+
+
+def filter_scores_wn(wn: dict[str, WeightNormConv2d], group) -> torch.Tensor:
+    """Filter importance of a group during ASSL: |gamma| summed over its (weight-normalised) layers."""
+    return sum(wn[p].gamma.detach().abs().cpu() for p in group.producers)

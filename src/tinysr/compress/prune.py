@@ -1,0 +1,131 @@
+"""Structured filter pruning: weight normalisation, pruning plans and surgery (SPEC §6).
+
+* :class:`WeightNormConv2d` is ASSL's WN layer (``refs/assl_wn_eq.png``): ``W_i = gamma_i * V_i /
+  ||V_i||`` with a per-filter scale gamma initialised to ``||W_i||``, so inserting it leaves the
+  function unchanged; :func:`fold_weight_norm` writes ``gamma * V / ||V||`` back into a plain conv
+  (the same tensor the WN layer convolves with: exact).
+* :func:`l1_plan` keeps, per channel group, the filters with the largest L1 norm (summed over
+  the group's producers for a constrained group, so they keep identical indices).
+* :func:`prune` performs the surgery (``channels.narrow``) and records the kept widths in the
+  model spec (transform ``prune``), so ``tinysr.load`` rebuilds the smaller network on its own.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import TinySRError
+from ..models.registry import model_spec
+from .channels import ChannelGroup, channel_groups, narrow
+
+TRANSFORM = "prune"
+
+
+class WeightNormConv2d(nn.Module):
+    """A conv whose filters are ``gamma * V / ||V||`` (ASSL's WN; gamma is the filter importance)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if type(conv) is not nn.Conv2d:
+            raise TinySRError(f"weight normalisation needs a plain nn.Conv2d, got {type(conv).__name__}")
+        self.conv = conv  # keeps geometry, bias and the direction V (its weight)
+        self.gamma = nn.Parameter(self.filter_norms(conv.weight.detach()).clone())
+
+    @staticmethod
+    def filter_norms(weight: torch.Tensor) -> torch.Tensor:
+        return weight.flatten(1).norm(dim=1)
+
+    def effective_weight(self) -> torch.Tensor:
+        v = self.conv.weight
+        return v * (self.gamma / self.filter_norms(v).clamp_min(1e-12)).view(-1, 1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        return F.conv2d(x, self.effective_weight(), c.bias, c.stride, c.padding, c.dilation, c.groups)
+
+    @torch.no_grad()
+    def folded(self) -> nn.Conv2d:
+        conv = copy.deepcopy(self.conv)
+        conv.weight.copy_(self.effective_weight())
+        return conv
+
+
+def _set(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, module)
+
+
+def insert_weight_norm(model: nn.Module, names: list[str]) -> dict[str, WeightNormConv2d]:
+    """Wrap each named conv in a :class:`WeightNormConv2d`, in place; returns them by name."""
+    wrapped = {}
+    for name in names:
+        wrapped[name] = WeightNormConv2d(model.get_submodule(name))
+        _set(model, name, wrapped[name])
+    return wrapped
+
+
+def fold_weight_norm(model: nn.Module) -> nn.Module:
+    """Replace every :class:`WeightNormConv2d` by the plain conv it computes, in place."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, WeightNormConv2d):
+            _set(model, name, module.folded())
+    return model
+
+
+def kept_count(channels: int, ratio: float) -> int:
+    """Filters kept when pruning ``ratio`` of ``channels`` (at least one)."""
+    if not 0.0 <= ratio < 1.0:
+        raise TinySRError(f"pruning ratio must be in [0, 1), got {ratio}")
+    return max(1, int(round(channels * (1.0 - ratio))))
+
+
+def filter_scores(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
+    """Importance of each channel of ``group``: filter L1 norms summed over its producers (the WN
+    gamma when the producer is weight-normalised, the quantity ASSL's penalty drives to zero)."""
+    total = torch.zeros(group.channels)
+    for name in group.producers:
+        module = model.get_submodule(name)
+        if isinstance(module, WeightNormConv2d):
+            total += module.gamma.detach().abs().cpu()
+        else:
+            total += module.weight.detach().abs().flatten(1).sum(1).cpu()
+    return total
+
+
+def lowest(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the ``n`` smallest scores (ties broken by index, deterministic)."""
+    return torch.sort(scores, stable=True).indices[:n].sort().values
+
+
+def l1_plan(model: nn.Module, ratio: float, groups: list[ChannelGroup] | None = None) -> dict[str, torch.Tensor]:
+    """Kept channel indices per group: the largest-L1 filters, ``ratio`` of each layer removed."""
+    groups = groups if groups is not None else channel_groups(model)
+    plan = {}
+    for g in groups:
+        scores = filter_scores(model, g)
+        pruned = lowest(scores, g.channels - kept_count(g.channels, ratio))
+        mask = torch.ones(g.channels, dtype=torch.bool)
+        mask[pruned] = False
+        plan[g.key] = mask.nonzero().flatten()
+    return plan
+
+
+@torch.no_grad()
+def prune(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
+    """A pruned copy of ``model`` keeping channels ``keep[group key]`` (see :func:`l1_plan`)."""
+    spec = model_spec(model)
+    pruned = narrow(copy.deepcopy(model), keep)
+    widths = {key: int(len(idx)) for key, idx in keep.items()}
+    pruned.tinysr_spec = spec.with_transform(TRANSFORM, widths=widths)
+    return pruned
+
+
+def apply_widths(model: nn.Module, widths: dict[str, int]) -> nn.Module:
+    """Structure of a pruned model (the first ``n`` channels of each group; weights come from the file)."""
+    narrow(model, {key: torch.arange(n) for key, n in widths.items()})
+    model.tinysr_spec = model_spec(model).with_transform(TRANSFORM, widths=dict(widths))
+    return model

@@ -1,0 +1,90 @@
+"""``tinysr prune``: trained model -> pruned dense model -> fine-tuned model (SPEC §6), resumable.
+
+The recipe given is the **fine-tuning** recipe (data, optimiser, schedule, iterations). Methods:
+
+* ``assl``: phase 1 trains from the source model with the ``assl`` callback (its options from
+  the recipe's ``assl`` callback entry when present, the paper's defaults otherwise) at a constant
+  learning rate (``--prune-lr``, default the paper's 2e-4) for exactly the iterations that bring
+  every penalty to tau, in ``RUN_DIR/regularize``; its output is ``pruned.safetensors``;
+* ``l1``: the source's filters with the smallest L1 norms removed at once (no regularisation);
+* ``scratch``: the same widths as ``l1``, fresh random weights (the "train the small network from
+  scratch" baseline).
+
+Phase 2 fine-tunes the pruned model with the recipe in ``RUN_DIR/finetune``; the result is
+``RUN_DIR/finetune/model.safetensors``. A phase whose output exists is skipped, one interrupted
+is resumed, so rerunning the same command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from ..errors import TinySRError
+from ..model_file import load, save
+from ..models import create_model
+from ..train.config import Component, Config, SchedulerConfig
+from .assl import ASSL, PRUNED_FILE
+from .prune import apply_widths, l1_plan, prune
+
+METHODS = ("assl", "l1", "scratch")
+
+
+def _run(config: Config, run_dir: Path, device: str | None, progress: bool) -> Path:
+    from ..train.checkpoint import state_path
+    from ..train.loop import train
+
+    final = run_dir / "model.safetensors"
+    if not final.is_file():
+        train(config, run_dir, device=device, resume=state_path(run_dir).is_file(), progress=progress)
+    return final
+
+
+def pruned_model_file(config: Config, run_dir: Path, source: Path, ratio: float, method: str,
+                      prune_lr: float = 2e-4, device: str | None = None, progress: bool = True) -> Path:  # fmt: skip
+    """Phase 1: write (or reuse) the pruned, not yet fine-tuned model; returns its path."""
+    if method not in METHODS:
+        raise TinySRError(f"prune: unknown method {method!r} ({', '.join(METHODS)})")
+    trained = load(source)
+    spec = trained.tinysr_spec
+    if method == "assl":
+        options = {k: v for cb in config.callbacks if cb.name == "assl" for k, v in cb.kwargs.items()}
+        options["ratio"] = ratio
+        iterations = ASSL(**options).iterations
+        phase = dataclasses.replace(
+            config,
+            model=Component(spec.name, {k: v for k, v in spec.kwargs.items() if k != "scale"}),
+            init=str(source),
+            callbacks=[Component("assl", options)],
+            train=dataclasses.replace(config.train, iterations=iterations, lr=prune_lr, scheduler=SchedulerConfig(name="constant"),
+                                      val_every=min(config.train.val_every, iterations), checkpoint_every=min(config.train.checkpoint_every, iterations)),
+        )  # fmt: skip
+        _run(phase, run_dir / "regularize", device, progress)
+        return run_dir / "regularize" / PRUNED_FILE
+    out = run_dir / PRUNED_FILE
+    if not out.is_file():
+        plan = l1_plan(trained, ratio)
+        if method == "l1":
+            save(prune(trained, plan), out)
+        else:
+            torch.manual_seed(config.seed)
+            fresh = create_model(spec.name, **spec.kwargs)
+            save(apply_widths(fresh, {k: len(v) for k, v in plan.items()}), out)
+    return out
+
+
+def run_pruning(config: Config, run_dir: str | Path, source: str | Path, ratio: float, method: str = "assl",
+                prune_lr: float = 2e-4, device: str | None = None, progress: bool = True) -> Path:  # fmt: skip
+    """Prune ``source`` by ``method`` then fine-tune with ``config``; returns the final model file."""
+    run_dir, source = Path(run_dir), Path(source)
+    pruned = pruned_model_file(config, run_dir, source, ratio, method, prune_lr, device, progress)
+    spec = load(pruned).tinysr_spec
+    finetune = dataclasses.replace(
+        config,
+        model=Component(spec.name, {k: v for k, v in spec.kwargs.items() if k != "scale"}),
+        init=str(pruned),
+        callbacks=[cb for cb in config.callbacks if cb.name != "assl"],
+    )
+    return _run(finetune, run_dir / "finetune", device, progress)

@@ -1,0 +1,183 @@
+"""Structured pruning and ASSL (SPEC §6): WN folding, traced channel groups, surgery, the callback."""
+
+import copy
+
+import pytest
+import torch
+
+import tinysr
+from tinysr.cli import main
+from tinysr.compress import apply_widths, l1_plan, prune
+from tinysr.compress.assl import ASSL, required_iterations
+from tinysr.compress.channels import channel_groups
+from tinysr.compress.prune import WeightNormConv2d, fold_weight_norm, insert_weight_norm
+from tinysr.errors import TinySRError
+from tinysr.train import load_config
+
+from train_helpers import make_folders, tiny_recipe, write_recipe
+
+
+def small_edsr(**kw):
+    torch.manual_seed(0)
+    return tinysr.create_model("edsr_baseline", scale=2, channels=12, blocks=3, **kw).eval()
+
+
+def test_weight_norm_preserves_the_function_and_folds_exactly():
+    model = small_edsr()
+    x = torch.rand(2, 3, 10, 12)
+    with torch.no_grad():
+        before = model(x)
+        names = [p for g in channel_groups(model) for p in g.producers]
+        wn = insert_weight_norm(model, names)
+        assert all(torch.allclose(m.gamma, m.conv.weight.flatten(1).norm(dim=1)) for m in wn.values())
+        for m in wn.values():  # a trained gamma differs from ||V||
+            m.gamma.mul_(torch.rand_like(m.gamma) + 0.5)
+        with_wn = model(x)
+        folded = fold_weight_norm(copy.deepcopy(model))
+        assert not any(isinstance(m, WeightNormConv2d) for m in folded.modules())
+        assert torch.equal(folded(x), with_wn)  # the same weight tensor: exact
+    model_no_change = small_edsr()
+    with torch.no_grad():
+        insert_weight_norm(model_no_change, names)
+        assert torch.allclose(model_no_change(x), before, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, head, body_tail", [("edsr_baseline", "head", "body_tail"), ("ledsr", "head", "body_tail"), ("srresnet", "head.0", "body_tail.0")])
+def test_constrained_layers_are_found_by_tracing(name, head, body_tail):
+    model = tinysr.create_model(name, scale=2, blocks=3)
+    groups = channel_groups(model)
+    constrained = [g for g in groups if g.constrained]
+    assert len(constrained) == 1
+    assert set(constrained[0].producers) == {head, body_tail, *(f"body.{i}.conv2" for i in range(3))}
+    free = {g.key for g in groups if not g.constrained}
+    assert free == {f"body.{i}.conv1" for i in range(3)}  # upsampler and tail convs are never pruned
+    assert {f"body.{i}.conv1" for i in range(3)} | {body_tail} <= set(constrained[0].consumers)
+
+
+def test_surgery_equals_zeroing_the_pruned_channels():
+    model = small_edsr()
+    plan = l1_plan(model, 0.5)
+    pruned = prune(model, plan)
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for g in channel_groups(model):
+            drop = torch.ones(g.channels, dtype=torch.bool)
+            drop[plan[g.key]] = False
+            for p in g.producers:
+                conv = zeroed.get_submodule(p)
+                conv.weight[drop] = 0
+                conv.bias[drop] = 0
+        x = torch.rand(2, 3, 11, 9)
+        assert torch.allclose(pruned(x), zeroed(x), atol=1e-5)
+    head, conv2 = pruned.get_submodule("head"), pruned.get_submodule("body.2.conv2")
+    assert head.out_channels == conv2.out_channels == pruned.get_submodule("body.0.conv1").in_channels == 6
+
+
+def test_pruned_model_profiles_like_a_fresh_dense_model_and_round_trips(tmp_path):
+    model = tinysr.create_model("edsr_baseline", scale=2)
+    pruned = prune(model, {g.key: torch.arange(32) for g in channel_groups(model)})
+    # Closed form for EDSR-baseline x2 with a C = 32 residual stream and 32-wide block convs; the
+    # upsampler's own output (4 x 64 before PixelShuffle) and the tail are not pruned.
+    c, u, lr_pixels = 32, 64, 60 * 80
+    params = (27 * c + c) + 16 * 2 * (9 * c * c + c) + (9 * c * c + c) + (9 * c * 4 * u + 4 * u) + (9 * u * 3 + 3)
+    macs = lr_pixels * (27 * c + 33 * 9 * c * c + 9 * c * 4 * u) + 4 * lr_pixels * 9 * u * 3
+    cost = tinysr.profile(pruned, (60, 80))
+    assert (cost.params, cost.flops) == (params, macs)
+    fresh = apply_widths(tinysr.create_model("edsr_baseline", scale=2), {g.key: 32 for g in channel_groups(model)})
+    assert (tinysr.profile(fresh, (60, 80)).params, tinysr.profile(fresh, (60, 80)).flops) == (params, macs)
+    tinysr.save(pruned, tmp_path / "p.safetensors")
+    loaded = tinysr.load(tmp_path / "p.safetensors")
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), pruned.eval()(x))
+    assert loaded.tinysr_spec.transforms[0]["name"] == "prune"
+
+
+def test_paper_sizes_edsr_baseline_ratios_and_asslN():
+    """SPEC §6: EDSR-baseline x2 at ratio 0.5 -> 381.8K / 88.9G, 0.9 -> 26.9K / 7.3G (1280x720 output);
+    LEDSR with every layer at 48 channels -> ASSLN's 692K / 159.1G."""
+    edsr = tinysr.create_model("edsr_baseline", scale=2)
+    for ratio, params, flops in [(0.5, 381.8e3, 88.9e9), (0.9, 26.9e3, 7.3e9)]:
+        cost = tinysr.profile(prune(edsr, l1_plan(edsr, ratio)), (360, 640))
+        assert abs(cost.params - params) < 100 and abs(cost.flops - flops) / flops < 0.005
+    ledsr = tinysr.create_model("ledsr", scale=2)
+    cost = tinysr.profile(apply_widths(ledsr, {g.key: 48 for g in channel_groups(ledsr)}), (360, 640))
+    assert abs(cost.params - 692e3) / 692e3 < 0.001 and abs(cost.flops - 159.1e9) / 159.1e9 < 0.001
+
+
+def test_assl_alpha_schedule_is_algorithm_1():
+    cb = ASSL(ratio=0.5, delta=0.1, every=3, tau=0.25, ssa_iterations=5)
+    free = [cb.alpha(False, i) for i in range(10)]
+    assert free == pytest.approx([0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.25, 0.25, 0.25, 0.25])
+    constrained = [cb.alpha(True, i) for i in range(4, 16)]  # increments at multiples of 3 after 5
+    assert constrained == pytest.approx([0, 0, 0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.25, 0.25, 0.25, 0.25])
+    assert cb.iterations == required_iterations(0.1, 3, 0.25, 5) == 3 * (5 // 3 + 3) + 1
+    assert cb.alpha(True, cb.iterations - 1) == 0.25
+
+
+def test_assl_regularises_aligns_and_prunes(tmp_path, data_dir):
+    train, val = make_folders(data_dir, tmp_path)
+    source = tmp_path / "trained.safetensors"
+    tinysr.save(tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1), source)
+    recipe = tiny_recipe(train, val)
+    recipe["callbacks"] = [{"name": "assl", "kwargs": {"delta": 0.5, "every": 2, "tau": 1.0, "ssa_iterations": 4}}]
+    config = write_recipe(tmp_path / "ft.yaml", recipe)
+    args = ["prune", "-c", str(config), "-o", str(tmp_path / "run"), "--from", str(source), "--ratio", "0.5", "-q"]
+    assert main(args) == 0
+    pruned = tinysr.load(tmp_path / "run" / "regularize" / "pruned.safetensors")
+    widths = pruned.tinysr_spec.transforms[0]["widths"]
+    assert widths == {"head": 4, "body.0.conv1": 4}
+    assert pruned.head.out_channels == pruned.body[0].conv2.out_channels == pruned.body_tail.out_channels == 4
+    final = tinysr.load(tmp_path / "run" / "finetune" / "model.safetensors")
+    assert tinysr.profile(final, (8, 8)).params == tinysr.profile(pruned, (8, 8)).params
+    log = (tmp_path / "run" / "regularize" / "log.jsonl").read_text()
+    assert '"ASSL"' in log  # the penalty is logged as its own loss part
+    assert main(args) == 0  # rerun: every phase is reused
+
+
+def test_assl_penalty_drives_the_pruned_gammas_down(data_dir, tmp_path):
+    from tinysr.train import Trainer, parse_config
+
+    train, val = make_folders(data_dir, tmp_path)
+    recipe = tiny_recipe(train, val, iterations=25, lr=1e-2)
+    recipe["callbacks"] = [{"name": "assl", "kwargs": {"delta": 2.0, "every": 1, "tau": 4.0, "ssa_iterations": 0}}]
+    trainer = Trainer(parse_config(recipe), tmp_path / "r", progress=False)
+    trainer._build()  # run() builds again from the same seed: the same initial gammas
+    before = {k: m.gamma.detach().clone() for k, m in trainer.callbacks[0].wn.items()}
+    trainer.run()
+    cb = trainer.callbacks[0]
+    for g in cb.groups:
+        pruned = torch.zeros(g.channels, dtype=torch.bool)
+        pruned[cb.prune_sets[g.key]] = True
+        for p in g.producers:
+            ratio = cb.wn[p].gamma.detach().abs() / before[p].abs()
+            assert (ratio[pruned] < 0.75).all(), p  # Adam moves ~lr per step: 25 steps of 1e-2
+            assert ratio[pruned].max() < ratio[~pruned].min(), p  # the penalty, not the data, did it
+
+
+@pytest.mark.parametrize("method", ["l1", "scratch"])
+def test_cli_prune_baselines(method, tmp_path, data_dir, capsys):
+    train, val = make_folders(data_dir, tmp_path)
+    source = tmp_path / "trained.safetensors"
+    tinysr.save(tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1), source)
+    config = write_recipe(tmp_path / "ft.yaml", tiny_recipe(train, val, iterations=4))
+    assert main(["prune", "-c", str(config), "-o", str(tmp_path / "run"), "--from", str(source), "--ratio", "0.75", "-q"] + ["--method", method]) == 0
+    final = tmp_path / "run" / "finetune" / "model.safetensors"
+    assert str(final) in capsys.readouterr().out
+    assert tinysr.load(final).head.out_channels == 2
+    assert main(["profile", "-m", str(final), "-s", "2", "--lr-size", "16x16"]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "-c", str(config), "-o", str(tmp_path / "x"), "--from", str(source), "--ratio", "1.5"])
+    assert exc.value.code == 2 and "pruning ratio" in capsys.readouterr().err
+
+
+def test_init_must_match_the_recipe_model(tmp_path, data_dir):
+    train, val = make_folders(data_dir, tmp_path)
+    source = tmp_path / "vdsr.safetensors"
+    tinysr.save(tinysr.create_model("basenet", scale=2), source)
+    recipe = tiny_recipe(train, val)
+    recipe["init"] = str(source)
+    with pytest.raises(TinySRError, match="init"):
+        from tinysr.train import train as run_train
+
+        run_train(load_config(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "run", progress=False)
