@@ -1,0 +1,98 @@
+"""ASSL vs L1-norm pruning vs training the small network from scratch (SPEC §6, issue 7).
+
+For each ratio and method, ``tinysr prune`` (``run_pruning``) from one trained model with one
+fine-tuning recipe (equal fine-tuning budget), then Set5/Set14 PSNR/SSIM, params and Mult-Adds
+(1280x720 output, the pruning papers' convention) and CPU inference time of the pruned model vs
+the unpruned one at a 320x180 LR input, timed alternately in one run (best of --repeat), so
+the measured speed-up sits next to the Mult-Adds reduction it should track.
+
+Runs live in ``--runs`` (``<method>_<ratio>``): an interrupted ablation resumes.
+
+    python benchmarks/prune_ablation.py --from runs/edsr_baseline_x2_cpu/model.safetensors \\
+        --config configs/edsr_baseline_x2_prune_cpu.yaml --ratios 0.5 0.9 --prune-lr 5e-4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import tinysr
+from tinysr.compress.pruning_run import METHODS, run_pruning
+from tinysr.data import BenchmarkSet, LRCache
+from tinysr.evaluate import evaluate
+from tinysr.train import load_config
+
+
+def best_time(model, x, repeat: int) -> float:
+    with torch.no_grad():
+        model(x)
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def paired_times(a, b, x, repeat: int) -> tuple[float, float]:
+    """Best time of each, measured alternately (so both see the same machine state)."""
+    ta, tb = [], []
+    for _ in range(repeat):
+        ta.append(best_time(a, x, 1))
+        tb.append(best_time(b, x, 1))
+    return min(ta), min(tb)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--from", dest="source", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.9])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--prune-lr", type=float, default=2e-4)
+    parser.add_argument("--runs", type=Path, default=Path("runs/prune"))
+    parser.add_argument("--test", nargs="+", default=["../shared/data/Set5", "../shared/data/Set14"])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    config = load_config(args.config)
+    cache = LRCache()
+    x = torch.rand(1, 3, 180, 320)
+    source = tinysr.load(args.source)
+
+    def row(method: str, ratio: float | None, model) -> dict:
+        cost = tinysr.profile(model, (360, 640))
+        out = {"method": method, "ratio": ratio, "params": cost.params, "mult_adds": cost.flops}
+        for d in args.test:
+            score = evaluate(model, BenchmarkSet(d, config.scale, cache=cache), progress=False)
+            out[f"{Path(d).name}_psnr"], out[f"{Path(d).name}_ssim"] = score.psnr, score.ssim
+        t_full, t_model = paired_times(source, model, x, args.repeat)
+        out["ms"], out["speedup"] = t_model * 1e3, t_full / t_model
+        out["flops_ratio"] = tinysr.profile(source, (360, 640)).flops / cost.flops
+        return out
+
+    rows = [row("unpruned", None, source)]
+    for ratio in args.ratios:
+        for method in args.methods:
+            final = run_pruning(config, args.runs / f"{method}_{ratio}", args.source, ratio, method, args.prune_lr, progress=False)
+            rows.append(row(method, ratio, tinysr.load(final)))
+    sets = [Path(d).name for d in args.test]
+    print(f"x{config.scale}; fine-tuning: {config.train.iterations} iterations ({args.config}); "
+          f"Mult-Adds at 1280x720 output; CPU time at 320x180 input, {torch.get_num_threads()} threads")  # fmt: skip
+    print("| ratio | method | params | Mult-Adds (G) | " + " | ".join(f"{s} PSNR / SSIM" for s in sets) + " | CPU ms | speed-up | Mult-Adds reduction |")
+    print("|---|---|---:|---:|" + "---:|" * len(sets) + "---:|---:|---:|")
+    for r in rows:
+        cells = " | ".join(f"{r[f'{s}_psnr']:.3f} / {r[f'{s}_ssim']:.4f}" for s in sets)
+        print(f"| {r['ratio'] if r['ratio'] is not None else '-'} | {r['method']} | {r['params'] / 1e3:.1f}K | {r['mult_adds'] / 1e9:.1f} | "
+              f"{cells} | {r['ms']:.0f} | {r['speedup']:.2f}x | {r['flops_ratio']:.2f}x |")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""BAM (SPEC §5.3): the coefficient solve, what trains, and that the forward is the accumulated form."""
+
+import pytest
+import torch
+
+import tinysr
+from tinysr.models.bam import BAMSolve, paper_params
+from tinysr.nn.bam import AccumulatedSign, AccumulatedWeight, channel_scale, normalized, objective, solve_coefficients
+
+
+def test_solve_is_the_global_optimum_with_one_earlier_layer():
+    """a_n = 1 fixed (sign(N(u)) is invariant to scaling a); the solve must match a brute-force
+    scan of a_1 (J is piecewise constant, so a fine grid finds its minimum up to grid luck)."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        w1 = torch.randn(4, 3, 3, 3, generator=g)
+        w2 = 0.5 * w1 + torch.randn(4, 3, 3, 3, generator=g)
+        solved = objective([w1, w2], solve_coefficients([w1, w2]))
+        grid = min(objective([w1, w2], torch.tensor([float(t), 1.0])) for t in torch.linspace(-4, 4, 1601))
+        assert solved <= grid + 1e-5
+        assert solved <= objective([w1, w2], torch.tensor([0.0, 1.0])) + 1e-5  # never worse than "own only"
+
+
+def test_solve_with_several_layers_is_coordinatewise_optimal():
+    g = torch.Generator().manual_seed(1)
+    ws = [torch.randn(6, 5, 3, 3, generator=g) for _ in range(3)]
+    ws.append(0.3 * ws[0] - 0.4 * ws[2] + torch.randn(6, 5, 3, 3, generator=g))
+    a = solve_coefficients(ws, sweeps=4)
+    best = objective(ws, a)
+    assert best <= objective(ws, torch.tensor([0.0, 0.0, 0.0, 1.0])) + 1e-5
+    for k in range(3):  # no single coefficient move on a grid improves it
+        for t in torch.linspace(-3, 3, 121):
+            moved = a.clone()
+            moved[k] = t
+            assert objective(ws, moved) >= best - 1e-5
+
+
+def _conv_quantizers(model):
+    convs = [m for m in model.modules() if isinstance(getattr(m, "weight_quantizer", None), AccumulatedWeight)]
+    return convs
+
+
+def test_only_b_scale_trains_and_a_are_buffers():
+    model = tinysr.create_model("srresnet_bam", scale=2, channels=8, units=3).train()
+    names = dict(model.named_parameters())
+    assert not any("coeffs" in n for n in names)
+    assert any(n.endswith("act_quantizer.scale") for n in names)
+    model(torch.rand(2, 3, 12, 12)).mean().backward()
+    for conv in _conv_quantizers(model):
+        assert conv.act_quantizer.scale.grad is not None and conv.act_quantizer.scale.grad.abs().sum() > 0
+        assert not conv.weight_quantizer.coeffs.requires_grad
+    state = model.state_dict()
+    assert any(k.endswith("weight_quantizer.coeffs") for k in state)  # saved with the model
+
+
+def test_forward_is_the_accumulated_form():
+    torch.manual_seed(0)
+    model = tinysr.create_model("vdsr_bam", scale=2, channels=8, units=3).eval()
+    convs = _conv_quantizers(model)
+    third = convs[2]
+    third.weight_quantizer.coeffs.copy_(torch.tensor([0.7, -1.3, 1.0]))
+    w = [c.weight for c in convs]
+    want = torch.where(normalized(0.7 * w[0] - 1.3 * w[1] + w[2]) >= 0, 1.0, -1.0) * channel_scale(w[2])
+    assert torch.equal(third.quantized_weight(), want)
+    # activations: record each conv's input and check the third conv's binary input
+    inputs = {}
+    hooks = [c.register_forward_pre_hook(lambda m, a, i=i: inputs.__setitem__(i, a[0])) for i, c in enumerate(convs)]
+    signs = {}
+    hooks.append(third.act_quantizer.register_forward_hook(lambda m, a, out: signs.__setitem__("out", out)))
+    with torch.no_grad():
+        x = torch.rand(2, 3, 10, 10)
+        out = model(x)
+        total = 0
+        for i, c in enumerate(convs):
+            q = c.act_quantizer
+            total = total + q.scale.view(1, -1, 1, 1) * inputs[i].abs().mean((2, 3), keepdim=True) * inputs[i]
+        want_act = torch.where(third.act_quantizer.norm(total) >= 0, 1.0, -1.0)
+    assert torch.equal(signs["out"], want_act)
+    for h in hooks:
+        h.remove()
+    plain = tinysr.create_model("vdsr_bam", scale=2, channels=8, units=3, accumulate=False).eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert (plain(x) - out).abs().max() > 1e-3  # switching accumulation off changes the output
+
+
+def test_bam_solve_callback_lowers_the_objective():
+    torch.manual_seed(0)
+    model = tinysr.create_model("bsrn", scale=2, channels=8, hpb_blocks=1, lb_blocks=3)
+    last = [q for q in model.modules() if isinstance(q, AccumulatedWeight)]
+    target = max(last, key=lambda q: q.index)
+    ws = [c.weight.detach() for c in target.group.convs[: target.index + 1]]
+    before = objective(ws, target.coeffs)
+
+    class FakeTrainer:
+        resume = False
+
+    FakeTrainer.model = model
+    BAMSolve(every=10).on_train_start(FakeTrainer())
+    assert objective(ws, target.coeffs) <= before
+    assert target.coeffs[-1] == 1.0
+
+
+def test_bsrn_size_counted_as_the_paper_does():
+    model = tinysr.create_model("bsrn", scale=4)
+    assert abs(paper_params(model) - 1216e3) / 1216e3 < 0.02
+    cost = tinysr.profile(model, (180, 320))
+    assert cost.params < paper_params(model) / 3  # binary weights count 1/32 in our convention
+
+
+@pytest.mark.parametrize("name", ["vdsr_bam", "srresnet_bam", "bsrn"])
+def test_bam_models_save_load_and_deepcopy(name, tmp_path):
+    model = tinysr.create_model(name, scale=3, channels=8, **({"units": 2} if name != "bsrn" else {"hpb_blocks": 1, "lb_blocks": 2})).eval()
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        want = model(x)
+        tinysr.save(model, tmp_path / "m.safetensors")
+        assert torch.equal(tinysr.load(tmp_path / "m.safetensors")(x), want)
+    import copy
+
+    clone = copy.deepcopy(model)
+    members = {id(m) for m in clone.modules()}
+    quantizers = [q for q in clone.modules() if isinstance(q, (AccumulatedWeight, AccumulatedSign))]
+    assert quantizers and all(id(c) in members for q in quantizers for c in q.group.convs)  # groups follow the copy
+    with torch.no_grad():
+        assert torch.equal(clone(x), want)
