@@ -4,9 +4,9 @@ The graph takes ``lr`` (N, 3, H, W) float32 in [0, 1] and returns ``sr`` (N, 3, 
 batch, height and width are dynamic axes, so one file serves any image size. Networks that
 pre-upsample with MATLAB bicubic (VDSR, FABNet) compute their resize weights from the image size
 in Python, so they export for one fixed input size (``lr_size``) with the weights as constants. We use PyTorch's
-TorchScript-based exporter (``dynamo=False``): it needs no extra package to write the file and
-exports every network here in well under a second; ``onnxruntime`` (the ``onnx`` extra) is only
-needed for :func:`check_onnx`.
+TorchScript-based exporter (``dynamo=False``), which exports every network here in well under a
+second; it needs the ``onnx`` package, and :func:`check_onnx` needs ``onnxruntime`` (both in the
+``onnx`` extra: ``pip install 'tinysr[onnx]'``).
 
 1-bit models export too, as their float simulation (``Sign`` and float convs), but ONNX has no
 1-bit convolution, so they run no faster than float (SPEC §9 is where real binary speed lives);
@@ -34,6 +34,10 @@ def export_onnx(model: nn.Module, path: str | Path, lr_size: tuple[int, int] | N
     """
     from .models.bicubic import Bicubic
 
+    try:
+        import onnx  # noqa: F401  (the exporter serialises with it)
+    except ImportError:
+        raise TinySRError("ONNX export needs the onnx package: pip install 'tinysr[onnx]'") from None
     path = Path(path)
     if lr_size is None and any(isinstance(m, Bicubic) for m in model.modules()):
         # Traced at one size, the resize weights would be baked in and silently wrong at any other.
