@@ -1,9 +1,9 @@
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from train_helpers import run_bounded
 
 from tinysr import create_model, save
 from tinysr.cli import main
@@ -76,8 +76,8 @@ def test_unreadable_image_is_named(tmp_path, capsys):
 
 def test_console_entry_point_and_help():
     for argv in (["--help"], ["test", "--help"], ["profile", "--help"], ["models"]):
-        res = subprocess.run([sys.executable, "-m", "tinysr", *argv], capture_output=True, text=True)
+        res = run_bounded([sys.executable, "-m", "tinysr", *argv], timeout=120)
         assert res.returncode == 0, res.stderr
         assert res.stdout.strip()
-    res = subprocess.run([sys.executable, "-m", "tinysr", "models"], capture_output=True, text=True)
+    res = run_bounded([sys.executable, "-m", "tinysr", "models"], timeout=120)
     assert "edsr_baseline" in res.stdout.split()

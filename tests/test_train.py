@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import make_folders, tiny_recipe, write_recipe
+from train_helpers import make_folders, run_bounded, tiny_recipe, write_recipe
 
 import tinysr
 from tinysr import TinySRError
@@ -168,8 +168,8 @@ def test_existing_run_is_not_overwritten(tmp_path, folders):
         train(recipe, tmp_path / "other", device="cpu", resume=True, progress=False)
 
 
-def _run_cli(args, **kwargs):
-    return subprocess.Popen([sys.executable, str(HELPER), *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+def _run_cli(args):
+    return run_bounded([sys.executable, str(HELPER), *args], cwd=REPO)
 
 
 def test_resume_after_kill_9_gives_identical_weights(tmp_path, folders):
@@ -177,9 +177,10 @@ def test_resume_after_kill_9_gives_identical_weights(tmp_path, folders):
     recipe["callbacks"] = [{"name": "slow", "kwargs": {"seconds": 0.05}}]
     path = write_recipe(tmp_path / "r.yaml", recipe)
     full = _run_cli(["train", "-c", str(path), "-o", str(tmp_path / "full"), "-q"])
-    assert full.wait(timeout=300) == 0, full.stderr.read().decode()
+    assert full.returncode == 0, full.stderr
 
-    proc = _run_cli(["train", "-c", str(path), "-o", str(tmp_path / "cut"), "-q"])
+    cmd = [sys.executable, str(HELPER), "train", "-c", str(path), "-o", str(tmp_path / "cut"), "-q"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
         state = state_path(tmp_path / "cut")
@@ -193,7 +194,7 @@ def test_resume_after_kill_9_gives_identical_weights(tmp_path, folders):
     assert 20 <= stopped_at < 40
 
     resumed = _run_cli(["train", "-o", str(tmp_path / "cut"), "--resume", "-q"])
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(tmp_path / "full" / "model.safetensors", tmp_path / "cut" / "model.safetensors")
     assert_same_weights(tmp_path / "full" / "best.safetensors", tmp_path / "cut" / "best.safetensors")
     iters = [json.loads(line)["iter"] for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
@@ -250,10 +251,12 @@ def test_ddp_two_cpu_processes(tmp_path, folders):
     """2 gloo processes with batch 2 each: ranks stay in sync and match one process with batch 4."""
     recipe = tiny_recipe(*folders, iterations=6, checkpoint_every=3, val_every=6)
     path = write_recipe(tmp_path / "r.yaml", recipe)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    # Loopback only, and a short collective timeout: a machine whose host name resolves elsewhere
+    # must fail this test quickly, not hang it.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo", "TINYSR_DIST_TIMEOUT": "120"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            "-m", "tinysr", "train", "-c", str(path), "-o", str(tmp_path / "ddp"), "--device", "cpu", "-q"]  # fmt: skip
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    res = run_bounded(cmd, cwd=REPO, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     last = json.loads((tmp_path / "ddp" / "log.jsonl").read_text().splitlines()[-1])
     assert last["ranks_in_sync"] is True and last["world_size"] == 2

@@ -1,7 +1,11 @@
-"""Helpers for the engine tests: a tiny recipe on small real crops, and a slow training entry point."""
+"""Helpers for the engine tests: a tiny recipe on small real crops, a slow training entry point, and
+subprocesses that cannot outlive their time limit."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +36,22 @@ def tiny_recipe(train: Path, val: Path, **train_overrides) -> dict:
         "data": {"train": [str(train)], "val": str(val), "patch_size": 8, "repeat": 2},
         "train": {"iterations": 12, "batch_size": 2, "lr": 1e-3, "val_every": 6, "checkpoint_every": 3, "log_every": 2, **train_overrides},
     }
+
+
+def run_bounded(cmd: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` that kills the whole process group on timeout.
+
+    ``subprocess.run``'s own timeout kills only the direct child, then waits for the pipes, which
+    grandchildren (torchrun's workers) keep open: a hung worker would hang the suite.
+    """
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{cmd} did not finish in {timeout} s; stderr tail:\n{err[-3000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def write_recipe(path: Path, recipe: dict) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def native():
     try:
         from torch.utils.cpp_extension import load
 
+        _remove_stale_lock()
         return load(
             name="tinysr_binary_conv",
             sources=[str(SOURCE)],
@@ -38,6 +40,26 @@ def native():
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         warnings.warn(f"tinysr: native binary kernel unavailable, using the PyTorch path ({first})", stacklevel=2)
         return None
+
+
+# A build takes about a minute; a lock older than this was left by a process killed mid-build.
+STALE_LOCK_SECONDS = 600
+
+
+def _remove_stale_lock() -> None:
+    """Drop a build lock left behind by a killed process.
+
+    PyTorch's ``load`` waits forever for an existing lock file, so one process killed while it
+    held the lock would hang every later process on this machine.
+    """
+    try:
+        from torch.utils.cpp_extension import _get_build_directory  # private: tolerate its absence
+
+        lock = Path(_get_build_directory("tinysr_binary_conv", verbose=False)) / "lock"
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink()
+    except (ImportError, OSError):
+        pass
 
 
 def available_paths() -> list[str]:

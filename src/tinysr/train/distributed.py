@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -25,14 +26,19 @@ class DistInfo:
 
 
 def init_distributed(device: str) -> DistInfo:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); otherwise a single process."""
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); otherwise a single process.
+
+    ``TINYSR_DIST_TIMEOUT`` (seconds, default 600) bounds how long a collective waits for a peer.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        # A peer that never arrives should end the run in minutes, not PyTorch's default 30.
+        timeout = timedelta(seconds=float(os.environ.get("TINYSR_DIST_TIMEOUT", "600")))
+        dist.init_process_group(backend=backend, timeout=timeout)
     if device.startswith("cuda"):
         torch.cuda.set_device(local_rank)
     return DistInfo(rank, local_rank, world)
