@@ -33,7 +33,7 @@ def run_recipe(recipe: Path, runs: Path, iterations: int | None) -> tuple[Path, 
     if not final.is_file():
         config = load_config(recipe, overrides)
         start = time.perf_counter()
-        train(config, run_dir, resume=state_path(run_dir).is_file())
+        train(config, run_dir, resume=state_path(run_dir).is_file(), progress=False)
         (run_dir / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     wall = json.loads((run_dir / "wall_time.json").read_text())["seconds"] if (run_dir / "wall_time.json").is_file() else None
     return final, wall

@@ -124,3 +124,22 @@ def test_bam_models_save_load_and_deepcopy(name, tmp_path):
     assert quantizers and all(id(c) in members for q in quantizers for c in q.group.convs)  # groups follow the copy
     with torch.no_grad():
         assert torch.equal(clone(x), want)
+
+
+def test_bsrn_with_silent_binary_branches_is_head_upsampler_tail():
+    # Zero BN gains silence every binary branch, so each LB unit is the identity. The HPB blocks
+    # and the body then pass the head features through unchanged: no second identity (an HPB-level
+    # skip over units that already carry one doubles the features per HPB; that drove the output
+    # ReLU dead in training).
+    torch.manual_seed(0)
+    model = tinysr.create_model("bsrn", scale=2, channels=8, hpb_blocks=3, lb_blocks=2).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d) and m.affine:  # the units' BN, not the activation normaliser
+                m.weight.zero_()
+                m.bias.zero_()
+        x = torch.rand(1, 3, 9, 11)
+        expected = model.tail(model.upsampler(model.head(x)))
+        torch.testing.assert_close(model(x), expected)
+    assert isinstance(model.tail, torch.nn.Sequential)  # the paper's Conv-ReLU output by default
+    assert isinstance(tinysr.create_model("bsrn", scale=2, out_relu=False).tail, torch.nn.Conv2d)

@@ -82,3 +82,28 @@ def test_zero_binary_weights_reduce_fabnet_to_its_wavelet_skeleton():
         ll, high = haar_dwt(feat)
         expected = model.tail(haar_idwt(ll, 2 * high, size=feat.shape[-2:])) + base
         torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_nosplit_control_matches_width_and_ops():
+    # The ablation control keeps FABNet-B4C24's HR/2 resolution and 4C width; 5 modules give the
+    # nearest binary OPs (+5%), counted independently here from the layer shapes.
+    p = tinysr.profile(tinysr.create_model("fabnet_nosplit", scale=2), lr_size=(180, 320))
+    fab = tinysr.profile(tinysr.create_model("fabnet_b4c24", scale=2), lr_size=(180, 320))
+    half = 180 * 320  # x2: HR/2 = LR size
+    assert p.bops == half * 5 * 2 * 96 * 96 * 9
+    assert fab.bops == half * (8 * 24 * 24 * 9 + 16 * 72 * 72 * 9)
+    assert 1.0 < p.bops / fab.bops < 1.06 and p.flops == fab.flops
+
+
+def test_nosplit_control_with_zero_binary_weights_is_its_skeleton():
+    # Identity modules: the body's long skip doubles the folded features, and pixel-shuffle undoes
+    # pixel-unshuffle exactly (odd sizes included).
+    torch.manual_seed(0)
+    model = tinysr.create_model("fabnet_nosplit", scale=2, channels=6, modules=2).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, BinaryConv2d):
+                m.weight.zero_()
+        x = torch.rand(1, 3, 7, 9)
+        base = model.upsample(x)
+        torch.testing.assert_close(model(x), model.tail(2 * model.head(base)) + base, rtol=1e-5, atol=1e-5)

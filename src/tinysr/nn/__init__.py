@@ -1,7 +1,7 @@
 """Layers shared by the model families (DESIGN.md: one place for what methods have in common)."""
 
 from .binary import BinaryConv2d, LearnableBias, RPReLU, RSign, SignActivation, XnorWeight, binary_sign, hard_sign, sign_derivative
-from .dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt
+from .dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt, pad_to_even
 from .layers import MeanShift, PixelShuffleUpsampler, WeightedSum, conv
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "conv",
     "haar_dwt",
     "haar_idwt",
+    "pad_to_even",
     "hard_sign",
     "sign_derivative",
 ]

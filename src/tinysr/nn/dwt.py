@@ -31,11 +31,18 @@ def _filters(channels: int, dtype, device) -> torch.Tensor:
     return _HAAR.to(dtype=dtype, device=device).view(4, 1, 2, 2).repeat(channels, 1, 1, 1)
 
 
-def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, C, H, W) -> LL (B, C, H', W') and high (B, 3C, H', W'), H' = ceil(H/2), W' = ceil(W/2)."""
-    b, c, h, w = x.shape
+def pad_to_even(x: torch.Tensor) -> torch.Tensor:
+    """Pad an odd height / width by one reflected row / column at the end (cropped back after the inverse)."""
+    h, w = x.shape[-2:]
     if h % 2 or w % 2:
         x = F.pad(x, (0, w % 2, 0, h % 2), mode="reflect" if min(h, w) > 1 else "replicate")
+    return x
+
+
+def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, H, W) -> LL (B, C, H', W') and high (B, 3C, H', W'), H' = ceil(H/2), W' = ceil(W/2)."""
+    x = pad_to_even(x)
+    b, c = x.shape[:2]
     bands = F.conv2d(x, _filters(c, x.dtype, x.device), stride=2, groups=c)  # (B, 4C, H', W'), per channel 4 bands
     bands = bands.view(b, c, 4, *bands.shape[-2:])
     return bands[:, :, 0], bands[:, :, 1:].transpose(1, 2).reshape(b, 3 * c, *bands.shape[-2:])
