@@ -236,6 +236,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import get_suite, run_bench
+
+    suite = get_suite(args.suite)
+    run_bench(suite, args.output, test_sets=args.test, device=args.device, progress=not args.quiet, plots=not args.no_plots)
+    out = Path(args.output)
+    print(f"tables: {out / 'results.md'}, {out / 'results.csv'}" + ("" if args.no_plots else f"; plots: {out}/psnr_vs_ops_x*.png, crops_x*.png"))
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from .quickstart import run_quickstart
 
@@ -334,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--no-check", action="store_true", help="do not compare onnxruntime's output with PyTorch's")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="train (or reuse), evaluate and profile every method of a suite; tables and plots")
+    p.add_argument("--suite", required=True, help="smoke (seconds), cpu (x2, every family, one evening on 2 cores) or paper (the papers' recipes; GPU)")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="run folders, results.csv, results.md, plots (rerun to resume)")
+    p.add_argument("--test", nargs="+", metavar="FOLDER", help="test folders (default: the suite's, Set5 and Set14)")
+    p.add_argument("--no-plots", action="store_true", help="tables only (plots need matplotlib)")
+    p.add_argument("--device", default=None, help="torch device for training (default: cuda if available, else cpu)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("quickstart", help="train a small model on sample photographs in minutes and compare it with bicubic")
     p.add_argument("--output", "-o", default="quickstart", metavar="DIR", help="where everything goes (default ./quickstart)")

@@ -1,0 +1,80 @@
+"""``tinysr bench --suite smoke``: one run of every family, its tables and plots, and its resume."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+from conftest import REPO
+
+from tinysr.bench import get_suite
+from tinysr.bench.paper import REPORTED
+from tinysr.bench.runner import crop_box
+from tinysr.bench.suites import FAMILIES
+from tinysr.cli import main
+
+SPEC_BICUBIC_SET5_X2 = (33.682, 0.9305)  # SPEC §1 reference values
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("bench")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(REPO)  # the recipes name the data as ../shared/data relative to the checkout
+    try:
+        assert main(["bench", "--suite", "smoke", "-o", str(out), "-q"]) == 0
+    finally:
+        mp.undo()
+    return out
+
+
+def test_smoke_csv_has_every_family_and_sane_numbers(smoke):
+    rows = list(csv.DictReader((smoke / "results.csv").open()))
+    suite = get_suite("smoke")
+    assert [r["method"] for r in rows] == [e.name for e in suite.entries]
+    assert {r["family"] for r in rows} == set(FAMILIES)
+    for column in ("scale", "iterations", "form", "params", "flops_g", "bops_g", "ops_g", "multadds_720p_g", "Set5_psnr", "Set5_ssim", "paper_Set5_psnr", "time_ms"):
+        assert column in rows[0], column
+    for r in rows:
+        assert 5.0 < float(r["Set5_psnr"]) < 50.0 and 0.0 < float(r["Set5_ssim"]) <= 1.0, r
+        assert float(r["time_ms"]) > 0
+        assert math.isclose(float(r["ops_g"]), float(r["flops_g"]) + float(r["bops_g"]) / 64, rel_tol=1e-9)
+    by_name = {r["method"]: r for r in rows}
+    bicubic = by_name["bicubic"]
+    assert float(bicubic["Set5_psnr"]) == pytest.approx(SPEC_BICUBIC_SET5_X2[0], abs=1e-3)
+    assert float(bicubic["Set5_ssim"]) == pytest.approx(SPEC_BICUBIC_SET5_X2[1], abs=1e-4)
+    assert float(by_name["edsr_reactnet"]["bops_g"]) > 0 and by_name["edsr_reactnet"]["form"] == "pack"
+    assert float(by_name["l1_0.5"]["params"]) < float(by_name["edsr_baseline"]["params"])  # pruned from it
+    assert float(by_name["edsr_reactnet"]["paper_Set5_psnr"]) == REPORTED[("edsr_reactnet", 2)].set5
+    assert by_name["fabnet"]["paper_Set5_psnr"] == ""  # no reported number: empty, not invented
+
+
+def test_smoke_markdown_and_plots(smoke):
+    text = (smoke / "results.md").read_text()
+    assert "## 1-bit networks" in text and "## Full-precision networks" in text
+    assert "| edsr_reactnet | x2 |" in text and "| ecbsr_m4c16 | x2 |" in text
+    for name in ("psnr_vs_ops_x2.png", "crops_x2.png"):
+        data = (smoke / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
+
+
+def test_smoke_rerun_reuses_everything(smoke, monkeypatch):
+    before = {p: p.stat().st_mtime_ns for p in smoke.glob("*/result.json")}
+    monkeypatch.chdir(REPO)
+    assert main(["bench", "--suite", "smoke", "-o", str(smoke), "-q", "--no-plots"]) == 0
+    assert before and {p: p.stat().st_mtime_ns for p in smoke.glob("*/result.json")} == before
+
+
+def test_crop_box_finds_the_detailed_window():
+    import numpy as np
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[40:56, 8:24] = np.indices((16, 16)).sum(0)[..., None] % 2 * 255  # a checkerboard patch
+    y, x = crop_box(img, 16)
+    assert (y, x) == (40, 8)
+
+
+def test_unknown_suite_is_one_line_error(capsys):
+    assert main(["bench", "--suite", "nope", "-o", "x"]) == 2
+    assert "--suite 'nope'" in capsys.readouterr().err
