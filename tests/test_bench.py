@@ -78,3 +78,23 @@ def test_crop_box_finds_the_detailed_window():
 def test_unknown_suite_is_one_line_error(capsys):
     assert main(["bench", "--suite", "nope", "-o", "x"]) == 2
     assert "--suite 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])
+def test_every_suite_entry_resolves(name, tmp_path):
+    # Recipes exist and parse with the suite's overrides; sources and teachers are earlier entries;
+    # models are registered.
+    from tinysr.bench.runner import entry_config
+    from tinysr.models import list_models
+
+    suite, seen = get_suite(name), set()
+    for entry in suite.entries:
+        if entry.recipe is None:
+            assert entry.model in list_models()
+        else:
+            config = entry_config(entry, suite, tmp_path)
+            assert config.model.name in list_models()
+        for needed in filter(None, (entry.teacher, entry.prune.source if entry.prune else None)):
+            assert needed in seen, f"{entry.name} needs {needed} first"
+        seen.add(entry.name)
+    assert len(seen) == len(suite.entries)
