@@ -103,10 +103,7 @@ CPU = Suite(
         _binary("edsr_bnn_x2_cpu", "edsr_bnn_x2_cpu.yaml", "edsr_bnn"),
         _binary("edsr_bireal_x2_cpu", "edsr_bireal_x2_cpu.yaml", "edsr_bireal"),
         _binary("edsr_reactnet_x2_cpu", "edsr_reactnet_x2_cpu.yaml", "edsr_reactnet"),
-        _binary("edsr_reactnet_bn_x2_cpu", "edsr_reactnet_bn_x2_cpu.yaml"),
         _binary("edsr_btm_x2_cpu", "edsr_btm_x2_cpu.yaml", "edsr_btm"),
-        Entry("edsr_ibtm_teacher_x2_cpu", FULL, "edsr_ibtm_teacher_x2_cpu.yaml", overrides=(f"train.iterations={_BINARY_CPU}",)),
-        _binary("edsr_ibtm_x2_cpu", "edsr_ibtm_x2_cpu.yaml", teacher="edsr_ibtm_teacher_x2_cpu"),
         _binary("srresnet_bnn_x2_cpu", "srresnet_bnn_x2_cpu.yaml", "srresnet_bnn"),
         _binary("srresnet_bam_noacc_x2_cpu", "srresnet_bam_noacc_x2_cpu.yaml", deploy="none"),
         _binary("srresnet_bam_x2_cpu", "srresnet_bam_x2_cpu.yaml", "srresnet_bam", deploy="none"),
@@ -125,6 +122,10 @@ CPU = Suite(
         Entry("repvgg_m4c16_x2_cpu", REP, "repvgg_m4c16_x2_cpu.yaml", deploy="merge"),
         Entry("repsr_m4c16_nofreeze_x2_cpu", REP, "repsr_m4c16_nofreeze_x2_cpu.yaml", deploy="merge"),
         Entry("repsr_m4c16_x2_cpu", REP, "repsr_m4c16_x2_cpu.yaml", deploy="merge"),
+        # Last: the runs most likely still to train (a rerun resumes them).
+        _binary("edsr_reactnet_bn_x2_cpu", "edsr_reactnet_bn_x2_cpu.yaml"),
+        Entry("edsr_ibtm_teacher_x2_cpu", FULL, "edsr_ibtm_teacher_x2_cpu.yaml", overrides=(f"train.iterations={_BINARY_CPU}",)),
+        _binary("edsr_ibtm_x2_cpu", "edsr_ibtm_x2_cpu.yaml", teacher="edsr_ibtm_teacher_x2_cpu"),
     ),
 )
 
