@@ -143,3 +143,29 @@ def test_bsrn_with_silent_binary_branches_is_head_upsampler_tail():
         torch.testing.assert_close(model(x), expected)
     assert isinstance(model.tail, torch.nn.Sequential)  # the paper's Conv-ReLU output by default
     assert isinstance(tinysr.create_model("bsrn", scale=2, out_relu=False).tail, torch.nn.Conv2d)
+
+
+@pytest.mark.parametrize("name", ["srresnet_bam", "bsrn"])
+def test_packed_bam_matches_float_and_reloads(name, tmp_path):
+    # pack keeps each conv's accumulated activation quantizer in front of the packed conv and packs
+    # the accumulated weight signs with E|W_n|: the float-simulated network's outputs, to rounding.
+    from tinysr.compress import pack, set_kernel
+
+    torch.manual_seed(0)
+    kwargs = {"units": 4} if name == "srresnet_bam" else {"hpb_blocks": 2, "lb_blocks": 2}
+    model = tinysr.create_model(name, scale=2, channels=16, **kwargs)
+    for _ in range(3):  # non-trivial BN statistics
+        model(torch.rand(2, 3, 12, 12))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        BAMSolve()._solve(model)
+    model.eval()
+    x = torch.rand(1, 3, 13, 11)
+    with torch.no_grad():
+        want = model(x)
+        packed = pack(model)
+        for kernel in ("torch", "auto"):
+            torch.testing.assert_close(set_kernel(packed, kernel)(x), want, rtol=0, atol=1e-4)
+        tinysr.save(packed, tmp_path / "p.safetensors")
+        assert torch.equal(tinysr.load(tmp_path / "p.safetensors")(x), packed(x))

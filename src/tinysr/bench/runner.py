@@ -177,7 +177,7 @@ def run_bench(suite: Suite, out_dir: str | Path, test_sets: list[str] | None = N
         final, iterations = trained_model(entry, suite, out_dir, device, progress)
         model = load(final) if final is not None else create_model(entry.model, scale=entry.scale)
         result_file = out_dir / entry.name / "result.json"
-        key = {"model": _stamp(final), "tests": test_sets, "time": list(suite.time_lr_size)}
+        key = {"model": _stamp(final), "form": entry.deploy, "tests": test_sets, "time": list(suite.time_lr_size)}
         cached = json.loads(result_file.read_text()) if result_file.is_file() else None
         fresh = cached is None or cached.get("key") != key
         if fresh:

@@ -71,7 +71,7 @@ SMOKE = Suite(
         Entry("bicubic", REFERENCE, model="bicubic"),
         Entry("edsr_baseline", FULL, "edsr_baseline_x2_cpu.yaml", overrides=("model.kwargs={channels: 8, blocks: 1}",), paper="edsr_baseline"),
         Entry("edsr_reactnet", BINARY, "edsr_reactnet_x2_cpu.yaml", overrides=("model.kwargs={channels: 8, units: 2}",), deploy="pack", paper="edsr_reactnet"),
-        Entry("srresnet_bam", BINARY, "srresnet_bam_x2_cpu.yaml", overrides=("model.kwargs={channels: 8, units: 2}",), paper="srresnet_bam"),
+        Entry("srresnet_bam", BINARY, "srresnet_bam_x2_cpu.yaml", overrides=("model.kwargs={channels: 8, units: 2}",), deploy="pack", paper="srresnet_bam"),
         Entry("fabnet", BINARY, "fabnet_b4c12_x2_cpu.yaml", overrides=("model.kwargs={blocks: 1, channels: 4}",), deploy="pack"),
         Entry("l1_0.5", PRUNING, "edsr_baseline_x2_prune_cpu.yaml", prune=Prune("edsr_baseline", 0.5, "l1"), paper="l1_0.5"),
         Entry("ecbsr_m4c16", REP, "ecbsr_m4c16_x2_cpu.yaml", deploy="merge", paper="ecbsr_m4c16"),
@@ -105,9 +105,9 @@ CPU = Suite(
         _binary("edsr_reactnet_x2_cpu", "edsr_reactnet_x2_cpu.yaml", "edsr_reactnet"),
         _binary("edsr_btm_x2_cpu", "edsr_btm_x2_cpu.yaml", "edsr_btm"),
         _binary("srresnet_bnn_x2_cpu", "srresnet_bnn_x2_cpu.yaml", "srresnet_bnn"),
-        _binary("srresnet_bam_noacc_x2_cpu", "srresnet_bam_noacc_x2_cpu.yaml", deploy="none"),
-        _binary("srresnet_bam_x2_cpu", "srresnet_bam_x2_cpu.yaml", "srresnet_bam", deploy="none"),
-        _binary("bsrn_x2_cpu", "bsrn_x2_cpu.yaml", deploy="none"),
+        _binary("srresnet_bam_noacc_x2_cpu", "srresnet_bam_noacc_x2_cpu.yaml"),
+        _binary("srresnet_bam_x2_cpu", "srresnet_bam_x2_cpu.yaml", "srresnet_bam"),
+        _binary("bsrn_x2_cpu", "bsrn_x2_cpu.yaml"),
         _binary("fabnet_b4c24_x2_cpu", "fabnet_b4c24_x2_cpu.yaml"),
         _binary("fabnet_nosplit_x2_cpu", "fabnet_nosplit_x2_cpu.yaml"),
         _binary("fabnet_b4c24_fixed_t2_x2_cpu", "fabnet_b4c24_fixed_t2_x2_cpu.yaml"),
@@ -140,9 +140,9 @@ def _paper_entries() -> tuple[Entry, ...]:
         entries.append(Entry(f"edsr_ibtm_x{scale}", BINARY, f"edsr_ibtm_x{scale}.yaml", deploy="pack", teacher=f"edsr_ibtm_teacher_x{scale}"))
         for method in ("bnn", "bireal", "reactnet"):
             entries.append(Entry(f"srresnet_{method}_x{scale}", BINARY, f"srresnet_{method}_x{scale}.yaml", deploy="pack", paper=f"srresnet_{method}"))
-        entries.append(Entry(f"srresnet_bam_x{scale}", BINARY, f"srresnet_bam_x{scale}.yaml", paper="srresnet_bam"))
-        entries.append(Entry(f"vdsr_bam_x{scale}", BINARY, f"vdsr_bam_x{scale}.yaml", paper="vdsr_bam"))
-        entries.append(Entry(f"bsrn_x{scale}", BINARY, f"bsrn_x{scale}.yaml", paper="bsrn"))
+        entries.append(Entry(f"srresnet_bam_x{scale}", BINARY, f"srresnet_bam_x{scale}.yaml", deploy="pack", paper="srresnet_bam"))
+        entries.append(Entry(f"vdsr_bam_x{scale}", BINARY, f"vdsr_bam_x{scale}.yaml", deploy="pack", paper="vdsr_bam"))
+        entries.append(Entry(f"bsrn_x{scale}", BINARY, f"bsrn_x{scale}.yaml", deploy="pack", paper="bsrn"))
         for variant in ("b4c12", "b4c24", "b4c36", "b8c96"):
             entries.append(Entry(f"fabnet_{variant}_x{scale}", BINARY, f"fabnet_{variant}_x{scale}.yaml", deploy="pack"))
         entries.append(Entry(f"ledsr_x{scale}", FULL, f"ledsr_x{scale}.yaml"))

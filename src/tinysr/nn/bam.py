@@ -100,6 +100,11 @@ class AccumulatedWeight(nn.Module):
         return binary_sign(normalized(self.accumulated(weight)), "ste") * channel_scale(weight)
 
     @torch.no_grad()
+    def signs_and_scale(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The +-1 tensor and the per-output-channel scale whose product is ``forward(weight)`` (for packing)."""
+        return binary_sign(normalized(self.accumulated(weight)), "ste"), channel_scale(weight).flatten()
+
+    @torch.no_grad()
     def solve(self, sweeps: int = 2) -> None:
         if not self.group.accumulate or self.index == 0:
             return
@@ -173,6 +178,10 @@ class AccumulatedSign(nn.Module):
         self.norm = nn.BatchNorm2d(channels, affine=False)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return binary_sign(self.pre_sign(a), "ste")
+
+    def pre_sign(self, a: torch.Tensor) -> torch.Tensor:
+        """``BN(b_1 A_1 + ... + b_n A_n)``, the value whose sign is the activation (a packed conv signs it itself)."""
         term = self.scale.view(1, -1, 1, 1) * a.abs().mean(dim=(2, 3), keepdim=True) * a
         if self.index == 0 or not self.group.accumulate:
             total = term
@@ -181,4 +190,4 @@ class AccumulatedSign(nn.Module):
                 raise RuntimeError("AccumulatedSign: the group's earlier convs did not run first in this forward pass")
             total = self.group.act_sum + term
         self.group.act_sum = total
-        return binary_sign(self.norm(total), "ste")
+        return self.norm(total)

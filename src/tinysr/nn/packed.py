@@ -9,10 +9,13 @@
   so ``model.to(memory_format=torch.channels_last)`` leaves it alone);
 * ``alpha``: the per-output-channel weight scale (``mean |W|``, or 1 without XNOR scaling);
 * ``threshold``: the per-input-channel activation threshold (0 for ``sign``, RSign's learned one);
-* ``bias`` (zeros when the conv has none).
+* ``bias`` (zeros when the conv has none);
+* ``pre`` (optional): BAM's accumulated activation quantizer, kept whole, whose ``pre_sign(x)``
+  (the accumulated, normalised activation) replaces ``x`` before the sign.
 
 and computes ``alpha * conv(sign(x - threshold), sign(W)) + bias`` with zero padding *after* the
-sign, exactly the float-simulated layer's arithmetic, so the outputs are equal bit for bit.
+sign, exactly the float-simulated layer's arithmetic, so the outputs are equal bit for bit (BAM's
+layers, which scale the weight before the conv, agree to float rounding).
 
 ``kernel`` picks the implementation: ``auto`` (the native kernel's best path for this CPU, else
 PyTorch), ``torch`` (unpacked float conv, no compiler needed), or a native path forced by name
@@ -62,26 +65,36 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("alpha", torch.ones(out_channels))
         self.register_buffer("threshold", torch.zeros(in_channels))
         self.register_buffer("bias", torch.zeros(out_channels))
+        self.pre: nn.Module | None = None
         self.kernel = "auto"
         self._unpacked: tuple[torch.Tensor, torch.Tensor] | None = None  # (words it came from, +-1 weight)
 
     @classmethod
     @torch.no_grad()
     def from_conv(cls, conv) -> PackedBinaryConv2d:
-        """Pack a binary :class:`~tinysr.nn.BinaryConv2d` (sign or RSign activations, XnorWeight)."""
+        """Pack a binary :class:`~tinysr.nn.BinaryConv2d`: sign / RSign / BAM activations, XnorWeight / BAM weights."""
+        from .bam import AccumulatedSign, AccumulatedWeight
         from .binary import RSign, SignActivation, XnorWeight
 
         act, wq = conv.act_quantizer, conv.weight_quantizer
-        if not conv.is_binary or conv.groups != 1 or not isinstance(act, (SignActivation, RSign)) or not isinstance(wq, XnorWeight):
-            raise TinySRError(f"pack: cannot pack {conv} (needs groups=1, sign/RSign activations and XnorWeight weights)")
+        acts, weights = (SignActivation, RSign, AccumulatedSign), (XnorWeight, AccumulatedWeight)
+        if not conv.is_binary or conv.groups != 1 or not isinstance(act, acts) or not isinstance(wq, weights):
+            raise TinySRError(f"pack: cannot pack {conv} (needs groups=1, sign/RSign/BAM activations and XnorWeight/BAM weights)")
         if isinstance(conv.padding, str):
             raise TinySRError(f"pack: string padding {conv.padding!r} is not supported")
         packed = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
-        packed.weight_words.copy_(pack_weight_signs(conv.weight).flatten(0, 1))
-        if wq.scale:
-            packed.alpha.copy_(wq.alpha(conv.weight).flatten())
+        if isinstance(wq, AccumulatedWeight):  # the accumulated signs, scaled by E|W_n| (SPEC §5.3)
+            signs, alpha = wq.signs_and_scale(conv.weight)
+            packed.weight_words.copy_(pack_weight_signs(signs).flatten(0, 1))
+            packed.alpha.copy_(alpha)
+        else:
+            packed.weight_words.copy_(pack_weight_signs(conv.weight).flatten(0, 1))
+            if wq.scale:
+                packed.alpha.copy_(wq.alpha(conv.weight).flatten())
         if isinstance(act, RSign):
             packed.threshold.copy_(act.threshold.flatten())
+        if isinstance(act, AccumulatedSign):
+            packed.pre = act
         if conv.bias is not None:
             packed.bias.copy_(conv.bias)
         return packed.to(conv.weight.device)
@@ -97,6 +110,8 @@ class PackedBinaryConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel not in KERNELS:
             raise TinySRError(f"PackedBinaryConv2d: unknown kernel {self.kernel!r} ({', '.join(KERNELS)})")
+        if self.pre is not None:
+            x = self.pre.pre_sign(x)
         module = None
         if self.kernel != "torch" and x.device.type == "cpu" and x.dtype == torch.float32:
             from ..kernels import PATHS, native
