@@ -62,6 +62,8 @@ def trained_model(entry: Entry, suite: Suite, out_dir: Path, device: str | None,
         return None, None
     config = entry_config(entry, suite, out_dir)
     run_dir = out_dir / entry.name
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise TinySRError(f"{run_dir}: a link to a missing folder (create its target or remove the link)")
     if entry.prune is not None:
         source = out_dir / entry.prune.source / "model.safetensors"
         if not source.is_file():
@@ -171,8 +173,14 @@ def run_bench(suite: Suite, out_dir: str | Path, test_sets: list[str] | None = N
         if not Path(folder).is_dir():
             raise TinySRError(f"--test {folder}: no such folder")
     cache, rows = LRCache(), []
-    sheets: dict[int, CropSheet] = {}  # one crop sheet per scale
+    sheets: dict[int, CropSheet] = {}  # one crop sheet per scale, made when first needed
     crops: dict[int, dict[str, np.ndarray]] = {}
+
+    def sheet_for(scale: int) -> CropSheet:
+        if scale not in sheets:
+            sheets[scale] = CropSheet(Path(suite.crop_image), scale)
+        return sheets[scale]
+
     for entry in suite.entries:
         final, iterations = trained_model(entry, suite, out_dir, device, progress)
         model = load(final) if final is not None else create_model(entry.model, scale=entry.scale)
@@ -191,8 +199,7 @@ def run_bench(suite: Suite, out_dir: str | Path, test_sets: list[str] | None = N
         if plots:
             crop_file = out_dir / entry.name / "crop.png"
             if fresh or not crop_file.is_file():
-                sheet = sheets.setdefault(scale, CropSheet(Path(suite.crop_image), scale))
-                write_image(crop_file, sheet.of_model(deployable(model, entry.deploy)))
+                write_image(crop_file, sheet_for(scale).of_model(deployable(model, entry.deploy)))
             crops.setdefault(scale, {})[entry.name] = read_image(crop_file)
         scores = ", ".join(f"{k[:-5]} {row[k]:.2f} dB" for k in row if k.endswith("_psnr") and not k.startswith("paper_"))
         log(f"bench: {entry.name} x{scale}: {scores}")
@@ -201,7 +208,7 @@ def run_bench(suite: Suite, out_dir: str | Path, test_sets: list[str] | None = N
         from .plots import plot_crops, plot_psnr_vs_ops
 
         for scale, by_method in crops.items():
-            sheet = sheets.setdefault(scale, CropSheet(Path(suite.crop_image), scale))
+            sheet = sheet_for(scale)
             plot_psnr_vs_ops([r for r in rows if r["scale"] == scale], Path(test_sets[0]).name, out_dir / f"psnr_vs_ops_x{scale}.png")
             plot_crops(sheet.crop(sheet.hr), by_method, f"{Path(suite.crop_image).stem} x{scale}", out_dir / f"crops_x{scale}.png")
     return rows
