@@ -97,7 +97,7 @@ def test_bam_solve_callback_lowers_the_objective():
 
     FakeTrainer.model = model
     BAMSolve(every=10).on_train_start(FakeTrainer())
-    assert objective(ws, target.coeffs) <= before
+    assert objective(ws, target.coeffs) < before  # strictly: a callback that did nothing would fail here
     assert target.coeffs[-1] == 1.0
 
 

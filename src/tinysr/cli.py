@@ -269,6 +269,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"tinysr: error: {where}{message}\n")
 
 
+def _add_device_and_quiet(p: argparse.ArgumentParser, default_device: str | None = None) -> None:
+    """The options every command that runs a model shares."""
+    where = "cpu" if default_device == "cpu" else "cuda if available, else cpu"
+    p.add_argument("--device", default=default_device, help=f"torch device (default: {where})")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -285,8 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-from-files", action="store_true", help="read LR from LR_bicubic/XS instead of generating it")
     p.add_argument("--no-cache", action="store_true", help="do not cache generated LR images on disk")
     p.add_argument("--cache-dir", metavar="DIR", help="LR cache folder (default $TINYSR_CACHE/lr or ~/.cache/tinysr/lr)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_device_and_quiet(p, default_device="cpu")
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("profile", help="count params, FLOPs, BOPs and OPs (SPEC §3)")
@@ -305,8 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", "-s", type=_scale, help="scale (taken from the model file when omitted)")
     p.add_argument("--tile", "-t", type=int, metavar="N", help="process N x N LR tiles to bound memory")
     p.add_argument("--tile-pad", type=int, default=16, metavar="P", help="LR context around each tile (>= receptive radius for exact results; default 16)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_device_and_quiet(p, default_device="cpu")
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("train", help="train a model from a YAML recipe (resumable; torchrun for several processes)")
@@ -314,8 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, metavar="RUN_DIR", help="run folder: log, checkpoints, model files")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. train.iterations=1000 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its latest checkpoint")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_device_and_quiet(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("prune", help="prune a trained model into a smaller dense one (ASSL, L1-norm or scratch), then fine-tune")
@@ -326,8 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["assl", "l1", "scratch"], default="assl", help="assl (default), l1 (L1-norm, no regularisation) or scratch")
     p.add_argument("--prune-lr", type=float, default=2e-4, help="constant learning rate of ASSL's regularisation phase (paper: 2e-4)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key (repeatable)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_device_and_quiet(p)
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("deploy", help="merge a re-parameterizable model (repsr, ecbsr, repvgg_sr) into a plain network, or bit-pack a 1-bit model")
@@ -350,16 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="run folders, results.csv, results.md, plots (rerun to resume)")
     p.add_argument("--test", nargs="+", metavar="FOLDER", help="test folders (default: the suite's, Set5 and Set14)")
     p.add_argument("--no-plots", action="store_true", help="tables only (plots need matplotlib)")
-    p.add_argument("--device", default=None, help="torch device for training (default: cuda if available, else cpu)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    _add_device_and_quiet(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("quickstart", help="train a small model on sample photographs in minutes and compare it with bicubic")
     p.add_argument("--output", "-o", default="quickstart", metavar="DIR", help="where everything goes (default ./quickstart)")
     p.add_argument("--iterations", type=int, default=3000, help="training iterations (default 3000; 1500 took 74 s on 2 cores)")
     p.add_argument("--data", metavar="DIR", help="your own photographs instead of scikit-image's (the last 2 are held apart)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_device_and_quiet(p)
     p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("models", help="list the registered model names")

@@ -23,9 +23,9 @@ def _pyplot():
     return plt
 
 
-def _label(row: dict) -> str:
-    """The method name without the run-name suffix the whole plot shares (``_x2_cpu``, ``_x2``)."""
-    return re.sub(rf"_x{row['scale']}(_cpu)?$", "", row["method"])
+def _label(method: str) -> str:
+    """The method name without the run-name suffix a whole figure shares (``_x2_cpu``, ``_x2``)."""
+    return re.sub(r"_x\d(_cpu)?$", "", method)
 
 
 def plot_psnr_vs_ops(rows: list[dict], test_set: str, path: Path) -> None:
@@ -38,7 +38,7 @@ def plot_psnr_vs_ops(rows: list[dict], test_set: str, path: Path) -> None:
         if points:
             ax.scatter([r["ops_g"] for r in points], [r[f"{test_set}_psnr"] for r in points], marker=markers[family], label=family, s=40)
             for r in points:
-                ax.annotate(_label(r), (r["ops_g"], r[f"{test_set}_psnr"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+                ax.annotate(_label(r["method"]), (r["ops_g"], r[f"{test_set}_psnr"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
     for r in rows:
         if r["family"] == REFERENCE:  # no OPs to place it by: a level to beat
             ax.axhline(r[f"{test_set}_psnr"], linestyle="--", color="gray", linewidth=1, label=r["method"])
@@ -57,7 +57,7 @@ def plot_psnr_vs_ops(rows: list[dict], test_set: str, path: Path) -> None:
 def plot_crops(hr: np.ndarray, crops: dict[str, np.ndarray], image_name: str, path: Path, columns: int = 6) -> None:
     """A grid of the same zoomed window: HR first, then each method's output."""
     plt = _pyplot()
-    panels = [("HR", hr), *((re.sub(r"_x\d(_cpu)?$", "", name), img) for name, img in crops.items())]
+    panels = [("HR", hr), *((_label(name), img) for name, img in crops.items())]
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
     for ax in axes.flat:

@@ -136,10 +136,9 @@ def _stamp(path: Path | None) -> list[int] | None:
     return None if path is None else [path.stat().st_size, path.stat().st_mtime_ns]
 
 
-def measure(entry: Entry, model: torch.nn.Module, suite: Suite, test_sets: list[str], cache: LRCache) -> dict:
+def measure(entry: Entry, model: torch.nn.Module, deployed: torch.nn.Module, suite: Suite, test_sets: list[str], cache: LRCache) -> dict:
     """Every number of one row, for the model as trained (``model``) and its deployable form."""
     scale = model.tinysr_spec.scale
-    deployed = deployable(model, entry.deploy)
     counted = deployed if entry.deploy == "merge" else model  # packing changes no count
     cost = profile(counted, lr_size=(180, 320))
     multadds = profile(counted, lr_size=(HR_720P[0] // scale, HR_720P[1] // scale)).flops
@@ -188,18 +187,19 @@ def run_bench(suite: Suite, out_dir: str | Path, test_sets: list[str] | None = N
         key = {"model": _stamp(final), "form": entry.deploy, "tests": test_sets, "time": list(suite.time_lr_size)}
         cached = json.loads(result_file.read_text()) if result_file.is_file() else None
         fresh = cached is None or cached.get("key") != key
+        crop_file = out_dir / entry.name / "crop.png"
+        deployed = deployable(model, entry.deploy) if fresh or (plots and not crop_file.is_file()) else None
         if fresh:
             log(f"bench: measuring {entry.name}")
-            row = {**measure(entry, model, suite, test_sets, cache), "iterations": iterations}
+            row = {**measure(entry, model, deployed, suite, test_sets, cache), "iterations": iterations}
             atomic_write(result_file, lambda tmp, row=row: Path(tmp).write_text(json.dumps({"key": key, "row": row}, indent=1)))
         else:
             row = cached["row"]
         rows.append(row)
         scale = row["scale"]
         if plots:
-            crop_file = out_dir / entry.name / "crop.png"
-            if fresh or not crop_file.is_file():
-                write_image(crop_file, sheet_for(scale).of_model(deployable(model, entry.deploy)))
+            if deployed is not None:
+                write_image(crop_file, sheet_for(scale).of_model(deployed))
             crops.setdefault(scale, {})[entry.name] = read_image(crop_file)
         scores = ", ".join(f"{k[:-5]} {row[k]:.2f} dB" for k in row if k.endswith("_psnr") and not k.startswith("paper_"))
         log(f"bench: {entry.name} x{scale}: {scores}")

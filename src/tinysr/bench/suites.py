@@ -13,7 +13,7 @@ deployable form whose CPU time is measured, and the key of the papers' numbers (
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TinySRError
@@ -56,7 +56,6 @@ class Suite:
     time_repeat: int = 5
     crop_image: str = "../shared/data/Set14/HR/zebra.png"
     overrides: tuple[str, ...] = ()  # applied to every trained entry before its own
-    iterations: dict[str, int] = field(default_factory=dict)  # per family; absent: the recipe's
 
 
 # Tiny versions of one model per family: each trains for a few iterations on T91.

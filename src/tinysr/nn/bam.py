@@ -43,7 +43,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .binary import binary_sign
+from .binary import binary_sign, channel_scale  # E(|W|): XNOR-Net's per-channel scale
 
 
 class AccumulationGroup:
@@ -73,11 +73,6 @@ def normalized(u: torch.Tensor) -> torch.Tensor:
     return centred / centred.pow(2).mean().sqrt().clamp_min(1e-12)
 
 
-def channel_scale(weight: torch.Tensor) -> torch.Tensor:
-    """``E(|W|)`` per output channel, shaped to broadcast over the weight."""
-    return weight.abs().mean(dim=tuple(range(1, weight.dim())), keepdim=True)
-
-
 class AccumulatedWeight(nn.Module):
     """Weight quantizer of the ``index``-th conv of ``group`` (see the module docstring)."""
 
@@ -96,13 +91,12 @@ class AccumulatedWeight(nn.Module):
         earlier = [self.group.convs[k].weight for k in range(self.index)]
         return sum(self.coeffs[k] * w for k, w in enumerate(earlier)) + self.coeffs[self.index] * weight
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return binary_sign(normalized(self.accumulated(weight)), "ste") * channel_scale(weight)
+    def signs(self, weight: torch.Tensor) -> torch.Tensor:
+        """``sign(N(a_1 W_1 + ... + a_n W_n))`` (straight-through in backward)."""
+        return binary_sign(normalized(self.accumulated(weight)), "ste")
 
-    @torch.no_grad()
-    def signs_and_scale(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The +-1 tensor and the per-output-channel scale whose product is ``forward(weight)`` (for packing)."""
-        return binary_sign(normalized(self.accumulated(weight)), "ste"), channel_scale(weight).flatten()
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.signs(weight) * channel_scale(weight)
 
     @torch.no_grad()
     def solve(self, sweeps: int = 2) -> None:

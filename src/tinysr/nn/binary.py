@@ -125,6 +125,11 @@ class RPReLU(nn.Module):
         return self.prelu(x - self.shift_in) + self.shift_out
 
 
+def channel_scale(weight: torch.Tensor) -> torch.Tensor:
+    """XNOR-Net's weight scale ``mean |W|`` per output channel, shaped to broadcast over the weight."""
+    return weight.abs().mean(dim=tuple(range(1, weight.dim())), keepdim=True)
+
+
 class XnorWeight(nn.Module):
     """Weight quantizer ``sign(W) * mean|W|`` per output channel (XNOR-Net scaling).
 
@@ -141,7 +146,7 @@ class XnorWeight(nn.Module):
         self.estimator, self.scale = estimator, scale
 
     def alpha(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight.abs().mean(dim=tuple(range(1, weight.dim())), keepdim=True)
+        return channel_scale(weight)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         signs = binary_sign(weight, self.estimator)

@@ -74,7 +74,7 @@ class PackedBinaryConv2d(nn.Module):
     def from_conv(cls, conv) -> PackedBinaryConv2d:
         """Pack a binary :class:`~tinysr.nn.BinaryConv2d`: sign / RSign / BAM activations, XnorWeight / BAM weights."""
         from .bam import AccumulatedSign, AccumulatedWeight
-        from .binary import RSign, SignActivation, XnorWeight
+        from .binary import RSign, SignActivation, XnorWeight, channel_scale
 
         act, wq = conv.act_quantizer, conv.weight_quantizer
         acts, weights = (SignActivation, RSign, AccumulatedSign), (XnorWeight, AccumulatedWeight)
@@ -84,9 +84,8 @@ class PackedBinaryConv2d(nn.Module):
             raise TinySRError(f"pack: string padding {conv.padding!r} is not supported")
         packed = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
         if isinstance(wq, AccumulatedWeight):  # the accumulated signs, scaled by E|W_n| (SPEC §5.3)
-            signs, alpha = wq.signs_and_scale(conv.weight)
-            packed.weight_words.copy_(pack_weight_signs(signs).flatten(0, 1))
-            packed.alpha.copy_(alpha)
+            packed.weight_words.copy_(pack_weight_signs(wq.signs(conv.weight)).flatten(0, 1))
+            packed.alpha.copy_(channel_scale(conv.weight).flatten())
         else:
             packed.weight_words.copy_(pack_weight_signs(conv.weight).flatten(0, 1))
             if wq.scale:
