@@ -154,6 +154,35 @@ def test_binary_edsr_cost_matches_bbcu_table(name, scale):
     assert p.params_binary == 32 * 64 * 64 * 9
 
 
+@pytest.mark.parametrize("position", ["after_add", "in_branch"])
+def test_reactnet_unit_rprelu_position(position):
+    """ReActNet's RPReLU after the residual add vs BBCU's placement inside the branch, each against
+    its formula written out from the unit's own layers; the same parameters and cost either way."""
+    torch.manual_seed(0)
+    model = create_model("edsr_reactnet", scale=2, channels=8, units=2, rprelu_position=position)
+    unit = model.body[0]
+    with torch.no_grad():
+        unit.post.shift_in.normal_()
+        unit.post.shift_out.normal_()
+        unit.post.prelu.weight.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 8, 5, 6)
+    branch = unit.conv(x)
+    expected = x + unit.post(branch) if position == "in_branch" else unit.post(branch + x)
+    torch.testing.assert_close(unit(x), expected)
+    other = x + unit.post(branch) if position == "after_add" else unit.post(branch + x)
+    assert not torch.allclose(unit(x), other)  # the two placements are different functions
+    reference = profile(create_model("edsr_reactnet", scale=2), lr_size=(180, 320))
+    moved = profile(create_model("edsr_reactnet", scale=2, rprelu_position=position), lr_size=(180, 320))
+    assert (moved.params, moved.ops) == (reference.params, reference.ops)
+
+
+def test_rprelu_position_is_checked():
+    with pytest.raises(ValueError, match="rprelu_position must be one of"):
+        create_model("edsr_reactnet", scale=2, rprelu_position="before")
+    with pytest.raises(ValueError, match="needs a scheme with RPReLU"):
+        create_model("edsr_bnn", scale=2, rprelu_position="in_branch")
+
+
 def test_mrb_block_layout():
     model = create_model("edsr_ibtm", scale=2)
     mrb = model.body[0]

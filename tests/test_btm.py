@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from train_helpers import make_folders, tiny_recipe
 
 import tinysr
@@ -74,3 +75,35 @@ def test_kd_loss_is_zero_against_itself_and_trains_the_student(tmp_path):
 def test_spatial_softmax_sums_to_one_per_channel():
     g = spatial_softmax(torch.randn(2, 3, 4, 5))
     torch.testing.assert_close(g.sum(-1), torch.ones(2, 3))
+
+
+def test_kd_loss_matches_its_formula_at_the_papers_pixel_range(tmp_path):
+    """(beta * L1(F_S^n, F_T^n) + gamma * sum_i KL(G_S^i || G_T^i)) / pixel_range, recomputed here with
+    torch's own KL (kl_div takes log-probabilities of the second argument)."""
+    torch.manual_seed(1)
+    teacher = tinysr.create_model("edsr_ibtm", scale=2, channels=8, blocks=4, binary=False)
+    tinysr.save(teacher, tmp_path / "teacher.safetensors")
+    student = tinysr.create_model("edsr_ibtm", scale=2, channels=8, blocks=4)
+
+    class FakeTrainer:
+        device = torch.device("cpu")
+        model = student
+
+    lr = torch.rand(2, 3, 8, 8)
+    feats = {}
+    for name, net in (("s", student), ("t", teacher)):
+        for i in (1, 3):
+            net.body[i].register_forward_hook(lambda m, inp, out, key=(name, i): feats.__setitem__(key, out.detach()))
+        net(lr)
+    expected = 0.5 * (feats["s", 3] - feats["t", 3]).abs().mean()
+    for i in (1, 3):
+        gs, gt = (f.flatten(2).softmax(-1) for f in (feats["s", i], feats["t", i]))
+        expected = expected + 2.0 * F.kl_div(gt.log(), gs, reduction="none").sum(-1).mean()
+
+    for pixel_range in (255.0, 1.0):
+        kd = MultiStageDistillation(str(tmp_path / "teacher.safetensors"), beta=0.5, gamma=2.0, stages=[1, 3], pixel_range=pixel_range)
+        kd.setup(FakeTrainer)
+        loss = kd(Step(0, lr, None, student(lr)))
+        torch.testing.assert_close(loss.detach(), expected / pixel_range, rtol=1e-4, atol=1e-7)
+    with pytest.raises(tinysr.TinySRError, match="pixel_range"):
+        MultiStageDistillation("t.safetensors", pixel_range=0)

@@ -123,6 +123,7 @@ CPU = Suite(
         Entry("repsr_m4c16_x2_cpu", REP, "repsr_m4c16_x2_cpu.yaml", deploy="merge"),
         # Last: the runs most likely still to train (a rerun resumes them).
         _binary("edsr_reactnet_bn_x2_cpu", "edsr_reactnet_bn_x2_cpu.yaml"),
+        _binary("edsr_reactnet_inbranch_x2_cpu", "edsr_reactnet_inbranch_x2_cpu.yaml"),
         Entry("edsr_ibtm_teacher_x2_cpu", FULL, "edsr_ibtm_teacher_x2_cpu.yaml", overrides=(f"train.iterations={_BINARY_CPU}",)),
         _binary("edsr_ibtm_x2_cpu", "edsr_ibtm_x2_cpu.yaml", teacher="edsr_ibtm_teacher_x2_cpu"),
     ),

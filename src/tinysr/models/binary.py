@@ -28,6 +28,13 @@ Networks:
 
 The ReActNet default is ``bn=False``: its per-channel extras (threshold, RPReLU) already add 3.6%
 of parameters, BN would add 1.8% more.
+
+Where the RPReLU sits (``rprelu_position``): ReActNet puts it after the residual add
+(``after_add``, the default, as in ReActNet), so the full-precision identity path runs through one
+RPReLU per unit, 32 in a row in ``edsr_reactnet``, whose 0.25 slopes shrink the negative part of the
+stream at every unit. BBCU found that this position matters in restoration networks and moved the
+activation into the branch (``in_branch``: ``x + RPReLU(norm(bconv(x)))``), leaving the identity
+path linear. Both are offered so the comparison in BENCHMARKS.md is a configuration.
 """
 
 from __future__ import annotations
@@ -63,21 +70,32 @@ def binary_conv3x3(channels: int, scheme: Scheme) -> BinaryConv2d:
     return BinaryConv2d(channels, channels, 3, padding=1, bias=False, act_quantizer=act, weight_quantizer=XnorWeight("ste"))
 
 
-class BinaryUnit(nn.Module):
-    """``post(norm(binary_conv(x)) + x)``: one binary conv with its full-precision identity skip."""
+RPRELU_POSITIONS = ("after_add", "in_branch")
 
-    def __init__(self, channels: int, scheme: Scheme, bn: bool):
+
+class BinaryUnit(nn.Module):
+    """One binary conv with its full-precision identity skip: ``post(norm(binary_conv(x)) + x)``, or
+    ``x + post(norm(binary_conv(x)))`` with ``rprelu_position="in_branch"``."""
+
+    def __init__(self, channels: int, scheme: Scheme, bn: bool, rprelu_position: str = "after_add"):
         super().__init__()
+        if rprelu_position not in RPRELU_POSITIONS:
+            raise ValueError(f"rprelu_position must be one of {', '.join(RPRELU_POSITIONS)}, got {rprelu_position!r}")
+        if rprelu_position != "after_add" and not scheme.rprelu:
+            raise ValueError(f"rprelu_position={rprelu_position!r} needs a scheme with RPReLU (reactnet)")
         self.conv = binary_conv3x3(channels, scheme)
         self.norm = nn.BatchNorm2d(channels) if bn else nn.Identity()
         self.post = RPReLU(channels) if scheme.rprelu else nn.Identity()
+        self.in_branch = rprelu_position == "in_branch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_branch:
+            return x + self.post(self.norm(self.conv(x)))
         return self.post(self.norm(self.conv(x)) + x)
 
 
-def binary_body(channels: int, units: int, scheme: Scheme, bn: bool) -> nn.Sequential:
-    return nn.Sequential(*[BinaryUnit(channels, scheme, bn) for _ in range(units)])
+def binary_body(channels: int, units: int, scheme: Scheme, bn: bool, rprelu_position: str = "after_add") -> nn.Sequential:
+    return nn.Sequential(*[BinaryUnit(channels, scheme, bn, rprelu_position) for _ in range(units)])
 
 
 class BBCUUpsampler(nn.Sequential):
@@ -142,8 +160,8 @@ class BinarySRResNet(nn.Module):
 def _builder(network: type, scheme_name: str, default_units: int):
     scheme = SCHEMES[scheme_name]
 
-    def build(scale: int, bn: bool = scheme.bn, channels: int = 64, units: int = default_units) -> nn.Module:
-        return network(scale, binary_body(channels, units, scheme, bn), channels)
+    def build(scale: int, bn: bool = scheme.bn, channels: int = 64, units: int = default_units, rprelu_position: str = "after_add") -> nn.Module:
+        return network(scale, binary_body(channels, units, scheme, bn, rprelu_position), channels)
 
     build.__doc__ = f"{network.__name__} with the {scheme_name} scheme ({default_units} binary units by default)."
     return build
