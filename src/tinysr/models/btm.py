@@ -24,9 +24,8 @@ output) is the PReLU that ends every block here. Two choices, with their reasons
 * ``pixel_range`` (default 255): the paper's weights were set in the EDSR codebase, whose pixels
   are in [0, 255], where ``L1(SR, HR)`` is 255x what it is here; the features (behind BTM's input
   normalisation) and the softmaxes do not depend on the range. Dividing the distillation terms by
-  255 keeps the paper's balance with ``weight = beta = gamma = 1``. Without it they outweigh the
-  reconstruction loss 10-100x and the student learns to match features instead of the image
-  (measured in BENCHMARKS.md: its residual went silent, 32.30 dB on Set5, below bicubic).
+  255 keeps the paper's balance with ``weight = beta = gamma = 1``. Without it the distillation
+  terms outweigh the reconstruction loss 10-100x (measured in BENCHMARKS.md, issue-4 section).
 
 Networks: ``edsr_btm`` / ``edsr_ibtm`` (BBCU's EDSR-style skeleton, SPEC §5.1: 16 blocks of two
 binary convs) and ``vdsr_btm`` / ``vdsr_ibtm`` (VDSR with 9 blocks = 18 binary layers).
