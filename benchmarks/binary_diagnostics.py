@@ -12,7 +12,7 @@ image at x2, prints the std of:
 Untrained BTM/IBTM networks get the image's own mean/std as input statistics (training sets them
 from the training data).
 
-    python benchmarks/binary_diagnostics.py runs/edsr_reactnet_x2_cpu/model.safetensors edsr_btm edsr_ibtm edsr_ibtm:binary=False
+    python benchmarks/binary_diagnostics.py runs/edsr_reactnet_x2_cpu/model.safetensors edsr_btm edsr_ibtm edsr_ibtm:binary=false
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
 import tinysr
@@ -33,7 +34,7 @@ def build(spec: str) -> torch.nn.Module:
     if Path(spec).is_file():
         return tinysr.load(spec)
     name, _, options = spec.partition(":")
-    kwargs = {k: v == "True" if v in ("True", "False") else int(v) for k, v in (o.split("=") for o in options.split(",") if o)}
+    kwargs = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in options.split(",") if o)}  # YAML scalars: 64, false, default
     torch.manual_seed(0)
     return tinysr.create_model(name, scale=2, **kwargs)
 

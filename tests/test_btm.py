@@ -107,3 +107,21 @@ def test_kd_loss_matches_its_formula_at_the_papers_pixel_range(tmp_path):
         torch.testing.assert_close(loss.detach(), expected / pixel_range, rtol=1e-4, atol=1e-7)
     with pytest.raises(tinysr.TinySRError, match="pixel_range"):
         MultiStageDistillation("t.safetensors", pixel_range=0)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_init_is_xavier_uniform_or_torchs_default(binary):
+    """BTM's Xavier-uniform rule, U(+-sqrt(6 / (fan_in + fan_out))), and torch's default conv init,
+    U(+-1 / sqrt(fan_in)), told apart by the body convs' bound and variance (a uniform's is bound^2 / 3)."""
+    fan = 64 * 9  # a 3x3 body conv, 64 -> 64 channels
+    for init, bound in (("xavier", (6 / (2 * fan)) ** 0.5), ("default", fan**-0.5)):
+        torch.manual_seed(0)
+        model = tinysr.create_model("edsr_ibtm", scale=2, blocks=1, binary=binary, init=init)
+        w = model.body[0].conv.weight.detach()
+        assert w.abs().max() <= bound
+        assert w.var().item() == pytest.approx(bound**2 / 3, rel=0.03)
+
+
+def test_init_is_checked():
+    with pytest.raises(ValueError, match="init must be one of"):
+        tinysr.create_model("edsr_btm", scale=2, channels=8, blocks=1, init="kaiming")

@@ -123,16 +123,27 @@ def xavier_init(model: nn.Module) -> nn.Module:
     return model
 
 
-def _build(network: type, block: type, n_blocks: int, scale: int, channels: int, binary: bool, act: str, weight: str) -> nn.Module:
+INITS = ("xavier", "default")
+
+
+def _build(network: type, block: type, n_blocks: int, scale: int, channels: int, binary: bool, act: str, weight: str, init: str) -> nn.Module:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     body = nn.Sequential(*[block(channels, binary=binary, act=act, weight=weight) for _ in range(n_blocks)])
-    return xavier_init(InputNormalized(network(scale, body, channels)))
+    model = InputNormalized(network(scale, body, channels))
+    return xavier_init(model) if init == "xavier" else model
 
 
 def _variant(network: type, block: type, default_blocks: int, doc: str):
-    def build(scale: int, channels: int = 64, blocks: int = default_blocks, binary: bool = True, act: str = "approx", weight: str = "higher_order") -> nn.Module:
-        return _build(network, block, blocks, scale, channels, binary, act, weight)
+    def build(scale: int, channels: int = 64, blocks: int = default_blocks, binary: bool = True, act: str = "approx", weight: str = "higher_order", init: str = "xavier") -> nn.Module:
+        return _build(network, block, blocks, scale, channels, binary, act, weight, init)
 
-    build.__doc__ = doc + " ``binary=False`` builds the full-precision teacher of the same layout."
+    build.__doc__ = doc + (
+        " ``binary=False`` builds the full-precision teacher of the same layout. ``init``: ``xavier``"
+        " (BTM's rule, the default) or ``default`` (PyTorch's own conv initialisation): Xavier keeps"
+        " each conv's output variance, so in a full-precision residual stack without BN the stream"
+        " grows block after block (BENCHMARKS.md, issue-4 section)."
+    )
     return build
 
 
