@@ -11,7 +11,8 @@ without BN): ``x + [sign -> bconv3x3 -> PReLU] x 2``.
 5x1 d1, 5x1 d2; C/4 channels each) -> PReLU -> sign -> bconv3x3 -> PReLU``, plus the residual.
 
 **Multi-stage distillation** (loss term ``btm_kd``): from a full-precision teacher of the same
-layout (the same model built with ``binary=False``, trained first and given as a model file),
+layout (the same model built with ``binary=False``, trained first and given as a model file; its
+recipes build it with ``init=default``, as Xavier stalls a full-precision stack without BN),
 ``(beta * L1(F_S^n, F_T^n) + gamma * sum_i KL(G_S^i || G_T^i)) / pixel_range`` over the outputs
 ``F`` of chosen body blocks, where ``G`` is the feature map softmaxed over the spatial positions of
 each channel (a choice: the paper does not say over which axis); the ``lambda * L1(SR, HR)`` term
