@@ -22,7 +22,7 @@ from tinysr.data import TrainPatches
 from tinysr.resize import imresize
 from tinysr.train import Callback, load_config, parse_config, register_callback, train
 from tinysr.train.checkpoint import load_state, save_state, state_path
-from tinysr.train.loop import SampleStream
+from tinysr.train.loop import SampleStream, recipe_differences, train_or_reuse
 from tinysr.train.schedule import lr_at
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,6 +166,31 @@ def test_existing_run_is_not_overwritten(tmp_path, folders):
         train(recipe, tmp_path / "run", device="cpu", progress=False)
     with pytest.raises(TinySRError, match="no training state"):
         train(recipe, tmp_path / "other", device="cpu", resume=True, progress=False)
+
+
+def test_train_or_reuse_reuses_only_the_same_recipe(tmp_path, folders):
+    """A finished run is reused (not retrained) for its own recipe, reached directly or through a
+    link, and is an error naming the changed key for any other recipe; an old run without a field
+    added later to the recipe (saved absent, None here) still counts as the same recipe."""
+    recipe = parse_config(tiny_recipe(*folders, iterations=3))
+    final = train_or_reuse(recipe, tmp_path / "run", device="cpu", progress=False)
+    stamp = final.stat().st_mtime_ns
+    (tmp_path / "link").symlink_to(tmp_path / "run")
+    for run in ("run", "link"):
+        assert train_or_reuse(recipe, tmp_path / run, device="cpu", progress=False).stat().st_mtime_ns == stamp
+    changed = parse_config(tiny_recipe(*folders, iterations=3, lr=2e-3))
+    with pytest.raises(TinySRError, match=r"run: finished with a different recipe \(train.lr: 0.001 there, 0.002 here\)"):
+        train_or_reuse(changed, tmp_path / "run", device="cpu", progress=False)
+    assert final.stat().st_mtime_ns == stamp  # nothing was overwritten
+
+    saved, wanted = recipe.to_dict(), recipe.to_dict()
+    del saved["init"]  # a run from before the field existed
+    assert wanted["init"] is None and recipe_differences(saved, wanted) == []
+    wanted["model"]["kwargs"]["init"] = "default"  # a model option set now, left at its default then
+    assert recipe_differences(saved, wanted) == ["model.kwargs.init: '<absent>' there, 'default' here"]
+    (tmp_path / "run" / "config.yaml").unlink()
+    with pytest.raises(TinySRError, match="without config.yaml"):
+        train_or_reuse(recipe, tmp_path / "run", device="cpu", progress=False)
 
 
 def _run_cli(args):

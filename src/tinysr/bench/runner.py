@@ -3,7 +3,8 @@
 For each entry, in the suite's order:
 
 1. the model: an untrained one (bicubic), the recipe trained into ``DIR/<name>`` (an existing
-   ``model.safetensors`` there is reused, an interrupted run resumed), or another entry's model
+   ``model.safetensors`` there is reused if the run's ``config.yaml`` is this recipe, and is an
+   error otherwise; an interrupted run is resumed), or another entry's model
    pruned and fine-tuned (``tinysr prune``'s resumable phases);
 2. the deployable form: re-parameterized (``merge``), bit-packed (``pack``) or as trained;
 3. its numbers: PSNR / SSIM on each test folder (SPEC §1; scored on the deployable form, which
@@ -37,9 +38,8 @@ from ..io import read_image, write_image
 from ..model_file import atomic_write, load
 from ..models import create_model
 from ..profile import profile
-from ..train.checkpoint import state_path
 from ..train.config import load_config
-from ..train.loop import train
+from ..train.loop import train_or_reuse
 from . import paper
 from .suites import Entry, Suite, configs_dir
 
@@ -70,10 +70,7 @@ def trained_model(entry: Entry, suite: Suite, out_dir: Path, device: str | None,
             raise TinySRError(f"bench: {entry.name} prunes {entry.prune.source}, whose model {source} is missing")
         final = run_pruning(config, run_dir, source, entry.prune.ratio, entry.prune.method, entry.prune.prune_lr, device=device, progress=progress)
         return final, config.train.iterations
-    final = run_dir / "model.safetensors"
-    if not final.is_file():
-        train(config, run_dir, device=device, resume=state_path(run_dir).is_file(), progress=progress)
-    return final, config.train.iterations
+    return train_or_reuse(config, run_dir, device=device, progress=progress), config.train.iterations
 
 
 def deployable(model: torch.nn.Module, how: str) -> torch.nn.Module:

@@ -11,8 +11,9 @@ The recipe given is the **fine-tuning** recipe (data, optimiser, schedule, itera
   scratch" baseline).
 
 Phase 2 fine-tunes the pruned model with the recipe in ``RUN_DIR/finetune``; the result is
-``RUN_DIR/finetune/model.safetensors``. A phase whose output exists is skipped, one interrupted
-is resumed, so rerunning the same command continues where it stopped.
+``RUN_DIR/finetune/model.safetensors``. A phase whose output exists is skipped (if it was run with
+the same recipe; a different one is an error), one interrupted is resumed, so rerunning the same
+command continues where it stopped.
 """
 
 from __future__ import annotations
@@ -33,13 +34,9 @@ METHODS = ("assl", "l1", "scratch")
 
 
 def _run(config: Config, run_dir: Path, device: str | None, progress: bool) -> Path:
-    from ..train.checkpoint import state_path
-    from ..train.loop import train
+    from ..train.loop import train_or_reuse
 
-    final = run_dir / "model.safetensors"
-    if not final.is_file():
-        train(config, run_dir, device=device, resume=state_path(run_dir).is_file(), progress=progress)
-    return final
+    return train_or_reuse(config, run_dir, device=device, progress=progress)
 
 
 def pruned_model_file(config: Config, run_dir: Path, source: Path, ratio: float, method: str,

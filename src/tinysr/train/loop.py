@@ -355,3 +355,46 @@ def train(config: Config, run_dir: str | Path, device: str | None = None, resume
     if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
     return Trainer(config, run_dir, device=device, resume=resume, progress=progress).run()
+
+
+_ABSENT = "<absent>"
+
+
+def _same_value(saved, wanted) -> bool:
+    """Equal; or absent on one side and None on the other (a recipe field added later, left unset);
+    or two paths naming the same existing file (a run reached through a link)."""
+    if saved == wanted or (saved is None and wanted == _ABSENT) or (saved == _ABSENT and wanted is None):
+        return True
+    if isinstance(saved, str) and isinstance(wanted, str) and Path(saved).is_file() and Path(wanted).is_file():
+        return Path(saved).samefile(wanted)
+    return False
+
+
+def recipe_differences(saved, wanted, where: str = "") -> list[str]:
+    """The dotted keys at which two resolved recipes (``Config.to_dict()`` trees) differ."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        return [d for k in sorted(set(saved) | set(wanted), key=str)
+                for d in recipe_differences(saved.get(k, _ABSENT), wanted.get(k, _ABSENT), f"{where}.{k}" if where else str(k))]  # fmt: skip
+    if isinstance(saved, list) and isinstance(wanted, list) and len(saved) == len(wanted):
+        return [d for i, (s, w) in enumerate(zip(saved, wanted)) for d in recipe_differences(s, w, f"{where}[{i}]")]
+    return [] if _same_value(saved, wanted) else [f"{where or 'recipe'}: {saved!r} there, {wanted!r} here"]
+
+
+def train_or_reuse(config: Config, run_dir: str | Path, device: str | None = None, progress: bool = True) -> Path:
+    """The final model of ``config`` in ``run_dir``: reused when finished, else trained (resumed if started).
+
+    A finished run is reused only if its ``config.yaml`` is this recipe, so a run left from an older
+    recipe (a changed default, a different teacher) is never reported as this one's result.
+    """
+    run_dir = Path(run_dir)
+    final = run_dir / "model.safetensors"
+    if not final.is_file():
+        return train(config, run_dir, device=device, resume=state_path(run_dir).is_file(), progress=progress)
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        raise TinySRError(f"{run_dir}: a finished run without config.yaml, so its recipe is unknown; move the folder away to retrain it")
+    differences = recipe_differences(yaml.safe_load(saved_file.read_text()), config.to_dict())
+    if differences:
+        shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+        raise TinySRError(f"{run_dir}: finished with a different recipe ({shown}); move the folder away to retrain it")
+    return final
