@@ -383,8 +383,10 @@ def recipe_differences(saved, wanted, where: str = "") -> list[str]:
 def train_or_reuse(config: Config, run_dir: str | Path, device: str | None = None, progress: bool = True) -> Path:
     """The final model of ``config`` in ``run_dir``: reused when finished, else trained (resumed if started).
 
-    A finished run is reused only if its ``config.yaml`` is this recipe, so a run left from an older
-    recipe (a changed default, a different teacher) is never reported as this one's result.
+    A finished run is reused only if its ``config.yaml`` is this recipe: a run left from an older
+    version of it (an option changed since, another teacher file) is an error, not reported as this
+    recipe's result. What a recipe cannot show is not caught: a model's built-in default changed in
+    the code, or a teacher retrained in place under the same path.
     """
     run_dir = Path(run_dir)
     final = run_dir / "model.safetensors"
