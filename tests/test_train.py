@@ -166,6 +166,9 @@ def test_existing_run_is_not_overwritten(tmp_path, folders):
         train(recipe, tmp_path / "run", device="cpu", progress=False)
     with pytest.raises(TinySRError, match="no training state"):
         train(recipe, tmp_path / "other", device="cpu", resume=True, progress=False)
+    changed = parse_config(tiny_recipe(*folders, iterations=3, lr=2e-3))
+    with pytest.raises(TinySRError, match=r"the recipe differs from the one this run was started with \(train.lr: 0.001 there, 0.002 here;"):
+        train(changed, tmp_path / "run", device="cpu", resume=True, progress=False)
 
 
 def test_train_or_reuse_reuses_only_the_same_recipe(tmp_path, folders):

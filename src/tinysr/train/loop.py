@@ -164,8 +164,9 @@ class Trainer:
 
     def _load(self) -> None:
         state = load_state(self.run_dir)
-        if state.get("config") != self.config.to_dict():
-            raise TinySRError(f"{self.run_dir}: the recipe differs from the one this run was started with (see its config.yaml)")
+        shown = recipe_mismatch(state.get("config"), self.config)
+        if shown:
+            raise TinySRError(f"{self.run_dir}: the recipe differs from the one this run was started with ({shown}; see its config.yaml)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state["ema"] is not None:
@@ -380,6 +381,15 @@ def recipe_differences(saved, wanted, where: str = "") -> list[str]:
     return [] if _same_value(saved, wanted) else [f"{where or 'recipe'}: {saved!r} there, {wanted!r} here"]
 
 
+def recipe_mismatch(saved: dict | None, config: Config) -> str:
+    """The first differences between a run's saved recipe and ``config``, for an error line ("" if none).
+
+    The one test of "same recipe", used both to resume a run and to reuse a finished one.
+    """
+    differences = recipe_differences(saved, config.to_dict())
+    return "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+
+
 def train_or_reuse(config: Config, run_dir: str | Path, device: str | None = None, progress: bool = True) -> Path:
     """The final model of ``config`` in ``run_dir``: reused when finished, else trained (resumed if started).
 
@@ -395,8 +405,7 @@ def train_or_reuse(config: Config, run_dir: str | Path, device: str | None = Non
     saved_file = run_dir / "config.yaml"
     if not saved_file.is_file():
         raise TinySRError(f"{run_dir}: a finished run without config.yaml, so its recipe is unknown; move the folder away to retrain it")
-    differences = recipe_differences(yaml.safe_load(saved_file.read_text()), config.to_dict())
-    if differences:
-        shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+    shown = recipe_mismatch(yaml.safe_load(saved_file.read_text()), config)
+    if shown:
         raise TinySRError(f"{run_dir}: finished with a different recipe ({shown}); move the folder away to retrain it")
     return final
