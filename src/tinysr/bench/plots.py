@@ -28,17 +28,56 @@ def _label(method: str) -> str:
     return re.sub(r"_x\d(_cpu)?$", "", method)
 
 
+def place_labels(boxes: list[tuple[float, float, float, float]], gap: float = 1.0) -> list[float]:
+    """Upward shifts that leave no two label boxes ``(x0, y0, x1, y1)`` overlapping.
+
+    Labels are placed from the lowest up; each goes to the lowest height at or above its own
+    where it clears every label already placed whose horizontal extent it shares (with ``gap``
+    between them). A label with room where its point put it does not move.
+    """
+    placed: list[tuple[float, float, float, float]] = []
+    shifts = [0.0] * len(boxes)
+    for i in sorted(range(len(boxes)), key=lambda i: (boxes[i][1], boxes[i][0])):
+        x0, y0, x1, y1 = boxes[i]
+        height = y1 - y0
+        beside = [b for b in placed if b[0] < x1 and x0 < b[2]]  # shares a horizontal extent
+        candidates = sorted({y0, *(b[3] + gap for b in beside if b[3] + gap > y0)})
+        bottom = next(c for c in candidates if all(c + height + gap <= b[1] or b[3] + gap <= c for b in beside))
+        shifts[i] = bottom - y0
+        placed.append((x0, bottom, x1, bottom + height))
+    return shifts
+
+
+def _annotate_apart(ax, labels: list[tuple[str, float, float]], fontsize: float = 7) -> None:
+    """Label each point ``(text, x, y)`` up and to its right, moving labels up where they would
+    overlap, with a thin line back to the point for a label that moved. Lays the figure out: the
+    labels are placed in its final pixel coordinates."""
+    fig = ax.figure
+    offset = (4, 2)  # points
+    texts = [ax.annotate(t, (x, y), fontsize=fontsize, xytext=offset, textcoords="offset points") for t, x, y in labels]
+    fig.tight_layout()  # with the labels where their points put them, so the axes leave room for them
+    renderer = fig.canvas.get_renderer()
+    boxes = [tuple(t.get_window_extent(renderer).extents) for t in texts]
+    for t in texts:
+        t.remove()
+    points_per_pixel = 72 / fig.dpi
+    for (text, x, y), shift in zip(labels, place_labels(boxes)):
+        moved = shift * points_per_pixel > 1
+        ax.annotate(text, (x, y), fontsize=fontsize, xytext=(offset[0], offset[1] + shift * points_per_pixel), textcoords="offset points",
+                    arrowprops=dict(arrowstyle="-", color="gray", linewidth=0.5, shrinkA=0, shrinkB=2) if moved else None)  # fmt: skip
+
+
 def plot_psnr_vs_ops(rows: list[dict], test_set: str, path: Path) -> None:
     """PSNR on ``test_set`` against OPs at a 320x180 LR input (log x); bicubic as a dashed line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 6))
     markers = dict(zip(FAMILIES, "s^oDv"))
+    labels = []
     for family in FAMILIES:
         points = [r for r in rows if r["family"] == family and r["ops_g"] > 0]
         if points:
             ax.scatter([r["ops_g"] for r in points], [r[f"{test_set}_psnr"] for r in points], marker=markers[family], label=family, s=40)
-            for r in points:
-                ax.annotate(_label(r["method"]), (r["ops_g"], r[f"{test_set}_psnr"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+            labels += [(_label(r["method"]), r["ops_g"], r[f"{test_set}_psnr"]) for r in points]
     for r in rows:
         if r["family"] == REFERENCE:  # no OPs to place it by: a level to beat
             ax.axhline(r[f"{test_set}_psnr"], linestyle="--", color="gray", linewidth=1, label=r["method"])
@@ -48,7 +87,7 @@ def plot_psnr_vs_ops(rows: list[dict], test_set: str, path: Path) -> None:
     ax.set_title(f"PSNR vs OPs, x{rows[0]['scale']}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
+    _annotate_apart(ax, labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
