@@ -8,7 +8,7 @@ import random
 import pytest
 from matplotlib.text import Text
 
-from tinysr.bench.plots import _annotate_apart, _pyplot, place_labels
+from tinysr.bench.plots import MARKER_SIZE, _annotate_apart, _pyplot, place_labels
 
 
 def overlapping(a, b, gap=0.0) -> bool:
@@ -19,9 +19,9 @@ def shifted(box, dy):
     return (box[0], box[1] + dy, box[2], box[3] + dy)
 
 
-def test_identical_labels_stack_one_above_the_other():
+def test_identical_labels_spread_up_and_down_from_their_spot():
     box = (10.0, 20.0, 60.0, 30.0)
-    assert place_labels([box, box, box], gap=1.0) == [0.0, 11.0, 22.0]
+    assert place_labels([box, box, box, box], gap=1.0) == [0.0, 11.0, -11.0, 22.0]  # nearest first, up on a tie
 
 
 def test_labels_with_room_stay_where_their_points_put_them():
@@ -36,20 +36,30 @@ def test_a_label_drops_into_a_gap_that_fits_it():
     assert shifts == [0.0, 6.0, 0.0]
 
 
+def test_a_label_over_a_marker_moves_just_above_it():
+    label, marker_under, marker_beside = (0, 0, 50, 10), (20, -3, 26, 3), (60, 0, 66, 6)
+    assert place_labels([label], gap=1.0, obstacles=[marker_under, marker_beside]) == [4.0]
+    assert place_labels([label], gap=1.0, obstacles=[marker_beside]) == [0.0]  # not in its way
+
+
+@pytest.mark.parametrize("with_markers", [False, True])
 @pytest.mark.parametrize("seed", range(5))
-def test_random_clusters_end_without_overlap(seed):
+def test_random_clusters_end_without_overlap(seed, with_markers):
     rng = random.Random(seed)
-    boxes = []
+    boxes, markers = [], []
     for _ in range(40):
         x, y, w = rng.uniform(0, 200), rng.uniform(0, 100), rng.uniform(20, 80)
         boxes.append((x, y, x + w, y + 10))
-    shifts = place_labels(boxes, gap=1.0)
-    assert all(s >= 0 for s in shifts)
+        markers.append((x - 9, y - 3, x - 3, y + 3))  # each label's own marker, left of it
+    markers = markers if with_markers else []
+    shifts = place_labels(boxes, gap=1.0, obstacles=markers)
     moved = [shifted(b, s) for b, s in zip(boxes, shifts)]
     for a, b in itertools.combinations(moved, 2):
         assert not overlapping(a, b, gap=1.0 - 1e-9), (a, b)
-    # the lowest label of all never has to move
-    assert shifts[min(range(len(boxes)), key=lambda i: boxes[i][1])] == 0.0
+    for a, m in itertools.product(moved, markers):
+        assert not overlapping(a, m, gap=1.0 - 1e-9), (a, m)
+    # with nothing else in the way, the lowest label of all never has to move
+    assert with_markers or shifts[min(range(len(boxes)), key=lambda i: boxes[i][1])] == 0.0
 
 
 def test_figure_labels_of_clustered_points_do_not_overlap():
@@ -72,5 +82,34 @@ def test_figure_labels_of_clustered_points_do_not_overlap():
         assert not overlapping(a, b), (a, b)
     with_line = {t.get_text() for t in texts if t.arrow_patch is not None}
     assert "fabnet" not in with_line and "edsr_ibtm" not in with_line  # alone: not moved
-    assert len(with_line) == 3  # four labels in one spot (the lowest stays): three moved up, each with a line
+    assert len(with_line) == 3  # four labels in one spot (the lowest stays): three moved, each with a line
+    plt.close(fig)
+
+
+def test_figure_label_moves_off_a_marker_in_its_way():
+    """A label running over the next point's marker moves off it, and no label ends over a marker;
+    the label of a point with nothing in its way stays put (its own marker, left of the label, is
+    not in the way)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points = [("a_long_label_of_a_point", 1.0, 30.0), ("b", 1.06, 30.0), ("alone", 10.0, 25.0)]
+    ax.scatter([p[1] for p in points], [p[2] for p in points], s=MARKER_SIZE)
+    ax.set_xscale("log")
+    _annotate_apart(ax, points)
+    renderer = fig.canvas.get_renderer()
+    for t in ax.texts:
+        t.update_positions(renderer)
+    text = {t.get_text(): t for t in ax.texts}
+    radius = MARKER_SIZE**0.5 / 2 * fig.dpi / 72
+    centres = ax.transData.transform([(x, y) for _, x, y in points])
+    markers = [(cx - radius, cy - radius, cx + radius, cy + radius) for cx, cy in centres]
+    extents = [Text.get_window_extent(text[name], renderer).extents for name, _, _ in points]
+    unmoved_a = (centres[0][0], centres[0][1], centres[0][0] + extents[0][2] - extents[0][0], centres[0][1] + 10)
+    assert overlapping(unmoved_a, markers[1])  # the case is real: where its point put it, a's label covers b
+    for extent, marker in itertools.product(extents, markers):
+        assert not overlapping(extent, marker), (extent, marker)
+    for a, b in itertools.combinations(extents, 2):
+        assert not overlapping(a, b), (a, b)
+    assert text["a_long_label_of_a_point"].arrow_patch is not None  # it moved
+    assert text["alone"].arrow_patch is None
     plt.close(fig)

@@ -28,32 +28,42 @@ def _label(method: str) -> str:
     return re.sub(r"_x\d(_cpu)?$", "", method)
 
 
-def place_labels(boxes: list[tuple[float, float, float, float]], gap: float = 1.0) -> list[float]:
-    """Upward shifts that leave no two label boxes ``(x0, y0, x1, y1)`` overlapping.
+Box = tuple[float, float, float, float]  # (x0, y0, x1, y1), y upwards
+MARKER_SIZE = 40  # scatter size of the points (points²)
 
-    Labels are placed from the lowest up; each goes to the lowest height at or above its own
-    where it clears every label already placed whose horizontal extent it shares (with ``gap``
-    between them). A label with room where its point put it does not move.
+
+def place_labels(boxes: list[Box], gap: float = 1.0, obstacles: list[Box] = ()) -> list[float]:
+    """Vertical shifts that leave no two label boxes ``(x0, y0, x1, y1)`` overlapping, and no
+    label over one of the fixed ``obstacles`` (the plotted markers).
+
+    Labels are placed from the lowest up, each at the nearest height, up or down (up on a tie),
+    where it clears every obstacle and every label already placed whose horizontal extent it
+    shares, with ``gap`` between them. A label with room where its point put it does not move.
+    Labels stacked at one spot spread both ways, which puts them nearer their points than a
+    stack going up only, and lets a label step down past a marker rather than far up round it.
     """
-    placed: list[tuple[float, float, float, float]] = []
+    labels: list[Box] = []
     shifts = [0.0] * len(boxes)
     for i in sorted(range(len(boxes)), key=lambda i: (boxes[i][1], boxes[i][0])):
         x0, y0, x1, y1 = boxes[i]
         height = y1 - y0
-        beside = [b for b in placed if b[0] < x1 and x0 < b[2]]  # shares a horizontal extent
-        candidates = sorted({y0, *(b[3] + gap for b in beside if b[3] + gap > y0)})
-        bottom = next(c for c in candidates if all(c + height + gap <= b[1] or b[3] + gap <= c for b in beside))
+        beside = [b for b in [*obstacles, *labels] if b[0] < x1 and x0 < b[2]]  # shares a horizontal extent
+        # the nearest free height is where the label is, or just above or just below a box beside it
+        candidates = {y0, *(b[3] + gap for b in beside), *(b[1] - gap - height for b in beside)}
+        free = [c for c in candidates if all(c + height + gap <= b[1] or b[3] + gap <= c for b in beside)]
+        bottom = min(free, key=lambda c: (abs(c - y0), c < y0))  # never empty: above every box is free
         shifts[i] = bottom - y0
-        placed.append((x0, bottom, x1, bottom + height))
+        labels.append((x0, bottom, x1, bottom + height))
     return shifts
 
 
-def _annotate_apart(ax, labels: list[tuple[str, float, float]], fontsize: float = 7) -> None:
-    """Label each point ``(text, x, y)`` up and to its right, moving labels up where they would
-    overlap, with a thin line back to the point for a label that moved. Lays the figure out: the
-    labels are placed in its final pixel coordinates."""
+def _annotate_apart(ax, labels: list[tuple[str, float, float]], fontsize: float = 7, marker_size: float = MARKER_SIZE) -> None:
+    """Label each point ``(text, x, y)`` up and to its right, moving labels up or down where they
+    would overlap each other or another point's marker (of scatter size ``marker_size``, points²), with
+    a thin line back to the point for a label that moved. Lays the figure out: the labels are
+    placed in its final pixel coordinates."""
     fig = ax.figure
-    offset = (4, 2)  # points
+    offset = (4, 2)  # points; right of the point's own marker, whose radius is below 4 points at size 40
     texts = [ax.annotate(t, (x, y), fontsize=fontsize, xytext=offset, textcoords="offset points") for t, x, y in labels]
     fig.tight_layout()  # with the labels where their points put them, so the axes leave room for them
     renderer = fig.canvas.get_renderer()
@@ -61,8 +71,11 @@ def _annotate_apart(ax, labels: list[tuple[str, float, float]], fontsize: float 
     for t in texts:
         t.remove()
     points_per_pixel = 72 / fig.dpi
-    for (text, x, y), shift in zip(labels, place_labels(boxes)):
-        moved = shift * points_per_pixel > 1
+    radius = math.sqrt(marker_size) / 2 / points_per_pixel  # a scatter marker's size is its width squared, in points
+    centres = ax.transData.transform([(x, y) for _, x, y in labels])
+    markers = [(cx - radius, cy - radius, cx + radius, cy + radius) for cx, cy in centres]
+    for (text, x, y), shift in zip(labels, place_labels(boxes, obstacles=markers)):
+        moved = abs(shift) * points_per_pixel > 1  # points
         ax.annotate(text, (x, y), fontsize=fontsize, xytext=(offset[0], offset[1] + shift * points_per_pixel), textcoords="offset points",
                     arrowprops=dict(arrowstyle="-", color="gray", linewidth=0.5, shrinkA=0, shrinkB=2) if moved else None)  # fmt: skip
 
@@ -76,7 +89,7 @@ def plot_psnr_vs_ops(rows: list[dict], test_set: str, path: Path) -> None:
     for family in FAMILIES:
         points = [r for r in rows if r["family"] == family and r["ops_g"] > 0]
         if points:
-            ax.scatter([r["ops_g"] for r in points], [r[f"{test_set}_psnr"] for r in points], marker=markers[family], label=family, s=40)
+            ax.scatter([r["ops_g"] for r in points], [r[f"{test_set}_psnr"] for r in points], marker=markers[family], label=family, s=MARKER_SIZE)
             labels += [(_label(r["method"]), r["ops_g"], r[f"{test_set}_psnr"]) for r in points]
     for r in rows:
         if r["family"] == REFERENCE:  # no OPs to place it by: a level to beat
