@@ -190,7 +190,9 @@ def test_train_or_reuse_reuses_only_the_same_recipe(tmp_path, folders):
     del saved["init"]  # a run from before the field existed
     assert wanted["init"] is None and recipe_differences(saved, wanted) == []
     wanted["model"]["kwargs"]["init"] = "default"  # a model option set now, left at its default then
-    assert recipe_differences(saved, wanted) == ["model.kwargs.init: '<absent>' there, 'default' here"]
+    assert recipe_differences(saved, wanted) == ["model.kwargs.init: <absent> there, 'default' here"]
+    wanted["model"]["kwargs"]["init"] = "<absent>"  # a value spelled like the marker is still a value
+    assert recipe_differences(saved, wanted) == ["model.kwargs.init: <absent> there, '<absent>' here"]
     (tmp_path / "run" / "config.yaml").unlink()
     with pytest.raises(TinySRError, match="without config.yaml"):
         train_or_reuse(recipe, tmp_path / "run", device="cpu", progress=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ Box = tuple[float, float, float, float]  # (x0, y0, x1, y1), y upwards
 MARKER_SIZE = 40  # scatter size of the points (points²)
 
 
-def place_labels(boxes: list[Box], gap: float = 1.0, obstacles: list[Box] = ()) -> list[float]:
+def place_labels(boxes: list[Box], gap: float = 1.0, obstacles: Sequence[Box] = ()) -> list[float]:
     """Vertical shifts that leave no two label boxes ``(x0, y0, x1, y1)`` overlapping, and no
     label over one of the fixed ``obstacles`` (the plotted markers).
 

@@ -358,13 +358,20 @@ def train(config: Config, run_dir: str | Path, device: str | None = None, resume
     return Trainer(config, run_dir, device=device, resume=resume, progress=progress).run()
 
 
-_ABSENT = "<absent>"
+class _Absent:
+    """A key missing from one recipe: its own object, so no recipe value can be mistaken for it."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT = _Absent()
 
 
 def _same_value(saved, wanted) -> bool:
     """Equal; or absent on one side and None on the other (a recipe field added later, left unset);
     or two paths naming the same existing file (a run reached through a link)."""
-    if saved == wanted or (saved is None and wanted == _ABSENT) or (saved == _ABSENT and wanted is None):
+    if saved == wanted or (saved is None and wanted is _ABSENT) or (saved is _ABSENT and wanted is None):
         return True
     if isinstance(saved, str) and isinstance(wanted, str) and Path(saved).is_file() and Path(wanted).is_file():
         return Path(saved).samefile(wanted)
