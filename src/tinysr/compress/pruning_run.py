@@ -27,16 +27,11 @@ from ..errors import TinySRError
 from ..model_file import load, save
 from ..models import create_model
 from ..train.config import Component, Config, SchedulerConfig
+from ..train.loop import train_or_reuse  # train.loop imports tinysr.compress, whose __init__ leaves this module out: no cycle
 from .assl import ASSL, PRUNED_FILE
 from .prune import apply_widths, l1_plan, prune
 
 METHODS = ("assl", "l1", "scratch")
-
-
-def _run(config: Config, run_dir: Path, device: str | None, progress: bool) -> Path:
-    from ..train.loop import train_or_reuse
-
-    return train_or_reuse(config, run_dir, device=device, progress=progress)
 
 
 def pruned_model_file(config: Config, run_dir: Path, source: Path, ratio: float, method: str,
@@ -58,7 +53,7 @@ def pruned_model_file(config: Config, run_dir: Path, source: Path, ratio: float,
             train=dataclasses.replace(config.train, iterations=iterations, lr=prune_lr, scheduler=SchedulerConfig(name="constant"),
                                       val_every=min(config.train.val_every, iterations), checkpoint_every=min(config.train.checkpoint_every, iterations)),
         )  # fmt: skip
-        _run(phase, run_dir / "regularize", device, progress)
+        train_or_reuse(phase, run_dir / "regularize", device=device, progress=progress)
         return run_dir / "regularize" / PRUNED_FILE
     out = run_dir / PRUNED_FILE
     if not out.is_file():
@@ -84,4 +79,4 @@ def run_pruning(config: Config, run_dir: str | Path, source: str | Path, ratio: 
         init=str(pruned),
         callbacks=[cb for cb in config.callbacks if cb.name != "assl"],
     )
-    return _run(finetune, run_dir / "finetune", device, progress)
+    return train_or_reuse(finetune, run_dir / "finetune", device=device, progress=progress)
