@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -196,6 +197,19 @@ def test_train_or_reuse_reuses_only_the_same_recipe(tmp_path, folders):
     (tmp_path / "run" / "config.yaml").unlink()
     with pytest.raises(TinySRError, match="without config.yaml"):
         train_or_reuse(recipe, tmp_path / "run", device="cpu", progress=False)
+
+
+def test_train_or_reuse_refuses_a_run_older_than_a_file_its_recipe_names(tmp_path, folders):
+    """A run that starts from another run's model is stale once that model is rewritten in place
+    (same path, so the recipe alone cannot tell): reusing it is an error naming the file."""
+    source = train_or_reuse(parse_config(tiny_recipe(*folders, iterations=3)), tmp_path / "source", device="cpu", progress=False)
+    follow_up = parse_config({**tiny_recipe(*folders, iterations=3), "init": str(source)})
+    final = train_or_reuse(follow_up, tmp_path / "follow_up", device="cpu", progress=False)
+    assert train_or_reuse(follow_up, tmp_path / "follow_up", device="cpu", progress=False) == final  # older source: reused
+    later = final.stat().st_mtime_ns + 1_000_000_000
+    os.utime(source, ns=(later, later))  # the source retrained in place after the follow-up finished
+    with pytest.raises(TinySRError, match=rf"follow_up: {re.escape(str(source))} was written after this run finished"):
+        train_or_reuse(follow_up, tmp_path / "follow_up", device="cpu", progress=False)
 
 
 def _run_cli(args):

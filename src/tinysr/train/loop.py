@@ -397,13 +397,23 @@ def recipe_mismatch(saved: dict | None, config: Config) -> str:
     return "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
 
 
+def _named_files(tree) -> list[str]:
+    """The existing files a recipe names (a teacher, a model to start from), in the order it names them."""
+    if isinstance(tree, dict):
+        return [f for v in tree.values() for f in _named_files(v)]
+    if isinstance(tree, list):
+        return [f for v in tree for f in _named_files(v)]
+    return [tree] if isinstance(tree, str) and Path(tree).is_file() else []
+
+
 def train_or_reuse(config: Config, run_dir: str | Path, device: str | None = None, progress: bool = True) -> Path:
     """The final model of ``config`` in ``run_dir``: reused when finished, else trained (resumed if started).
 
-    A finished run is reused only if its ``config.yaml`` is this recipe: a run left from an older
-    version of it (an option changed since, another teacher file) is an error, not reported as this
-    recipe's result. What a recipe cannot show is not caught: a model's built-in default changed in
-    the code, or a teacher retrained in place under the same path.
+    A finished run is reused only if its ``config.yaml`` is this recipe and no file the recipe
+    names (a teacher, a model to start from) was written after the run's model: a run left from an
+    older version of the recipe (an option changed since, another teacher file), or from a teacher
+    retrained in place, is an error, not reported as this recipe's result. What neither shows is
+    not caught: a model's built-in default changed in the code.
     """
     run_dir = Path(run_dir)
     final = run_dir / "model.safetensors"
@@ -415,4 +425,8 @@ def train_or_reuse(config: Config, run_dir: str | Path, device: str | None = Non
     shown = recipe_mismatch(yaml.safe_load(saved_file.read_text()), config)
     if shown:
         raise TinySRError(f"{run_dir}: finished with a different recipe ({shown}); move the folder away to retrain it")
+    finished = final.stat().st_mtime_ns
+    newer = [f for f in _named_files(config.to_dict()) if Path(f).stat().st_mtime_ns > finished]
+    if newer:
+        raise TinySRError(f"{run_dir}: {newer[0]} was written after this run finished (retrained in place?); move the folder away to retrain it")
     return final
