@@ -7,6 +7,7 @@ import random
 
 import pytest
 from matplotlib.text import Text
+from matplotlib.transforms import Affine2D
 
 from tinysr.bench.plots import MARKER_SIZE, _annotate_apart, _pyplot, place_labels
 
@@ -100,11 +101,14 @@ def test_figure_label_moves_off_a_marker_in_its_way():
     for t in ax.texts:
         t.update_positions(renderer)
     text = {t.get_text(): t for t in ax.texts}
-    radius = MARKER_SIZE**0.5 / 2 * fig.dpi / 72
+    # the markers as matplotlib drew them: the marker path under the collection's own scaling, at each point
+    dots = ax.collections[0]
+    marker = dots.get_paths()[0].get_extents(Affine2D(dots.get_transforms()[0])).extents
     centres = ax.transData.transform([(x, y) for _, x, y in points])
-    markers = [(cx - radius, cy - radius, cx + radius, cy + radius) for cx, cy in centres]
+    markers = [(cx + marker[0], cy + marker[1], cx + marker[2], cy + marker[3]) for cx, cy in centres]
     extents = [Text.get_window_extent(text[name], renderer).extents for name, _, _ in points]
-    unmoved_a = (centres[0][0], centres[0][1], centres[0][0] + extents[0][2] - extents[0][0], centres[0][1] + 10)
+    width, height = extents[0][2] - extents[0][0], extents[0][3] - extents[0][1]
+    unmoved_a = (centres[0][0], centres[0][1], centres[0][0] + width, centres[0][1] + height)
     assert overlapping(unmoved_a, markers[1])  # the case is real: where its point put it, a's label covers b
     for extent, marker in itertools.product(extents, markers):
         assert not overlapping(extent, marker), (extent, marker)

@@ -58,11 +58,11 @@ def place_labels(boxes: list[Box], gap: float = 1.0, obstacles: Sequence[Box] = 
     return shifts
 
 
-def _annotate_apart(ax, labels: list[tuple[str, float, float]], fontsize: float = 7, marker_size: float = MARKER_SIZE) -> None:
+def _annotate_apart(ax, labels: list[tuple[str, float, float]], fontsize: float = 7) -> None:
     """Label each point ``(text, x, y)`` up and to its right, moving labels up or down where they
-    would overlap each other or another point's marker (of scatter size ``marker_size``, points²), with
-    a thin line back to the point for a label that moved. Lays the figure out: the labels are
-    placed in its final pixel coordinates."""
+    would overlap each other or another point's marker (drawn at ``MARKER_SIZE``; each taken as
+    the square its width spans), with a thin line back to the point for a label that moved. Lays
+    the figure out: the labels are placed in its final pixel coordinates."""
     fig = ax.figure
     offset = (4, 2)  # points; right of the point's own marker, whose radius is below 4 points at size 40
     texts = [ax.annotate(t, (x, y), fontsize=fontsize, xytext=offset, textcoords="offset points") for t, x, y in labels]
@@ -72,7 +72,7 @@ def _annotate_apart(ax, labels: list[tuple[str, float, float]], fontsize: float 
     for t in texts:
         t.remove()
     points_per_pixel = 72 / fig.dpi
-    radius = math.sqrt(marker_size) / 2 / points_per_pixel  # a scatter marker's size is its width squared, in points
+    radius = math.sqrt(MARKER_SIZE) / 2 / points_per_pixel  # a scatter marker's size is its width squared, in points
     centres = ax.transData.transform([(x, y) for _, x, y in labels])
     markers = [(cx - radius, cy - radius, cx + radius, cy + radius) for cx, cy in centres]
     for (text, x, y), shift in zip(labels, place_labels(boxes, obstacles=markers)):
