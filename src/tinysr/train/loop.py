@@ -398,7 +398,7 @@ def recipe_mismatch(saved: dict | None, config: Config) -> str:
 
 
 def _named_files(tree) -> list[str]:
-    """The existing files a recipe names (a teacher, a model to start from), in the order it names them."""
+    """The existing files named anywhere in ``tree`` (part of a recipe), in the order it names them."""
     if isinstance(tree, dict):
         return [f for v in tree.values() for f in _named_files(v)]
     if isinstance(tree, list):
@@ -426,7 +426,9 @@ def train_or_reuse(config: Config, run_dir: str | Path, device: str | None = Non
     if shown:
         raise TinySRError(f"{run_dir}: finished with a different recipe ({shown}); move the folder away to retrain it")
     finished = final.stat().st_mtime_ns
-    newer = [f for f in _named_files(config.to_dict()) if Path(f).stat().st_mtime_ns > finished]
+    recipe = config.to_dict()
+    # the parts that name files the run reads: a model to start from, a loss's teacher (callbacks may name files they write)
+    newer = [f for f in _named_files([recipe["init"], recipe["train"]["loss"]]) if Path(f).stat().st_mtime_ns > finished]
     if newer:
         raise TinySRError(f"{run_dir}: {newer[0]} was written after this run finished (retrained in place?); move the folder away to retrain it")
     return final
