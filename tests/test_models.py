@@ -1,6 +1,8 @@
 """Every registered model: shapes at x2/x3/x4 on odd sizes, gradients, and exact save/load round trips."""
 
+import inspect
 import json
+import re
 
 import pytest
 import torch
@@ -8,6 +10,8 @@ from safetensors.torch import save_file
 
 import tinysr
 from tinysr import TinySRError, create_model, list_models, load, save
+from tinysr.model_file import read_metadata
+from tinysr.models import registry
 
 SMALL = {"edsr": {"blocks": 2}, "ledsr": {"blocks": 2}}  # the full-width giants, kept short for speed
 
@@ -49,6 +53,32 @@ def test_save_load_round_trip_is_exact(tmp_path, name):
     x = torch.rand(1, 3, 5, 6)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+
+
+def test_a_model_file_records_every_option_and_rebuilds_with_them(tmp_path, monkeypatch):
+    """A file names the builder's defaults too, so a default changed later does not change the
+    model it loads; an option the builder no longer has is an error naming the file."""
+    path = tmp_path / "m.safetensors"
+    save(create_model("edsr_baseline", scale=2, channels=4, blocks=1), path)
+    assert json.loads(read_metadata(path)["kwargs"]) == {"scale": 2, "channels": 4, "blocks": 1, "res_scale": 1.0}
+    original = registry._REGISTRY["edsr_baseline"]
+    signature = inspect.signature(original)
+
+    def with_defaults(res_scale=0.1, **kwargs):
+        return original(res_scale=res_scale, **kwargs)
+
+    with_defaults.__signature__ = signature.replace(
+        parameters=[p.replace(default=0.1) if p.name == "res_scale" else p for p in signature.parameters.values()])  # fmt: skip
+    monkeypatch.setitem(registry._REGISTRY, "edsr_baseline", with_defaults)
+    assert create_model("edsr_baseline", scale=2).tinysr_spec.kwargs["res_scale"] == 0.1
+    assert load(path).tinysr_spec.kwargs["res_scale"] == 1.0
+
+    def without_res_scale(scale, channels=64, blocks=16):
+        return original(scale=scale, channels=channels, blocks=blocks)
+
+    monkeypatch.setitem(registry._REGISTRY, "edsr_baseline", without_res_scale)
+    with pytest.raises(TinySRError, match=rf"{re.escape(str(path))}: model 'edsr_baseline' has no option 'res_scale'"):
+        load(path)
 
 
 def test_srresnet_bn_variant_round_trips_running_stats(tmp_path):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +26,10 @@ from tinysr.data import TrainPatches
 from tinysr.resize import imresize
 from tinysr.train import Callback, load_config, parse_config, register_callback, train
 from tinysr.train.checkpoint import load_state, save_state, state_path
+from tinysr.model_file import read_metadata
+from tinysr.models import registry
 from tinysr.train.loop import SampleStream, recipe_differences, train_or_reuse
+from tinysr.train.run_inputs import recipe_inputs
 from tinysr.train.schedule import lr_at
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,17 +205,74 @@ def test_train_or_reuse_reuses_only_the_same_recipe(tmp_path, folders):
         train_or_reuse(recipe, tmp_path / "run", device="cpu", progress=False)
 
 
-def test_train_or_reuse_refuses_a_run_older_than_a_file_its_recipe_names(tmp_path, folders):
+def test_a_run_is_refused_once_a_file_its_recipe_names_holds_other_bytes(tmp_path, folders):
     """A run that starts from another run's model is stale once that model is rewritten in place
-    (same path, so the recipe alone cannot tell): reusing it is an error naming the file."""
+    (same path, so the recipe alone cannot tell): reusing it finished, or resuming it, is an error
+    naming the file. Its bytes decide, not its modification time: a touched file is still the same."""
+    source = train_or_reuse(parse_config(tiny_recipe(*folders, iterations=3)), tmp_path / "source", device="cpu", progress=False)
+    follow_up = parse_config({**tiny_recipe(*folders, iterations=3), "init": str(source)})
+    run = tmp_path / "follow_up"
+    final = train_or_reuse(follow_up, run, device="cpu", progress=False)
+    assert json.loads((run / "inputs.json").read_text()) == {str(source): hashlib.sha256(source.read_bytes()).hexdigest()}
+    later = final.stat().st_mtime_ns + 1_000_000_000
+    os.utime(source, ns=(later, later))  # touched, or copied without its times: the same bytes
+    assert train_or_reuse(follow_up, run, device="cpu", progress=False) == final
+
+    source.rename(tmp_path / "moved.safetensors")
+    with pytest.raises(TinySRError, match=rf"follow_up: {re.escape(str(source))}, which it read, is gone"):
+        train_or_reuse(follow_up, run, device="cpu", progress=False)
+    other = train(parse_config(tiny_recipe(*folders, iterations=3, lr=2e-3)), tmp_path / "other", device="cpu", progress=False)
+    shutil.copyfile(other, source)  # the source retrained in place
+    with pytest.raises(TinySRError, match=rf"follow_up: {re.escape(str(source))} holds other bytes than when it read it"):
+        train_or_reuse(follow_up, run, device="cpu", progress=False)
+    final.unlink()  # an unfinished run: resuming it would mix two sources
+    with pytest.raises(TinySRError, match=rf"follow_up: {re.escape(str(source))} holds other bytes .*, so it cannot be resumed"):
+        train_or_reuse(follow_up, run, device="cpu", progress=False)
+
+
+def test_a_run_from_before_inputs_json_falls_back_to_modification_times(tmp_path, folders):
     source = train_or_reuse(parse_config(tiny_recipe(*folders, iterations=3)), tmp_path / "source", device="cpu", progress=False)
     follow_up = parse_config({**tiny_recipe(*folders, iterations=3), "init": str(source)})
     final = train_or_reuse(follow_up, tmp_path / "follow_up", device="cpu", progress=False)
+    (tmp_path / "follow_up" / "inputs.json").unlink()
     assert train_or_reuse(follow_up, tmp_path / "follow_up", device="cpu", progress=False) == final  # older source: reused
     later = final.stat().st_mtime_ns + 1_000_000_000
-    os.utime(source, ns=(later, later))  # the source retrained in place after the follow-up finished
+    os.utime(source, ns=(later, later))
     with pytest.raises(TinySRError, match=rf"follow_up: {re.escape(str(source))} was written after this run finished"):
         train_or_reuse(follow_up, tmp_path / "follow_up", device="cpu", progress=False)
+
+
+def test_the_files_a_recipe_reads_are_its_init_and_its_losses_teachers(tmp_path):
+    teacher, init, output = (tmp_path / n for n in ("teacher.safetensors", "init.safetensors", "out.safetensors"))
+    for f in (teacher, init, output):
+        f.write_bytes(b"x")
+    recipe = {
+        "init": str(init),
+        "train": {"loss": [{"name": "l1", "kwargs": {}}, {"name": "btm_kd", "kwargs": {"teacher": str(teacher), "beta": 1.0}}]},
+        "callbacks": [{"name": "assl", "kwargs": {"output": str(output)}}],  # written by the run, not read
+    }
+    assert recipe_inputs(recipe) == [str(init), str(teacher)]
+    assert recipe_inputs({**recipe, "init": None, "train": {"loss": [{"name": "btm_kd", "kwargs": {"teacher": str(tmp_path / "missing")}}]}}) == []
+
+
+def test_a_finished_run_is_refused_once_its_models_builtin_default_changed(tmp_path, folders, monkeypatch):
+    """The recipe does not spell out the model's defaults, so only the model file's recorded
+    options can show that a default changed in the code since the run was trained."""
+    recipe = parse_config(tiny_recipe(*folders, iterations=3))
+    final = train_or_reuse(recipe, tmp_path / "run", device="cpu", progress=False)
+    assert json.loads(read_metadata(final)["kwargs"]) == {"scale": 2, "channels": 8, "blocks": 1, "res_scale": 1.0}
+    original = registry._REGISTRY["edsr_baseline"]
+    signature = inspect.signature(original)
+
+    def edsr_baseline_now(**kwargs):
+        return original(**kwargs)
+
+    edsr_baseline_now.__signature__ = signature.replace(
+        parameters=[p.replace(default=0.1) if p.name == "res_scale" else p for p in signature.parameters.values()])  # fmt: skip
+    monkeypatch.setitem(registry._REGISTRY, "edsr_baseline", edsr_baseline_now)
+    with pytest.raises(TinySRError, match=r"run: finished with a model the recipe no longer builds \(model option res_scale: 1.0 there, 0.1 here: a default"):
+        train_or_reuse(recipe, tmp_path / "run", device="cpu", progress=False)
+    assert tinysr.load(final).tinysr_spec.kwargs["res_scale"] == 1.0  # the file still rebuilds the model it holds
 
 
 def _run_cli(args):

@@ -89,7 +89,10 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     path = Path(path)
     metadata = read_metadata(path)
     kwargs = json.loads(metadata["kwargs"])
-    model = create_model(metadata["name"], **kwargs)
+    try:
+        model = create_model(metadata["name"], **kwargs)
+    except TinySRError as exc:  # e.g. an option this version's builder no longer has
+        raise TinySRError(f"{path}: {exc}") from exc
     for transform in json.loads(metadata.get("transforms", "[]")):
         model = _apply_transform(transform, model, path)
     try:

@@ -2,8 +2,9 @@
 
 Each registered builder is a small function taking keyword arguments (at least ``scale``) and
 returning an ``nn.Module``. :func:`create_model` records the registry name and the exact
-keyword arguments on the module (``model.tinysr_spec``), which is what :func:`tinysr.save`
-writes into the model file so that :func:`tinysr.load` rebuilds the same model without pickle.
+keyword arguments, defaults included, on the module (``model.tinysr_spec``), which is what
+:func:`tinysr.save` writes into the model file so that :func:`tinysr.load` rebuilds the same model
+without pickle.
 """
 
 from __future__ import annotations
@@ -56,20 +57,31 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, scale: int = 4, **overrides: Any) -> nn.Module:
-    """Build the registered model ``name`` for ``scale``; ``overrides`` replace builder defaults."""
+def resolved_options(name: str, scale: int = 4, **overrides: Any) -> dict[str, Any]:
+    """Every keyword argument the builder of ``name`` would get: ``scale``, ``overrides`` and the
+    builder's defaults for the rest. Raises :class:`TinySRError` for an unknown name, scale or option.
+
+    A model's spec records all of them, not only the overrides, so a model file rebuilds the model
+    it was saved from even after a builder's default changes, and a finished run can be told apart
+    from what its recipe builds now (``train_or_reuse``).
+    """
     if name not in _REGISTRY:
         raise TinySRError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     if scale not in SUPPORTED_SCALES:
         raise TinySRError(f"scale {scale}: supported scales are {', '.join(map(str, SUPPORTED_SCALES))}")
-    builder = _REGISTRY[name]
-    params = inspect.signature(builder).parameters
+    params = inspect.signature(_REGISTRY[name]).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in overrides if k not in params and not accepts_any]
     if unknown:
         raise TinySRError(f"model {name!r} has no option {unknown[0]!r}; options: {', '.join(k for k in params if k != 'scale')}")
-    kwargs = {"scale": scale, **overrides}
-    model = builder(**kwargs)
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    return {**defaults, "scale": scale, **overrides}
+
+
+def create_model(name: str, scale: int = 4, **overrides: Any) -> nn.Module:
+    """Build the registered model ``name`` for ``scale``; ``overrides`` replace builder defaults."""
+    kwargs = resolved_options(name, scale, **overrides)
+    model = _REGISTRY[name](**kwargs)
     model.tinysr_spec = ModelSpec(name, kwargs)
     return model
 

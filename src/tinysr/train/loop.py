@@ -10,10 +10,11 @@ Resume is exact by construction: the learning rate is a function of the iteratio
 states and RNG states. A run of N iterations and a run stopped (even by ``kill -9``) and resumed
 end with identical weights on CPU.
 
-Files in the run folder: ``config.yaml`` (the resolved recipe), ``log.jsonl`` (one JSON object a
-line), ``checkpoints/state.pt`` (latest training state), ``best.safetensors`` (best validation
-PSNR), ``model.safetensors`` (final weights; the EMA weights when EMA is on), ``tb/`` when
-TensorBoard is installed.
+Files in the run folder: ``config.yaml`` (the resolved recipe), ``inputs.json`` (the SHA-256 of
+each file the recipe reads, :mod:`.run_inputs`), ``log.jsonl`` (one JSON object a line),
+``checkpoints/state.pt`` (latest training state), ``best.safetensors`` (best validation PSNR),
+``model.safetensors`` (final weights; the EMA weights when EMA is on), ``tb/`` when TensorBoard is
+installed.
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ from .. import compress  # noqa: F401  (registers the compression callbacks, e.g
 from ..data import BenchmarkSet, LRCache, TrainPatches
 from ..errors import TinySRError
 from ..evaluate import evaluate
-from ..model_file import atomic_write, load, save
+from ..model_file import atomic_write, load, read_metadata, save
 from ..models import create_model
+from ..models.registry import resolved_options
 from .callbacks import build_callback
 from .checkpoint import load_state, save_state, state_path
 from .config import Config
 from .distributed import DistInfo, barrier, cleanup, init_distributed, weights_in_sync
 from .ema import EMA
 from .losses import Step, build_loss
+from .run_inputs import changed_input, record_inputs, recipe_inputs, recorded_inputs
 from .schedule import lr_at
 
 
@@ -167,6 +170,9 @@ class Trainer:
         shown = recipe_mismatch(state.get("config"), self.config)
         if shown:
             raise TinySRError(f"{self.run_dir}: the recipe differs from the one this run was started with ({shown}; see its config.yaml)")
+        changed = changed_input(self.run_dir) if recorded_inputs(self.run_dir) else None
+        if changed:
+            raise TinySRError(f"{self.run_dir}: {changed}, so it cannot be resumed; move the folder away to retrain it")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state["ema"] is not None:
@@ -310,6 +316,8 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 text = yaml.safe_dump(c.to_dict(), sort_keys=False)
                 atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
+                if not self.resume:
+                    record_inputs(self.run_dir, c.to_dict())
                 self._open_log()
             barrier(self.dist)
             self.model.train()
@@ -397,23 +405,31 @@ def recipe_mismatch(saved: dict | None, config: Config) -> str:
     return "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
 
 
-def _named_files(tree) -> list[str]:
-    """The existing files named anywhere in ``tree`` (part of a recipe), in the order it names them."""
-    if isinstance(tree, dict):
-        return [f for v in tree.values() for f in _named_files(v)]
-    if isinstance(tree, list):
-        return [f for v in tree for f in _named_files(v)]
-    return [tree] if isinstance(tree, str) and Path(tree).is_file() else []
+def _changed_model_option(final: Path, config: Config) -> str:
+    """The first option of the recipe's model whose value in the finished model file differs from
+    what the recipe builds now (a builder default changed in the code), for an error line; "" if
+    none. Options the file does not record (files written before specs held defaults) are not
+    compared; nor is a model the run started from a file (``init``) or exported under another name."""
+    metadata = read_metadata(final)
+    if config.init is not None or metadata["name"] != config.model.name:
+        return ""
+    saved = json.loads(metadata["kwargs"])
+    now = resolved_options(config.model.name, config.scale, **config.model.kwargs)
+    for key in sorted(saved):
+        if key not in now or saved[key] != now[key]:
+            return f"model option {key}: {saved[key]!r} there, {now.get(key, _ABSENT)!r} here"
+    return ""
 
 
 def train_or_reuse(config: Config, run_dir: str | Path, device: str | None = None, progress: bool = True) -> Path:
     """The final model of ``config`` in ``run_dir``: reused when finished, else trained (resumed if started).
 
-    A finished run is reused only if its ``config.yaml`` is this recipe and no file the recipe
-    names (a teacher, a model to start from) was written after the run's model: a run left from an
-    older version of the recipe (an option changed since, another teacher file), or from a teacher
-    retrained in place, is an error, not reported as this recipe's result. What neither shows is
-    not caught: a model's built-in default changed in the code.
+    A finished run is reused only if it is what the recipe would train now: its ``config.yaml`` is
+    this recipe, its model was built with the options the recipe's model gets now (a builder's
+    default may have changed in the code), and every file the recipe names (a teacher, a model to
+    start from) holds the bytes the run read (``inputs.json``; runs older than that file: was not
+    written after the run's model). Anything else is an error naming what differs, never reported
+    as this recipe's result.
     """
     run_dir = Path(run_dir)
     final = run_dir / "model.safetensors"
@@ -425,10 +441,16 @@ def train_or_reuse(config: Config, run_dir: str | Path, device: str | None = Non
     shown = recipe_mismatch(yaml.safe_load(saved_file.read_text()), config)
     if shown:
         raise TinySRError(f"{run_dir}: finished with a different recipe ({shown}); move the folder away to retrain it")
-    finished = final.stat().st_mtime_ns
-    recipe = config.to_dict()
-    # the parts that name files the run reads: a model to start from, a loss's teacher (callbacks may name files they write)
-    newer = [f for f in _named_files([recipe["init"], recipe["train"]["loss"]]) if Path(f).stat().st_mtime_ns > finished]
+    shown = _changed_model_option(final, config)
+    if shown:
+        raise TinySRError(f"{run_dir}: finished with a model the recipe no longer builds ({shown}: a default changed in the code?); move the folder away to retrain it")
+    if recorded_inputs(run_dir):
+        changed = changed_input(run_dir)
+        if changed:
+            raise TinySRError(f"{run_dir}: {changed}; move the folder away to retrain it")
+        return final
+    finished = final.stat().st_mtime_ns  # a run from before inputs.json: modification times are all there is
+    newer = [f for f in recipe_inputs(config.to_dict()) if Path(f).stat().st_mtime_ns > finished]
     if newer:
         raise TinySRError(f"{run_dir}: {newer[0]} was written after this run finished (retrained in place?); move the folder away to retrain it")
     return final
