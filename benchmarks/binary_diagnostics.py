@@ -30,13 +30,14 @@ import tinysr
 IMAGE = "../shared/data/Set5/LR_bicubic/X2/butterflyx2.png"
 
 
-def build(spec: str) -> torch.nn.Module:
+def build(spec: str, scale: int = 2) -> torch.nn.Module:
+    """A model file, or ``name:key=value,...`` built untrained with seed 0."""
     if Path(spec).is_file():
         return tinysr.load(spec)
     name, _, options = spec.partition(":")
     kwargs = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in options.split(",") if o)}  # YAML scalars: 64, false, default
     torch.manual_seed(0)
-    return tinysr.create_model(name, scale=2, **kwargs)
+    return tinysr.create_model(name, scale=scale, **kwargs)
 
 
 def signal_stds(model: torch.nn.Module, lr: torch.Tensor) -> dict:
