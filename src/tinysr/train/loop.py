@@ -414,7 +414,7 @@ def _changed_model_option(final: Path, config: Config) -> str:
     if config.init is not None or metadata["name"] != config.model.name:
         return ""
     saved = json.loads(metadata["kwargs"])
-    now = resolved_options(config.model.name, config.scale, **config.model.kwargs)
+    now = json.loads(json.dumps(resolved_options(config.model.name, config.scale, **config.model.kwargs)))  # as a file holds them
     for key in sorted(saved):
         if key not in now or saved[key] != now[key]:
             return f"model option {key}: {saved[key]!r} there, {now.get(key, _ABSENT)!r} here"
