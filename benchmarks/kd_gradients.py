@@ -11,7 +11,8 @@ seed 123), this prints per part of the network (head, body, tail, ...):
   ``beta`` part) against the gradient of ``L1(SR, HR)``, as a norm ratio and a cosine;
 * the same for its KL part (``gamma``), summed over the distilled stages.
 
-Both parts are taken with weight 1 and the default ``pixel_range`` (255), as the recipes use them.
+It also prints the last-stage L1 between the *softmaxed* features, the form SPEC §5.4's formula
+writes (``btm_kd`` compares the features themselves). Both parts are taken with weight 1 and the default ``pixel_range`` (255), as the recipes use them.
 A student is a model file, or ``name:key=value,...`` for an untrained one (seed 0; it gets the
 teacher's input statistics, which training would have set from the same data).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -30,21 +32,9 @@ from binary_diagnostics import build  # benchmarks/ is on the path when run as a
 
 import tinysr
 from tinysr.data import LRCache, TrainPatches
-from tinysr.models.btm import MultiStageDistillation
+from tinysr.models.btm import MultiStageDistillation, spatial_softmax
 
 TRAIN = ["../shared/data/T91", "../shared/data/BSD200"]
-
-
-class _Holder:
-    """What ``MultiStageDistillation.setup`` reads from a trainer."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model, self.device = model, "cpu"
-
-
-class _Batch:
-    def __init__(self, lr: torch.Tensor):
-        self.lr = lr
 
 
 def student(spec: str, teacher: torch.nn.Module, scale: int) -> torch.nn.Module:
@@ -70,22 +60,25 @@ def measure(model: torch.nn.Module, teacher_path: str, data: TrainPatches, batch
     feature_part = MultiStageDistillation(teacher_path, beta=1.0, gamma=0.0)
     kl_part = MultiStageDistillation(teacher_path, beta=0.0, gamma=1.0)
     for term in (feature_part, kl_part):
-        term.setup(_Holder(model))
+        term.setup(SimpleNamespace(model=model, device="cpu"))  # what setup reads from a trainer
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     sums: dict[str, torch.Tensor] = {}
-    losses = torch.zeros(3)
+    losses = torch.zeros(4)
     for b in range(batches):
         lr, hr = map(torch.stack, zip(*(data[b * batch_size + k] for k in range(batch_size))))
         rec = F.l1_loss(model(lr), hr)
-        feat, kl = feature_part(_Batch(lr)), kl_part(_Batch(lr))
-        losses += torch.tensor([rec.item(), feat.item(), kl.item()]) / batches
+        batch = SimpleNamespace(lr=lr)  # what a loss term reads from a training step
+        feat, kl = feature_part(batch), kl_part(batch)
+        last = feature_part.stages[-1]  # SPEC's formula puts the last-stage L1 on the softmaxed features
+        on_softmax = F.l1_loss(spatial_softmax(feature_part.student_feats[last]), spatial_softmax(feature_part.teacher_feats[last]))
+        losses += torch.tensor([rec.item(), feat.item(), kl.item(), on_softmax.item()]) / batches
         g_rec, g_feat, g_kl = grads_of(rec, params), grads_of(feat, params), grads_of(kl, params)
         for (name, _), r, f, k in zip(named, g_rec, g_feat, g_kl):
             row = torch.tensor([(r * r).sum(), (f * f).sum(), (r * f).sum(), (k * k).sum(), (r * k).sum()], dtype=torch.float64)
             for part in (part_of(name), "all"):
                 sums[part] = sums.get(part, torch.zeros(5, dtype=torch.float64)) + row
-    return sums, {"l1": losses[0].item(), "feat": losses[1].item(), "kl": losses[2].item()}
+    return sums, {"l1": losses[0].item(), "feat": losses[1].item(), "kl": losses[2].item(), "softmax_l1": losses[3].item()}
 
 
 def main() -> None:
@@ -102,7 +95,8 @@ def main() -> None:
     data = TrainPatches(TRAIN, args.scale, args.patch, repeat=20, seed=123, cache=LRCache())
     for spec in args.students:
         sums, losses = measure(student(spec, teacher, args.scale), args.teacher, data, args.batches, args.batch_size)
-        print(f"\n{spec}: L1(SR, HR) {losses['l1']:.5f}, feature L1 / 255 {losses['feat']:.6f}, KL / 255 {losses['kl']:.6f}")
+        print(f"\n{spec}: L1(SR, HR) {losses['l1']:.5f}, feature L1 / 255 {losses['feat']:.6f}, KL / 255 {losses['kl']:.6f}; "
+              f"last-stage L1 between the softmaxed features (SPEC's form, not / 255) {losses['softmax_l1']:.2e}")
         print(f"  {'part':<6} {'|g_feat|/|g_rec|':>17} {'cos':>6} {'|g_KL|/|g_rec|':>15} {'cos':>6}")
         for part in [p for p in sums if p != "all"] + ["all"]:
             rr, ff, rf, kk, rk = sums[part]

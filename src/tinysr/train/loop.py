@@ -46,7 +46,7 @@ from .config import Config
 from .distributed import DistInfo, barrier, cleanup, init_distributed, weights_in_sync
 from .ema import EMA
 from .losses import Step, build_loss
-from .run_inputs import changed_input, record_inputs, recipe_inputs, recorded_inputs
+from .run_inputs import record_inputs, stale_input
 from .schedule import lr_at
 
 
@@ -170,9 +170,9 @@ class Trainer:
         shown = recipe_mismatch(state.get("config"), self.config)
         if shown:
             raise TinySRError(f"{self.run_dir}: the recipe differs from the one this run was started with ({shown}; see its config.yaml)")
-        changed = changed_input(self.run_dir) if recorded_inputs(self.run_dir) else None
-        if changed:
-            raise TinySRError(f"{self.run_dir}: {changed}, so it cannot be resumed; move the folder away to retrain it")
+        stale = stale_input(self.run_dir, self.config.to_dict())
+        if stale:
+            raise TinySRError(f"{self.run_dir}: {stale}, so it cannot be resumed; move the folder away to retrain it")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state["ema"] is not None:
@@ -314,10 +314,11 @@ class Trainer:
             self._build()
             if self.dist.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-                text = yaml.safe_dump(c.to_dict(), sort_keys=False)
+                recipe = c.to_dict()
+                text = yaml.safe_dump(recipe, sort_keys=False)
                 atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
                 if not self.resume:
-                    record_inputs(self.run_dir, c.to_dict())
+                    record_inputs(self.run_dir, recipe)
                 self._open_log()
             barrier(self.dist)
             self.model.train()
@@ -444,13 +445,7 @@ def train_or_reuse(config: Config, run_dir: str | Path, device: str | None = Non
     shown = _changed_model_option(final, config)
     if shown:
         raise TinySRError(f"{run_dir}: finished with a model the recipe no longer builds ({shown}: a default changed in the code?); move the folder away to retrain it")
-    if recorded_inputs(run_dir):
-        changed = changed_input(run_dir)
-        if changed:
-            raise TinySRError(f"{run_dir}: {changed}; move the folder away to retrain it")
-        return final
-    finished = final.stat().st_mtime_ns  # a run from before inputs.json: modification times are all there is
-    newer = [f for f in recipe_inputs(config.to_dict()) if Path(f).stat().st_mtime_ns > finished]
-    if newer:
-        raise TinySRError(f"{run_dir}: {newer[0]} was written after this run finished (retrained in place?); move the folder away to retrain it")
+    stale = stale_input(run_dir, config.to_dict(), finished=final)
+    if stale:
+        raise TinySRError(f"{run_dir}: {stale}; move the folder away to retrain it")
     return final

@@ -36,11 +36,7 @@ def recipe_inputs(recipe: dict) -> list[str]:
 
 
 def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def record_inputs(run_dir: str | Path, recipe: dict) -> None:
@@ -50,15 +46,17 @@ def record_inputs(run_dir: str | Path, recipe: dict) -> None:
     atomic_write(Path(run_dir) / INPUTS_NAME, lambda tmp: Path(tmp).write_text(text))
 
 
-def recorded_inputs(run_dir: str | Path) -> bool:
-    """Whether the run recorded its inputs (runs older than this check did not)."""
-    return (Path(run_dir) / INPUTS_NAME).is_file()
-
-
-def changed_input(run_dir: str | Path) -> str | None:
+def stale_input(run_dir: str | Path, recipe: dict, finished: Path | None = None) -> str | None:
     """A file the run read that now holds other bytes or is gone, as an error phrase; ``None`` if
-    every one is unchanged (see :func:`recorded_inputs` first)."""
+    every one is unchanged. A run from before ``inputs.json`` has only modification times to go
+    by: if it ``finished`` (its final model file), a file ``recipe`` reads that was written after
+    that file is stale; an unfinished one is not checked."""
     path = Path(run_dir) / INPUTS_NAME
+    if not path.is_file():
+        if finished is None:
+            return None
+        newer = [f for f in recipe_inputs(recipe) if Path(f).stat().st_mtime_ns > finished.stat().st_mtime_ns]
+        return f"{newer[0]} was written after this run finished (retrained in place?)" if newer else None
     try:
         recorded = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
