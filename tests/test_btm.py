@@ -95,18 +95,28 @@ def test_kd_loss_matches_its_formula_at_the_papers_pixel_range(tmp_path):
         for i in (1, 3):
             net.body[i].register_forward_hook(lambda m, inp, out, key=(name, i): feats.__setitem__(key, out.detach()))
         net(lr)
-    expected = 0.5 * (feats["s", 3] - feats["t", 3]).abs().mean()
-    for i in (1, 3):
-        gs, gt = (f.flatten(2).softmax(-1) for f in (feats["s", i], feats["t", i]))
-        expected = expected + 2.0 * F.kl_div(gt.log(), gs, reduction="none").sum(-1).mean()
+    softmaxed = {key: f.flatten(2).softmax(-1) for key, f in feats.items()}
+    kl = sum(F.kl_div(softmaxed["t", i].log(), softmaxed["s", i], reduction="none").sum(-1).mean() for i in (1, 3))
+    expected = 0.5 * (feats["s", 3] - feats["t", 3]).abs().mean() + 2.0 * kl
 
     for pixel_range in (255.0, 1.0):
         kd = MultiStageDistillation(str(tmp_path / "teacher.safetensors"), beta=0.5, gamma=2.0, stages=[1, 3], pixel_range=pixel_range)
         kd.setup(FakeTrainer)
         loss = kd(Step(0, lr, None, student(lr)))
         torch.testing.assert_close(loss.detach(), expected / pixel_range, rtol=1e-4, atol=1e-7)
+
+    # SPEC §5.4's formula as written: the beta term on the softmaxed last-stage features G^n.
+    literal = 0.5 * (softmaxed["s", 3] - softmaxed["t", 3]).abs().mean() + 2.0 * kl
+    kd = MultiStageDistillation(str(tmp_path / "teacher.safetensors"), beta=0.5, gamma=2.0, stages=[1, 3], last_stage="softmax")
+    kd.setup(FakeTrainer)
+    loss = kd(Step(0, lr, None, student(lr)))
+    torch.testing.assert_close(loss.detach(), literal / 255.0, rtol=1e-4, atol=1e-9)
+    assert not torch.isclose(literal, expected)  # the two forms are told apart by this check
+
     with pytest.raises(tinysr.TinySRError, match="pixel_range"):
         MultiStageDistillation("t.safetensors", pixel_range=0)
+    with pytest.raises(tinysr.TinySRError, match="last_stage must be one of features, softmax, got 'raw'"):
+        MultiStageDistillation("t.safetensors", last_stage="raw")
 
 
 @pytest.mark.parametrize("binary", [True, False])

@@ -19,9 +19,11 @@ each channel (a choice: the paper does not say over which axis); the ``lambda * 
 is the recipe's ``l1`` term. The paper's "regulable activation" (a PReLU after each distilled
 output) is the PReLU that ends every block here. Two choices, with their reasons:
 
-* The last-stage L1 compares the features themselves (the issue's "L1 between student and teacher
-  features"), not their softmax as SPEC §5.4's formula writes ``G^n``: the term is there for
-  per-pixel accuracy, which a softmax over ~1000 positions erases (its L1 is ~1e-4, nothing).
+* The last-stage L1 compares the features themselves by default (the issue's "L1 between student
+  and teacher features"), not their softmax as SPEC §5.4's formula writes ``G^n``: the term is there
+  for per-pixel accuracy, which a softmax over ~1000 positions erases (its L1 is 2-3e-5 between
+  trained VDSR students and their teacher, against 0.14-0.85 between the raw features; measured by
+  ``benchmarks/kd_gradients.py``). ``last_stage: softmax`` gives the formula as written.
 * ``pixel_range`` (default 255): the paper's weights were set in the EDSR codebase, whose pixels
   are in [0, 255], where ``L1(SR, HR)`` is 255x what it is here; the features (behind BTM's input
   normalisation) and the softmaxes do not depend on the range. Dividing the distillation terms by
@@ -188,14 +190,27 @@ class MultiStageDistillation:
 
     ``teacher``: model file of the full-precision teacher; ``stages``: body block indices whose
     outputs are distilled (default: every 4th block and the last); ``pixel_range``: the pixel range
-    the weights were chosen for (255: the paper's).
+    the weights were chosen for (255: the paper's); ``last_stage``: what the beta term compares,
+    ``features`` (``F^n``, the default) or ``softmax`` (``G^n``, SPEC §5.4's formula as written).
     """
 
-    def __init__(self, teacher: str, beta: float = 1.0, gamma: float = 1.0, stages: list[int] | None = None, pixel_range: float = 255.0):
+    LAST_STAGE_FORMS = ("features", "softmax")
+
+    def __init__(
+        self,
+        teacher: str,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        stages: list[int] | None = None,
+        pixel_range: float = 255.0,
+        last_stage: str = "features",
+    ):
         if pixel_range <= 0:
             raise TinySRError(f"btm_kd: pixel_range must be positive, got {pixel_range}")
+        if last_stage not in self.LAST_STAGE_FORMS:
+            raise TinySRError(f"btm_kd: last_stage must be one of {', '.join(self.LAST_STAGE_FORMS)}, got {last_stage!r}")
         self.teacher_path, self.beta, self.gamma, self.stages = teacher, beta, gamma, stages
-        self.pixel_range = pixel_range
+        self.pixel_range, self.last_stage = pixel_range, last_stage
         self.student_feats: dict[int, torch.Tensor] = {}
         self.teacher_feats: dict[int, torch.Tensor] = {}
 
@@ -218,7 +233,10 @@ class MultiStageDistillation:
         with torch.no_grad():
             self.teacher(step.lr)
         last = self.stages[-1]
-        loss = self.beta * F.l1_loss(self.student_feats[last], self.teacher_feats[last])
+        fs, ft = self.student_feats[last], self.teacher_feats[last]
+        if self.last_stage == "softmax":
+            fs, ft = spatial_softmax(fs), spatial_softmax(ft)
+        loss = self.beta * F.l1_loss(fs, ft)
         for i in self.stages:
             gs, gt = spatial_softmax(self.student_feats[i]), spatial_softmax(self.teacher_feats[i])
             loss = loss + self.gamma * (gs * (torch.log(gs + 1e-12) - torch.log(gt + 1e-12))).sum(-1).mean()
