@@ -6,6 +6,7 @@ Public API:
     imresize                    MATLAB-compatible bicubic (SPEC §1)
     upscale                     super-resolve an RGB uint8 image (optionally tiled)
     profile                     params / FLOPs / BOPs / OPs (SPEC §3)
+    retain_freed_memory         faster CPU inference: reuse freed memory (glibc)
 """
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ from .model_file import load, save  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 from .profile import profile  # noqa: E402
 from .resize import imresize  # noqa: E402
+from .runtime import retain_freed_memory  # noqa: E402
 
 __all__ = [
     "TinySRError",
@@ -27,6 +29,7 @@ __all__ = [
     "load",
     "metrics",
     "profile",
+    "retain_freed_memory",
     "save",
     "upscale",
 ]

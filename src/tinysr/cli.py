@@ -371,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.func in (cmd_test, cmd_upscale, cmd_bench):  # inference: reuse activation memory (runtime.py)
+        from .runtime import retain_freed_memory
+
+        retain_freed_memory()
     try:
         return args.func(args)
     except TinySRError as exc:
