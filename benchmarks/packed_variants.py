@@ -3,8 +3,9 @@
 ``tinysr bench --suite cpu`` timed each packed network on its own (median of 5, one model after
 the other) and found 152 ms for ``edsr_reactnet_inbranch`` against 201-258 ms for networks with
 the same binary convs (BENCHMARKS.md, issue 10). This script times them round-robin within a
-process, so drifts in the machine's state hit every model alike: the best of ``--repeat``
-forward passes on a 320x180 LR input, after a warm-up.
+process (``binary_conv.best_times``), so drifts in the machine's state hit every model alike: the
+best of ``--repeat`` forward passes on a 320x180 LR input, after a warm-up; then counts the minor
+page faults of three more passes of each.
 
 Models are registered names built untrained with seed 0, ``name:key=value,...`` for options, or
 model files (``binary_diagnostics.build``), so trained and untrained weights can be compared.
@@ -23,9 +24,9 @@ import json
 import resource
 import subprocess
 import sys
-import time
 
 import torch
+from binary_conv import best_times
 from binary_diagnostics import build
 
 import tinysr
@@ -42,21 +43,13 @@ DEFAULT_MODELS = [
 ]
 
 
-def round_robin_times(models: dict[str, torch.nn.Module], x: torch.Tensor, repeat: int) -> dict[str, tuple[float, float]]:
-    """Best wall time (ms) and mean minor page faults of one forward pass per model, alternated."""
-    best = {k: float("inf") for k in models}
-    faults = dict.fromkeys(models, 0)
+def faults_per_pass(model: torch.nn.Module, x: torch.Tensor, passes: int = 3) -> float:
+    """Mean minor page faults of one forward pass (after the timed passes: a warm process)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     with torch.no_grad():
-        for m in models.values():
-            m(x)  # warm-up (and the kernel build on first use)
-        for _ in range(repeat):
-            for k, m in models.items():
-                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                start = time.perf_counter()
-                m(x)
-                best[k] = min(best[k], (time.perf_counter() - start) * 1e3)
-                faults[k] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    return {k: (best[k], faults[k] / repeat) for k in models}
+        for _ in range(passes):
+            model(x)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / passes
 
 
 def child(args: argparse.Namespace) -> None:
@@ -69,7 +62,8 @@ def child(args: argparse.Namespace) -> None:
     result = {}
     for n in args.threads:
         torch.set_num_threads(n)
-        result[n] = round_robin_times(models, x, args.repeat)
+        best = best_times({spec: (lambda m=m: m(x)) for spec, m in models.items()}, args.repeat)
+        result[n] = {spec: (best[spec] * 1e3, faults_per_pass(m, x)) for spec, m in models.items()}
     print(json.dumps(result))
 
 

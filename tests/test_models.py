@@ -1,12 +1,12 @@
 """Every registered model: shapes at x2/x3/x4 on odd sizes, gradients, and exact save/load round trips."""
 
-import inspect
 import json
 import re
 
 import pytest
 import torch
 from safetensors.torch import save_file
+from train_helpers import change_builder_default
 
 import tinysr
 from tinysr import TinySRError, create_model, list_models, load, save
@@ -62,14 +62,7 @@ def test_a_model_file_records_every_option_and_rebuilds_with_them(tmp_path, monk
     save(create_model("edsr_baseline", scale=2, channels=4, blocks=1), path)
     assert json.loads(read_metadata(path)["kwargs"]) == {"scale": 2, "channels": 4, "blocks": 1, "res_scale": 1.0}
     original = registry._REGISTRY["edsr_baseline"]
-    signature = inspect.signature(original)
-
-    def with_defaults(res_scale=0.1, **kwargs):
-        return original(res_scale=res_scale, **kwargs)
-
-    with_defaults.__signature__ = signature.replace(
-        parameters=[p.replace(default=0.1) if p.name == "res_scale" else p for p in signature.parameters.values()])  # fmt: skip
-    monkeypatch.setitem(registry._REGISTRY, "edsr_baseline", with_defaults)
+    change_builder_default(monkeypatch, "edsr_baseline", "res_scale", 0.1)
     assert create_model("edsr_baseline", scale=2).tinysr_spec.kwargs["res_scale"] == 0.1
     assert load(path).tinysr_spec.kwargs["res_scale"] == 1.0
 

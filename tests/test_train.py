@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import re
@@ -18,16 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import make_folders, run_bounded, tiny_recipe, write_recipe
+from train_helpers import change_builder_default, make_folders, run_bounded, tiny_recipe, write_recipe
 
 import tinysr
 from tinysr import TinySRError
 from tinysr.data import TrainPatches
+from tinysr.model_file import read_metadata
 from tinysr.resize import imresize
 from tinysr.train import Callback, load_config, parse_config, register_callback, train
 from tinysr.train.checkpoint import load_state, save_state, state_path
-from tinysr.model_file import read_metadata
-from tinysr.models import registry
 from tinysr.train.loop import SampleStream, recipe_differences, train_or_reuse
 from tinysr.train.run_inputs import recipe_inputs
 from tinysr.train.schedule import lr_at
@@ -261,15 +259,7 @@ def test_a_finished_run_is_refused_once_its_models_builtin_default_changed(tmp_p
     recipe = parse_config(tiny_recipe(*folders, iterations=3))
     final = train_or_reuse(recipe, tmp_path / "run", device="cpu", progress=False)
     assert json.loads(read_metadata(final)["kwargs"]) == {"scale": 2, "channels": 8, "blocks": 1, "res_scale": 1.0}
-    original = registry._REGISTRY["edsr_baseline"]
-    signature = inspect.signature(original)
-
-    def edsr_baseline_now(**kwargs):
-        return original(**kwargs)
-
-    edsr_baseline_now.__signature__ = signature.replace(
-        parameters=[p.replace(default=0.1) if p.name == "res_scale" else p for p in signature.parameters.values()])  # fmt: skip
-    monkeypatch.setitem(registry._REGISTRY, "edsr_baseline", edsr_baseline_now)
+    change_builder_default(monkeypatch, "edsr_baseline", "res_scale", 0.1)
     with pytest.raises(TinySRError, match=r"run: finished with a model the recipe no longer builds \(model option res_scale: 1.0 there, 0.1 here: a default"):
         train_or_reuse(recipe, tmp_path / "run", device="cpu", progress=False)
     assert tinysr.load(final).tinysr_spec.kwargs["res_scale"] == 1.0  # the file still rebuilds the model it holds

@@ -8,7 +8,6 @@ to uint8), or taken from ``LR_bicubic`` when asked (a sanity check only: SPEC §
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from .errors import TinySRError
-from .io import list_images, read_image, write_image
+from .io import list_images, read_image, sha256_of, write_image
 from .resize import imresize
 
 # Bump when make_lr changes, so that cached LR images made by an older version are not reused.
@@ -50,7 +49,7 @@ class LRCache:
         self.root = Path(root) if root is not None else default_cache_dir() / "lr"
 
     def key(self, hr_path: Path, scale: int) -> str:
-        digest = hashlib.sha256(hr_path.read_bytes()).hexdigest()[:32]
+        digest = sha256_of(hr_path)[:32]
         return f"{digest}_x{scale}_{LR_PROTOCOL_VERSION}"
 
     def get(self, hr_path: Path, hr: np.ndarray, scale: int) -> np.ndarray:

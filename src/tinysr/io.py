@@ -1,4 +1,4 @@
-"""Reading and writing images, and RGB <-> YCbCr (SPEC §1).
+"""Reading and writing images, RGB <-> YCbCr (SPEC §1), and a file's content digest.
 
 This is the only module that touches files of pixels. Everything it returns is RGB uint8
 (H, W, 3); every other module works with float tensors or arrays in [0, 1].
@@ -6,6 +6,7 @@ This is the only module that touches files of pixels. Everything it returns is R
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -17,6 +18,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import TinySRError
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def sha256_of(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in chunks (model files can be large)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def is_image_file(path: str | Path) -> bool:

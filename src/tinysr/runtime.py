@@ -4,8 +4,8 @@ An SR network's activations are large (a 64-channel 320x180 feature map is 14.7 
 upsampler's output 59 MB). glibc's malloc serves blocks that large with ``mmap`` and returns them
 to the kernel with ``munmap`` on free, and trims the top of its heap, so every forward pass asks
 the kernel for hundreds of MB of fresh pages again, each 4 KiB page a zero-filled minor fault:
-55K-176K faults per pass of a bit-packed ``edsr_*`` x2 network at a 320x180 input, up to 40% of
-its time on one thread, and a time that varies with how the frees happen to interleave
+42K-176K faults per pass of a bit-packed ``edsr_*`` x2 network at a 320x180 input, 0-47% of its
+time, and a time that varies with how the frees happen to interleave
 (BENCHMARKS.md, "Page faults, not the network, set the packed networks' speed").
 
 :func:`retain_freed_memory` tells glibc to serve every block from its heap and never to trim it,
@@ -17,7 +17,6 @@ and ``bench`` call it; library users may call it themselves.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -31,11 +30,10 @@ def retain_freed_memory() -> bool:
     Returns whether it took effect: False where the C library is not glibc (macOS, musl, Windows),
     whose allocators are left as they are.
     """
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        libc = None
+        libc = ctypes.CDLL(None)  # the symbols the process has loaded, the C library's among them (POSIX)
+    except (OSError, TypeError):  # Windows has no such handle
+        return False
     mallopt = getattr(libc, "mallopt", None)
     if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):  # musl has a mallopt that does nothing
         return False

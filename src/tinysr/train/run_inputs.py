@@ -10,11 +10,11 @@ bytes is the same teacher.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from ..errors import TinySRError
+from ..io import sha256_of
 from ..model_file import atomic_write
 
 INPUTS_NAME = "inputs.json"
@@ -33,10 +33,6 @@ def recipe_inputs(recipe: dict) -> list[str]:
     """The files a run of ``recipe`` (a ``Config.to_dict()`` tree) reads: its ``init`` model and any
     file a loss term names. Callbacks are left out: they may name files they write (ASSL's output)."""
     return _named_files([recipe["init"], recipe["train"]["loss"]])
-
-
-def sha256_of(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def record_inputs(run_dir: str | Path, recipe: dict) -> None:
