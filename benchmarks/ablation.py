@@ -21,19 +21,18 @@ import tinysr
 from tinysr.compress import reparameterize
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
-from tinysr.train import load_config, train
-from tinysr.train.checkpoint import state_path
+from tinysr.train import load_config, train_or_reuse
 
 
 def run_recipe(recipe: Path, runs: Path, iterations: int | None) -> tuple[Path, float | None]:
     """Train (or reuse / resume) one recipe; returns its model file and the training wall time."""
     run_dir = runs / recipe.stem
-    final = run_dir / "model.safetensors"
     overrides = [f"train.iterations={iterations}"] if iterations else []
-    if not final.is_file():
-        config = load_config(recipe, overrides)
-        start = time.perf_counter()
-        train(config, run_dir, resume=state_path(run_dir).is_file(), progress=False)
+    config = load_config(recipe, overrides)
+    finished = (run_dir / "model.safetensors").is_file()
+    start = time.perf_counter()
+    final = train_or_reuse(config, run_dir, progress=False)  # a finished run is reused only if it is this recipe's
+    if not finished:
         (run_dir / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     wall = json.loads((run_dir / "wall_time.json").read_text())["seconds"] if (run_dir / "wall_time.json").is_file() else None
     return final, wall

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 import tinysr
 from tinysr.data import LRCache, TrainPatches
 from tinysr.train import parse_config
-from tinysr.train.loop import SampleStream, Trainer
+from tinysr.train import Trainer
+from tinysr.train.sampling import SampleStream
 
 
 def bare_loop(folder: str, iterations: int, batch: int, patch: int, seed: int) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import tinysr
-from tinysr.compress.pruning_run import METHODS, run_pruning
+from tinysr.workflows.pruning import METHODS, run_pruning
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
 from tinysr.train import load_config

@@ -10,7 +10,7 @@ import tinysr
 from tinysr.data import TrainPatches
 from tinysr.models.btm import MultiStageDistillation, spatial_softmax
 from tinysr.train import parse_config, train
-from tinysr.train.losses import Step
+from tinysr.plugins import Step
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def test_kd_loss_is_zero_against_itself_and_trains_the_student(tmp_path):
 
     class FakeTrainer:
         device = torch.device("cpu")
+        load_model = staticmethod(tinysr.load)
 
     same = MultiStageDistillation(str(tmp_path / "teacher.safetensors"), beta=1.0, gamma=1.0)
     FakeTrainer.model = tinysr.load(tmp_path / "teacher.safetensors")
@@ -87,6 +88,7 @@ def test_kd_loss_matches_its_formula_at_the_papers_pixel_range(tmp_path):
 
     class FakeTrainer:
         device = torch.device("cpu")
+        load_model = staticmethod(tinysr.load)
         model = student
 
     lr = torch.rand(2, 3, 8, 8)

@@ -20,7 +20,7 @@ def activation_gradient(model, branch: str, x: float = 0.1) -> float:
 class FakeTrainer:
     def __init__(self, model, iterations):
         self.model = model
-        self.config = type("C", (), {"train": type("T", (), {"iterations": iterations})()})()
+        self.total_iterations = iterations
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The README's main job, on the photographs scikit-image ships (installed by the test extra)."""
 
 from tinysr.io import read_image
-from tinysr.quickstart import run_quickstart, skimage_data_dir
+from tinysr.workflows.quickstart import run_quickstart, skimage_data_dir
 
 
 def test_quickstart_end_to_end(tmp_path, capsys):

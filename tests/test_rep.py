@@ -1,5 +1,7 @@
 """Re-parameterization (SPEC §7): merged == training form, frozen BN, plain merged networks."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -89,7 +91,7 @@ def test_frozen_bn_uses_population_statistics_and_keeps_learning():
 
 def test_freeze_bn_callback_switches_at_the_configured_fraction():
     model = tinysr.create_model("repsr", scale=2)
-    trainer = type("T", (), {"model": model, "config": type("C", (), {"train": type("X", (), {"iterations": 100})()})()})()
+    trainer = SimpleNamespace(model=model, total_iterations=100)
     bns = [m for m in model.modules() if isinstance(m, FreezableBatchNorm2d)]
     FreezeBN(at=0.9).on_step_start(trainer, 89)
     assert not any(bn.freeze_stats for bn in bns)
@@ -99,8 +101,8 @@ def test_freeze_bn_callback_switches_at_the_configured_fraction():
     assert not any(bn.freeze_stats for bn in bns)
 
 
-def test_reparameterize_rejects_other_models():
-    with pytest.raises(tinysr.TinySRError, match="BaseNet"):
+def test_reparameterize_rejects_models_without_mergeable_blocks():
+    with pytest.raises(tinysr.TinySRError, match="vdsr has no re-parameterizable blocks"):
         reparameterize(tinysr.create_model("vdsr", scale=2))
 
 
@@ -110,7 +112,11 @@ def test_cli_deploy(tmp_path, capsys):
     tinysr.save(model, tmp_path / "train.safetensors")
     assert main(["deploy", "-m", str(tmp_path / "train.safetensors"), "-o", str(tmp_path / "plain.safetensors")]) == 0
     plain = tinysr.load(tmp_path / "plain.safetensors")
-    assert plain.tinysr_spec.name == "basenet" and "basenet" in capsys.readouterr().out
+    assert plain.tinysr_spec.transformed_by("reparameterize") and "merged into plain convs" in capsys.readouterr().out
+    basenet = tinysr.create_model("basenet", scale=2)  # the merged file holds a plain basenet's weights
+    basenet.load_state_dict(plain.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(basenet.eval()(torch.ones(1, 3, 5, 5)), plain(torch.ones(1, 3, 5, 5)))
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         assert (plain(x) - model(x)).abs().max() <= 1e-4

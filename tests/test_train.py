@@ -26,8 +26,10 @@ from tinysr.model_file import read_metadata
 from tinysr.resize import imresize
 from tinysr.train import Callback, load_config, parse_config, register_callback, train
 from tinysr.train.checkpoint import load_state, save_state, state_path
-from tinysr.train.loop import SampleStream, recipe_differences, train_or_reuse
-from tinysr.train.run_inputs import recipe_inputs
+from tinysr.train import train_or_reuse
+from tinysr.train.run_dir import recipe_differences
+from tinysr.train.sampling import SampleStream
+from tinysr.train.run_dir import recipe_inputs
 from tinysr.train.schedule import lr_at
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,28 @@ import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
+from ._version import __version__
+from .bench import get_suite, run_bench
+from .compress import binary_weight_bytes, deployable
+from .compress.deploy import deploy_form
+from .data import BenchmarkSet, LRCache
 from .errors import TinySRError
+from .evaluate import evaluate
+from .export import check_onnx, export_onnx
+from .files import atomic_write
+from .inference import upscale
+from .io import is_image_file, list_images, read_image, write_image
+from .model_file import load, save
+from .models import create_model, list_models, model_spec
+from .models.registry import SUPPORTED_SCALES
+from .profile import profile
+from .runtime import retain_freed_memory
+from .train import load_config, train
+from .workflows.pruning import METHODS as PRUNE_METHODS
+from .workflows.pruning import run_pruning
+from .workflows.quickstart import run_quickstart
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -31,7 +52,6 @@ def _scale(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer scale") from None
-    from .models.registry import SUPPORTED_SCALES
 
     if value not in SUPPORTED_SCALES:
         raise argparse.ArgumentTypeError(f"{value}: supported scales are {', '.join(map(str, SUPPORTED_SCALES))}")
@@ -40,8 +60,6 @@ def _scale(text: str) -> int:
 
 def resolve_model(name_or_path: str, scale: int | None, device: str = "cpu", warn: bool = True):
     """A model file (whose scale must be ``scale``, if given) or a registry name (built for ``scale``)."""
-    from .model_file import load
-    from .models import create_model, list_models, model_spec
 
     path = Path(name_or_path)
     if path.is_file() or path.suffix == ".safetensors":
@@ -61,15 +79,12 @@ def resolve_model(name_or_path: str, scale: int | None, device: str = "cpu", war
 
 
 def _write_json(path: str, payload) -> None:
-    from .model_file import atomic_write
 
     text = json.dumps(payload, indent=2)
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from .data import BenchmarkSet, LRCache
-    from .evaluate import evaluate
 
     for folder in args.data:
         if not Path(folder).is_dir():
@@ -97,7 +112,6 @@ def _human(n: float) -> str:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from .profile import profile
 
     if args.hr_size is not None:
         h, w = args.hr_size
@@ -127,7 +141,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import load_config, train
 
     if args.config is None:
         if not args.resume:
@@ -141,8 +154,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from .compress.pruning_run import run_pruning
-    from .train import load_config
 
     config = load_config(args.config, overrides=args.set or [])
     final = run_pruning(config, args.output, getattr(args, "from"), args.ratio, args.method, args.prune_lr, args.device, not args.quiet)
@@ -161,8 +172,6 @@ def _ratio(text: str) -> float:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from .inference import upscale
-    from .io import is_image_file, list_images, read_image, write_image
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
@@ -177,7 +186,6 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         out = dst / f"{src.stem}.png" if dst.is_dir() or args.output.endswith(("/", "\\")) else dst
         pairs = [(src, out)]
     model = resolve_model(args.model, args.scale, device=args.device)
-    from tqdm import tqdm
 
     for image_path, out_path in tqdm(pairs, desc="upscale", disable=args.quiet or len(pairs) == 1):
         write_image(out_path, upscale(model, read_image(image_path), tile=args.tile, tile_pad=args.tile_pad))
@@ -189,43 +197,23 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from .compress import pack, reparameterize
-    from .model_file import load, save
-    from .models.repsr import BaseNet
-    from .profile import profile
-
     model = load(args.model)
-    if args.pack or not isinstance(model, BaseNet):
-        packed = pack(model)
-        save(packed, args.output)
-        before, after = _binary_weight_bytes(model), _binary_weight_bytes(packed)
-        print(f"{args.output}: {model.tinysr_spec.name} with bit-packed binary convs; their weights "
+    form = deploy_form(model, "pack" if args.pack else "auto")
+    deployed = deployable(model, form)
+    save(deployed, args.output)
+    name = model_spec(model).name
+    if form == "pack":
+        before, after = binary_weight_bytes(model), binary_weight_bytes(deployed)
+        print(f"{args.output}: {name} with bit-packed binary convs; their weights "
               f"{before / 1e3:.1f} kB -> {after / 1e3:.1f} kB ({before / after:.1f}x smaller)")  # fmt: skip
         return 0
-    merged = reparameterize(model)
-    save(merged, args.output)
-    before, after = profile(model, (180, 320)), profile(merged, (180, 320))
-    print(f"{args.output}: plain {merged.tinysr_spec.name}, params {before.params / 1e3:.1f}K -> {after.params / 1e3:.1f}K, "
+    before, after = profile(model, (180, 320)), profile(deployed, (180, 320))
+    print(f"{args.output}: {name} merged into plain convs, params {before.params / 1e3:.1f}K -> {after.params / 1e3:.1f}K, "
           f"FLOPs at 320x180 {before.flops / 1e9:.2f}G -> {after.flops / 1e9:.2f}G")  # fmt: skip
     return 0
 
 
-def _binary_weight_bytes(model) -> int:
-    """Bytes of the binary convs' weights: float32 before packing, 1-bit words (+ scale vectors) after."""
-    from .nn import BinaryConv2d
-    from .nn.packed import PackedBinaryConv2d
-
-    total = 0
-    for m in model.modules():
-        if isinstance(m, BinaryConv2d) and m.is_binary:
-            total += m.weight.numel() * m.weight.element_size()
-        elif isinstance(m, PackedBinaryConv2d):
-            total += m.weight_words.numel() * 8 + m.alpha.numel() * 4
-    return total
-
-
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import check_onnx, export_onnx
 
     model = resolve_model(args.model, args.scale)
     path = export_onnx(model, args.output, lr_size=args.lr_size, opset=args.opset)
@@ -237,7 +225,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import get_suite, run_bench
 
     suite = get_suite(args.suite)
     run_bench(suite, args.output, test_sets=args.test, device=args.device, progress=not args.quiet, plots=not args.no_plots)
@@ -247,14 +234,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from .quickstart import run_quickstart
 
     run_quickstart(args.output, iterations=args.iterations, data=args.data, device=args.device, progress=not args.quiet)
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import list_models
 
     print("\n".join(list_models()))
     return 0
@@ -277,7 +262,6 @@ def _add_device_and_quiet(p: argparse.ArgumentParser, default_device: str | None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
 
     parser = _Parser(prog="tinysr", description="Efficient single-image super-resolution.")
     parser.add_argument("--version", action="version", version=f"tinysr {__version__}")
@@ -327,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, metavar="RUN_DIR", help="run folder (rerun the same command to resume)")
     p.add_argument("--from", required=True, metavar="MODEL_FILE", help="the trained model to prune")
     p.add_argument("--ratio", type=_ratio, required=True, help="fraction of each layer's filters to remove, e.g. 0.5")
-    p.add_argument("--method", choices=["assl", "l1", "scratch"], default="assl", help="assl (default), l1 (L1-norm, no regularisation) or scratch")
+    p.add_argument("--method", choices=PRUNE_METHODS, default="assl", help="assl (default), l1 (L1-norm, no regularisation) or scratch")
     p.add_argument("--prune-lr", type=float, default=2e-4, help="constant learning rate of ASSL's regularisation phase (paper: 2e-4)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key (repeatable)")
     _add_device_and_quiet(p)
@@ -372,8 +356,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.func in (cmd_test, cmd_upscale, cmd_bench):  # inference: reuse activation memory (runtime.py)
-        from .runtime import retain_freed_memory
-
         retain_freed_memory()
     try:
         return args.func(args)

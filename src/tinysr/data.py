@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .errors import TinySRError
-from .io import list_images, read_image, sha256_of, write_image
+from .files import sha256_of
+from .io import list_images, read_image, write_image
 from .resize import imresize
 
 # Bump when make_lr changes, so that cached LR images made by an older version are not reused.

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .errors import TinySRError
-from .model_file import atomic_write
+from .files import atomic_write
 
 
 def export_onnx(model: nn.Module, path: str | Path, lr_size: tuple[int, int] | None = None, opset: int = 17) -> Path:

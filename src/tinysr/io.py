@@ -1,4 +1,4 @@
-"""Reading and writing images, RGB <-> YCbCr (SPEC §1), and a file's content digest.
+"""Reading and writing images and RGB <-> YCbCr (SPEC §1).
 
 This is the only module that touches files of pixels. Everything it returns is RGB uint8
 (H, W, 3); every other module works with float tensors or arrays in [0, 1].
@@ -6,9 +6,6 @@ This is the only module that touches files of pixels. Everything it returns is R
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +13,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import TinySRError
+from .files import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
-
-
-def sha256_of(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, read in chunks (model files can be large)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -84,15 +76,7 @@ def write_image(path: str | Path, img: np.ndarray | torch.Tensor) -> None:
     """
     path = Path(path)
     arr = to_uint8(img)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(arr, mode="RGB").save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Image.fromarray(arr, mode="RGB").save(tmp, format="PNG"))
 
 
 def to_uint8(img: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -1,15 +1,14 @@
 """The one model file format (DESIGN.md principle 4): safetensors weights + JSON metadata.
 
 The metadata holds the registry name and keyword arguments the model was built with, its
-scale, and the tinysr version, so :func:`load` rebuilds the module with
-:func:`tinysr.create_model` and loads the weights strictly. No pickled code is ever executed.
+scale, the transforms that derived it (``compress/transforms.py``) and the tinysr version, so
+:func:`load` rebuilds the module with :func:`tinysr.create_model`, re-applies the transforms and
+loads the weights strictly. No pickled code is ever executed.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,32 +16,19 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from . import compress  # noqa: F401  (registers the transforms a model file may record)
+from ._version import __version__
+from .compress.transforms import rebuild
 from .errors import TinySRError
+from .files import atomic_write
 from .models.registry import create_model, model_spec
 
 FORMAT_NAME = "tinysr-model"
 FORMAT_VERSION = "1"
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``: a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(model: nn.Module, path: str | Path) -> None:
     """Write ``model`` (built by :func:`tinysr.create_model`) to ``path`` atomically."""
-    from . import __version__
-
     spec = model_spec(model)
     # clone: safetensors refuses tensors that share storage (tied weights, views).
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
@@ -56,17 +42,6 @@ def save(model: nn.Module, path: str | Path) -> None:
         "tinysr_version": __version__,
     }
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def _apply_transform(transform: dict, model: nn.Module, path: Path) -> nn.Module:
-    """Rebuild the structure of a deployed model (its weights are loaded afterwards)."""
-    from .compress import TRANSFORMS
-
-    name = transform.get("name")
-    if name not in TRANSFORMS:
-        raise TinySRError(f"{path}: unknown model transform {name!r} (known: {', '.join(TRANSFORMS)})")
-    args = {k: v for k, v in transform.items() if k != "name"}
-    return TRANSFORMS[name](model, **args)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -94,7 +69,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     except TinySRError as exc:  # e.g. an option this version's builder no longer has
         raise TinySRError(f"{path}: {exc}") from exc
     for transform in json.loads(metadata.get("transforms", "[]")):
-        model = _apply_transform(transform, model, path)
+        model = rebuild(model, transform, str(path))
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             state = {k: f.get_tensor(k) for k in f.keys()}

@@ -7,23 +7,23 @@
 * **ops** = flops + bops / 64.
 
 MACs come from forward hooks during one pass on the ``meta`` device, so no arithmetic is done
-and any input size costs nothing. Every module that owns parameters must have a cost rule
-(:func:`register_cost`); an unknown one is an error rather than a silent zero.
+and any input size costs nothing. Each layer type states its cost rule where it is defined
+(:func:`tinysr.plugins.register_cost`; PyTorch's own layers in ``nn/torch_costs.py``) and this
+module only adds them up. Every module that owns parameters or buffers (a packed layer owns only
+buffers) must have a rule; an unknown one is an error rather than a silent zero.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
+from . import nn as layers  # noqa: F401  (the layers' modules register their cost rules)
 from .errors import TinySRError
-from .nn.binary import BinaryConv2d, LearnableBias, RPReLU, RSign
-from .nn.layers import WeightedSum
-from .nn.rep import EdgeBranch
+from .plugins import cost_rule, param_rule
 
 BINARY_PARAM_WEIGHT = 1.0 / 32.0
 BOPS_PER_OP = 64.0
@@ -85,79 +85,8 @@ class Profile:
         return {**self.summary(), "layers": [asdict(layer) for layer in self.layers]}
 
 
-# A cost rule: (module, inputs, output) -> (flops, bops) for one call.
-CostRule = Callable[[nn.Module, tuple, torch.Tensor], tuple[int, int]]
-# A parameter split: module -> (fp params, binary params) of its own parameters.
-ParamRule = Callable[[nn.Module], tuple[int, int]]
-
-_COST_RULES: dict[type, CostRule] = {}
-_PARAM_RULES: dict[type, ParamRule] = {}
-
-
 def _own_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters(recurse=False))
-
-
-def register_cost(*types: type, params: ParamRule | None = None):
-    """Decorator registering a MAC rule (and optionally a params split) for module types."""
-
-    def deco(rule: CostRule) -> CostRule:
-        for t in types:
-            _COST_RULES[t] = rule
-            if params is not None:
-                _PARAM_RULES[t] = params
-        return rule
-
-    return deco
-
-
-def _rule_for(module: nn.Module, table: dict):
-    for cls in type(module).__mro__:
-        if cls in table:
-            return table[cls]
-    return None
-
-
-@register_cost(nn.Conv2d, nn.ConvTranspose2d)
-def _conv_cost(m: nn.Conv2d, inputs, out) -> tuple[int, int]:
-    kh, kw = m.kernel_size
-    per_output = (m.in_channels // m.groups) * kh * kw
-    if isinstance(m, nn.ConvTranspose2d):  # every input pixel scatters into out_channels/groups maps
-        return inputs[0].numel() * (m.out_channels // m.groups) * kh * kw, 0
-    return out.numel() * per_output, 0
-
-
-def _binary_conv_params(m: BinaryConv2d) -> tuple[int, int]:
-    """A binarized weight is 1 bit (counted 1/32); the bias stays full precision."""
-    bias = m.bias.numel() if m.bias is not None else 0
-    if getattr(m.weight_quantizer, "precision", 32) == 1:
-        return bias, m.weight.numel()
-    return bias + m.weight.numel(), 0
-
-
-@register_cost(BinaryConv2d, params=_binary_conv_params)
-def _binary_conv_cost(m: BinaryConv2d, inputs, out) -> tuple[int, int]:
-    """Binary MACs when both operands are 1-bit (XNOR-popcount); otherwise ordinary MACs."""
-    macs, _ = _conv_cost(m, inputs, out)
-    return (0, macs) if m.is_binary else (macs, 0)
-
-
-@register_cost(EdgeBranch)
-def _edge_branch_cost(m: EdgeBranch, inputs, out) -> tuple[int, int]:
-    """The depthwise 3x3 edge filter (its 1x1 conv is a child, counted on its own)."""
-    return out.numel() * 9, 0
-
-
-@register_cost(nn.Linear)
-def _linear_cost(m: nn.Linear, inputs, out) -> tuple[int, int]:
-    return out.numel() * m.in_features, 0
-
-
-# Per-channel affine or activation parameters: counted as params, their element-wise work is not
-# counted as MACs (BN folds into the neighbouring conv at inference).
-@register_cost(nn.BatchNorm2d, nn.BatchNorm1d, nn.PReLU, nn.GroupNorm, nn.LayerNorm, LearnableBias, RSign, RPReLU, WeightedSum)
-def _elementwise_cost(m, inputs, out) -> tuple[int, int]:
-    return 0, 0
 
 
 def profile(model: nn.Module, lr_size: tuple[int, int], batch: int = 1) -> Profile:
@@ -173,19 +102,19 @@ def profile(model: nn.Module, lr_size: tuple[int, int], batch: int = 1) -> Profi
     hooks = []
     for name, module in meta_model.named_modules():
         own = _own_params(module)
-        cost_rule = _rule_for(module, _COST_RULES)
-        if own and cost_rule is None:
+        rule = cost_rule(module)
+        if rule is None and (own or next(module.buffers(recurse=False), None) is not None):
             raise TinySRError(
                 f"profile: no cost rule for layer {name or '<root>'} of type {type(module).__name__}; "
-                "register one with tinysr.profile.register_cost"
+                "register one with tinysr.plugins.register_cost"
             )
-        param_rule = _rule_for(module, _PARAM_RULES)
-        fp, binary = param_rule(module) if param_rule else (own, 0)
+        split = param_rule(module)
+        fp, binary = split(module) if split else (own, 0)
         cost = LayerCost(name=name or "<root>", kind=type(module).__name__, params_fp=fp, params_binary=binary)
         costs[name] = cost
-        if cost_rule is not None:
+        if rule is not None:
 
-            def hook(mod, inputs, output, cost=cost, rule=cost_rule):
+            def hook(mod, inputs, output, cost=cost, rule=rule):
                 flops, bops = rule(mod, inputs, output)
                 cost.flops += int(flops)
                 cost.bops += int(bops)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..model_file import atomic_write
+from ..files import atomic_write
 from .suites import BINARY, REFERENCE, Suite
 
 FORM_NAMES = {"merge": "merged", "pack": "bit-packed", "none": "as trained"}

@@ -9,7 +9,8 @@ For each entry, in the suite's order:
 2. the deployable form: re-parameterized (``merge``), bit-packed (``pack``) or as trained;
 3. its numbers: PSNR / SSIM on each test folder (SPEC §1; scored on the deployable form, which
    is what a user ships), params / FLOPs / BOPs / OPs at a 320x180 LR input and Mult-Adds at a
-   1280x720 output (SPEC §3; merged forms are counted merged), and the median CPU time of one
+   1280x720 output (SPEC §3), counted on the deployable form (merged forms count merged; packed
+   ones count what they replaced), and the median CPU time of one
    forward pass of the deployable form.
 
 Each entry's numbers are stored in ``DIR/<name>/result.json`` (atomically) together with the
@@ -28,19 +29,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..compress import pack, reparameterize
-from ..compress.pruning_run import run_pruning
+from ..compress import deployable
+from ..workflows.pruning import run_pruning
 from ..data import BenchmarkSet, LRCache, make_lr, mod_crop
 from ..errors import TinySRError
 from ..evaluate import evaluate
 from ..inference import super_resolve
 from ..io import read_image, write_image
-from ..model_file import atomic_write, load
+from ..files import atomic_write
+from ..model_file import load
 from ..models import create_model
 from ..profile import profile
 from ..train.config import load_config
 from ..train.loop import train_or_reuse
 from . import paper
+from .plots import plot_crops, plot_psnr_vs_ops
+from .report import write_tables
 from .suites import Entry, Suite, configs_dir
 
 HR_720P = (720, 1280)  # the output size of the lightweight-FP tables' Mult-Adds (SPEC §3)
@@ -71,16 +75,6 @@ def trained_model(entry: Entry, suite: Suite, out_dir: Path, device: str | None,
         final = run_pruning(config, run_dir, source, entry.prune.ratio, entry.prune.method, entry.prune.prune_lr, device=device, progress=progress)
         return final, config.train.iterations
     return train_or_reuse(config, run_dir, device=device, progress=progress), config.train.iterations
-
-
-def deployable(model: torch.nn.Module, how: str) -> torch.nn.Module:
-    if how == "merge":
-        return reparameterize(model)
-    if how == "pack":
-        return pack(model)
-    if how != "none":
-        raise TinySRError(f"bench: unknown deploy form {how!r} (merge, pack, none)")
-    return model
 
 
 def cpu_time_ms(model: torch.nn.Module, lr_size: tuple[int, int], repeat: int) -> float:
@@ -136,9 +130,8 @@ def _stamp(path: Path | None) -> list[int] | None:
 def measure(entry: Entry, model: torch.nn.Module, deployed: torch.nn.Module, suite: Suite, test_sets: list[str], cache: LRCache) -> dict:
     """Every number of one row, for the model as trained (``model``) and its deployable form."""
     scale = model.tinysr_spec.scale
-    counted = deployed if entry.deploy == "merge" else model  # packing changes no count
-    cost = profile(counted, lr_size=(180, 320))
-    multadds = profile(counted, lr_size=(HR_720P[0] // scale, HR_720P[1] // scale)).flops
+    cost = profile(deployed, lr_size=(180, 320))
+    multadds = profile(deployed, lr_size=(HR_720P[0] // scale, HR_720P[1] // scale)).flops
     row = {
         "method": entry.name, "family": entry.family, "scale": scale, "form": entry.deploy,
         "params": cost.params, "params_fp": cost.params_fp, "params_binary": cost.params_binary,
@@ -160,8 +153,6 @@ def measure(entry: Entry, model: torch.nn.Module, deployed: torch.nn.Module, sui
 def run_bench(suite: Suite, out_dir: str | Path, test_sets: list[str] | None = None, device: str | None = None,
               progress: bool = True, plots: bool = True, log=print) -> list[dict]:  # fmt: skip
     """Run ``suite`` into ``out_dir``; returns the rows (also written as results.csv / results.md)."""
-    from .report import write_tables
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     test_sets = list(test_sets or suite.test_sets)
@@ -202,8 +193,6 @@ def run_bench(suite: Suite, out_dir: str | Path, test_sets: list[str] | None = N
         log(f"bench: {entry.name} x{scale}: {scores}")
     write_tables(rows, test_sets, suite, out_dir)
     if plots:
-        from .plots import plot_crops, plot_psnr_vs_ops
-
         for scale, by_method in crops.items():
             sheet = sheet_for(scale)
             plot_psnr_vs_ops([r for r in rows if r["scale"] == scale], Path(test_sets[0]).name, out_dir / f"psnr_vs_ops_x{scale}.png")

@@ -1,16 +1,15 @@
-"""Transforms of a trained model into a deployable one (DESIGN.md principle 3)."""
+"""Transforms of a trained model into a deployable one (DESIGN.md principle 3).
+
+Every transform is registered in :mod:`.transforms` and recorded in the model's spec, so a model
+file rebuilds itself. The modules below are imported here, explicitly: importing the package
+registers every transform (pack, prune, reparameterize) and ASSL's training callback.
+"""
 
 from . import assl  # noqa: F401  (registers the ``assl`` training callback)
-from .pack import pack, set_kernel
+from .deploy import deployable
+from .pack import binary_weight_bytes, pack, set_kernel
 from .prune import apply_widths, l1_plan, prune
 from .reparameterize import reparameterize
+from .transforms import list_transforms
 
-
-def _rebuild_pack(model):
-    return pack(model)
-
-
-# Structural transforms a model file may record (ModelSpec.transforms): load re-applies them.
-TRANSFORMS = {"pack": _rebuild_pack, "prune": apply_widths}
-
-__all__ = ["TRANSFORMS", "apply_widths", "l1_plan", "pack", "prune", "reparameterize", "set_kernel"]
+__all__ = ["apply_widths", "binary_weight_bytes", "deployable", "l1_plan", "list_transforms", "pack", "prune", "reparameterize", "set_kernel"]

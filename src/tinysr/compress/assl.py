@@ -30,10 +30,9 @@ import math
 import torch
 
 from ..errors import TinySRError
-from ..model_file import save
-from ..train.callbacks import Callback, register_callback
+from ..plugins import Callback, register_callback
 from .channels import channel_groups
-from .prune import WeightNormConv2d, fold_weight_norm, insert_weight_norm, kept_count, lowest, prune
+from .prune import WeightNormConv2d, fold_weight_norm, insert_weight_norm, kept_count, kept_indices, lowest, prune
 
 PRUNED_FILE = "pruned.safetensors"
 
@@ -61,7 +60,7 @@ class ASSL(Callback):
 
     # ------------------------------------------------------------------------------ set-up
     def on_train_start(self, trainer) -> None:
-        if trainer.config.train.iterations < self.iterations:
+        if trainer.total_iterations < self.iterations:
             raise TinySRError(f"assl: train.iterations must be at least {self.iterations} for every penalty to reach tau "
                               f"(ssa_iterations + ceil(tau/delta) * every)")  # fmt: skip
         model = trainer.model
@@ -125,16 +124,11 @@ class ASSL(Callback):
         if missing:
             raise TinySRError(f"assl: no prune set yet for {', '.join(missing)} (stopped before ssa_iterations)")
         plain = fold_weight_norm(copy.deepcopy(model))
-        keep = {}
-        for g in self.groups:
-            mask = torch.ones(g.channels, dtype=torch.bool)
-            mask[self.prune_sets[g.key]] = False
-            keep[g.key] = mask.nonzero().flatten()
-        return prune(plain, keep)
+        return prune(plain, {g.key: kept_indices(g.channels, self.prune_sets[g.key]) for g in self.groups})
 
     def on_train_end(self, trainer) -> None:
-        if trainer.dist.is_main:
-            save(self.pruned_model(trainer.eval_model()), trainer.run_dir / self.output)
+        if trainer.is_main:
+            trainer.save_model(self.pruned_model(trainer.eval_model()), trainer.run_dir / self.output)
 
     def state_dict(self) -> dict:
         return {"prune_sets": {k: list(v) for k, v in self.prune_sets.items()}}

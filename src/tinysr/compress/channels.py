@@ -29,6 +29,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import TinySRError
+from ..models.bicubic import Bicubic
 
 # Modules that act on each channel separately (channel c in -> channel c out).
 _CHANNELWISE_MODULES = (nn.ReLU, nn.PReLU, nn.LeakyReLU, nn.BatchNorm2d, nn.Identity, nn.Dropout)
@@ -75,8 +76,6 @@ class _Tracer(fx.Tracer):
     """Treats MATLAB-bicubic pre-upsamplers as opaque (their Python resize code is not traceable)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        from ..models.bicubic import Bicubic
-
         return isinstance(m, Bicubic) or super().is_leaf_module(m, qualname)
 
 
@@ -193,7 +192,8 @@ def _slice_follower(module: nn.Module, idx: torch.Tensor) -> nn.Module:
     return new.to(next(iter(module.parameters())).device).train(module.training)
 
 
-def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted ``path`` of ``model`` (replacing what is there)."""
     parent_path, _, name = path.rpartition(".")
     setattr(model.get_submodule(parent_path) if parent_path else model, name, module)
 
@@ -223,7 +223,7 @@ def narrow(model: nn.Module, keep: dict[str, torch.Tensor], groups: list[Channel
         for c in group.consumers:
             in_idx[c] = idx
         for f in group.followers:
-            _set_module(model, f, _slice_follower(modules[f], idx))
+            set_submodule(model, f, _slice_follower(modules[f], idx))
     for name in set(out_idx) | set(in_idx):
-        _set_module(model, name, _slice_conv(modules[name], out_idx.get(name), in_idx.get(name)))
+        set_submodule(model, name, _slice_conv(modules[name], out_idx.get(name), in_idx.get(name)))
     return model

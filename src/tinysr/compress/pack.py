@@ -21,6 +21,7 @@ from ..errors import TinySRError
 from ..models.registry import model_spec
 from ..nn.binary import BinaryConv2d
 from ..nn.packed import KERNELS, PackedBinaryConv2d
+from .transforms import record, register_transform
 
 TRANSFORM = "pack"
 
@@ -45,8 +46,24 @@ def pack(model: nn.Module) -> nn.Module:
     packed = copy.deepcopy(model).eval()
     if _replace_binary_convs(packed) == 0:
         raise TinySRError(f"pack: {spec.name} has no binary convolutions to pack")
-    packed.tinysr_spec = spec.with_transform(TRANSFORM)
-    return packed.to(memory_format=torch.channels_last)
+    return record(model, packed, TRANSFORM).to(memory_format=torch.channels_last)
+
+
+@register_transform(TRANSFORM)
+def _rebuild_pack(model: nn.Module) -> nn.Module:
+    return pack(model)
+
+
+def binary_weight_bytes(model: nn.Module) -> int:
+    """Bytes that hold the binary convs' weights: float before packing, 1-bit words and the
+    per-channel scale after."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, BinaryConv2d) and m.is_binary:
+            total += m.weight.numel() * m.weight.element_size()
+        elif isinstance(m, PackedBinaryConv2d):
+            total += m.weight_words.numel() * m.weight_words.element_size() + m.alpha.numel() * m.alpha.element_size()
+    return total
 
 
 def set_kernel(model: nn.Module, kernel: str) -> nn.Module:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TinySRError
-from ..models.registry import model_spec
-from .channels import ChannelGroup, channel_groups, narrow
+from .channels import ChannelGroup, channel_groups, narrow, set_submodule
+from .transforms import record, register_transform
 
 TRANSFORM = "prune"
 
@@ -54,17 +54,12 @@ class WeightNormConv2d(nn.Module):
         return conv
 
 
-def _set(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, name, module)
-
-
 def insert_weight_norm(model: nn.Module, names: list[str]) -> dict[str, WeightNormConv2d]:
     """Wrap each named conv in a :class:`WeightNormConv2d`, in place; returns them by name."""
     wrapped = {}
     for name in names:
         wrapped[name] = WeightNormConv2d(model.get_submodule(name))
-        _set(model, name, wrapped[name])
+        set_submodule(model, name, wrapped[name])
     return wrapped
 
 
@@ -72,7 +67,7 @@ def fold_weight_norm(model: nn.Module) -> nn.Module:
     """Replace every :class:`WeightNormConv2d` by the plain conv it computes, in place."""
     for name, module in list(model.named_modules()):
         if isinstance(module, WeightNormConv2d):
-            _set(model, name, module.folded())
+            set_submodule(model, name, module.folded())
     return model
 
 
@@ -107,25 +102,26 @@ def l1_plan(model: nn.Module, ratio: float, groups: list[ChannelGroup] | None = 
     plan = {}
     for g in groups:
         scores = filter_scores(model, g)
-        pruned = lowest(scores, g.channels - kept_count(g.channels, ratio))
-        mask = torch.ones(g.channels, dtype=torch.bool)
-        mask[pruned] = False
-        plan[g.key] = mask.nonzero().flatten()
+        plan[g.key] = kept_indices(g.channels, lowest(scores, g.channels - kept_count(g.channels, ratio)))
     return plan
+
+
+def kept_indices(channels: int, pruned) -> torch.Tensor:
+    """The sorted indices of ``range(channels)`` that are not in ``pruned``."""
+    mask = torch.ones(channels, dtype=torch.bool)
+    mask[torch.as_tensor(pruned, dtype=torch.long)] = False
+    return mask.nonzero().flatten()
 
 
 @torch.no_grad()
 def prune(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
     """A pruned copy of ``model`` keeping channels ``keep[group key]`` (see :func:`l1_plan`)."""
-    spec = model_spec(model)
     pruned = narrow(copy.deepcopy(model), keep)
-    widths = {key: int(len(idx)) for key, idx in keep.items()}
-    pruned.tinysr_spec = spec.with_transform(TRANSFORM, widths=widths)
-    return pruned
+    return record(model, pruned, TRANSFORM, widths={key: int(len(idx)) for key, idx in keep.items()})
 
 
+@register_transform(TRANSFORM)
 def apply_widths(model: nn.Module, widths: dict[str, int]) -> nn.Module:
     """Structure of a pruned model (the first ``n`` channels of each group; weights come from the file)."""
     narrow(model, {key: torch.arange(n) for key, n in widths.items()})
-    model.tinysr_spec = model_spec(model).with_transform(TRANSFORM, widths=dict(widths))
-    return model
+    return record(model, model, TRANSFORM, widths=dict(widths))

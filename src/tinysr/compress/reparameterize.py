@@ -1,42 +1,61 @@
-"""``reparameterize(model)``: merge a training-form BaseNet (RepSR / ECBSR / RepVGG) into a plain one (SPEC §7).
+"""``reparameterize(model)``: merge every re-parameterizable block of a model into one conv (SPEC §7).
 
-Every re-parameterizable block becomes its single equivalent conv3x3 (BN folded with its running
-statistics); the PReLUs are copied. The result is a ``basenet`` built by ``create_model``, so its
-model file loads on its own. The merged network computes the same function as the original in
-eval mode, up to float rounding.
+A block is re-parameterizable when it has a ``reparameterize()`` method returning the single
+``nn.Conv2d`` it computes in eval mode (``nn/rep.py``: RepSR, ECB, RepVGG blocks, BN folded with
+its running statistics). :func:`reparameterize` walks any model, puts each block's conv in its
+place and records the transform, so the merged model file rebuilds itself (the blocks of a fresh
+model merged, then the stored weights loaded). The merged network computes the same function as
+the original in eval mode, up to float rounding; a merged RepSR / ECBSR / RepVGG network has the
+structure and state-dict keys of the plain ``basenet`` of the same size.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
 
 from ..errors import TinySRError
-from ..models import create_model
-from ..models.repsr import BaseNet
+from ..models.registry import model_spec
+from .transforms import record, register_transform
+
+TRANSFORM = "reparameterize"
 
 
-def _conv_of(block: nn.Module) -> nn.Conv2d:
-    return block if isinstance(block, nn.Conv2d) else block.reparameterize()
+def mergeable(module: nn.Module) -> bool:
+    """Whether ``module`` is a block that merges into one conv."""
+    return callable(getattr(module, "reparameterize", None))
+
+
+def has_mergeable_blocks(model: nn.Module) -> bool:
+    return any(mergeable(m) for m in model.modules())
+
+
+def _merge_blocks(module: nn.Module) -> int:
+    """Replace every mergeable block under ``module`` by its conv, in place; returns how many."""
+    count = 0
+    for name, child in module.named_children():
+        if mergeable(child):
+            setattr(module, name, child.reparameterize())
+            count += 1
+        else:
+            count += _merge_blocks(child)
+    return count
 
 
 @torch.no_grad()
 def reparameterize(model: nn.Module) -> nn.Module:
-    """A plain ``basenet`` computing what ``model`` (a BaseNet in any training form) computes in eval mode."""
-    if not isinstance(model, BaseNet):
-        raise TinySRError(f"reparameterize: expected a BaseNet-family model (repsr, ecbsr, repvgg_sr), got {type(model).__name__}")
-    was_training = model.training
-    model.eval()
-    merged = create_model("basenet", scale=model.scale, channels=model.channels, blocks=model.blocks)
-    reference = next(model.parameters())
-    merged.to(device=reference.device, dtype=reference.dtype)  # keep the model's device and precision
-    pairs = [(merged.head, model.head), (merged.tail, model.tail)] + list(zip(merged.body, model.body))
-    for target, block in pairs:
-        conv = _conv_of(block)
-        target.weight.copy_(conv.weight)
-        target.bias.copy_(conv.bias)
-    merged.head_act.load_state_dict(model.head_act.state_dict())
-    for target, act in zip(merged.body_acts, model.body_acts):
-        target.load_state_dict(act.state_dict())
-    model.train(was_training)
-    return merged.eval()
+    """A copy of ``model`` (built by ``create_model``) with every mergeable block merged, in eval mode."""
+    spec = model_spec(model)
+    if spec.transformed_by(TRANSFORM):
+        raise TinySRError("reparameterize: the model is already merged")
+    merged = copy.deepcopy(model).eval()
+    if _merge_blocks(merged) == 0:
+        raise TinySRError(f"reparameterize: {spec.name} has no re-parameterizable blocks")
+    return record(model, merged, TRANSFORM)
+
+
+@register_transform(TRANSFORM)
+def _rebuild_merge(model: nn.Module) -> nn.Module:
+    return reparameterize(model)

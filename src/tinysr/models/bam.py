@@ -28,8 +28,7 @@ from torch import nn
 
 from ..nn import BinaryConv2d, PixelShuffleUpsampler, conv
 from ..nn.bam import AccumulatedSign, AccumulatedWeight, AccumulationGroup
-from ..profile import register_cost
-from ..train.callbacks import Callback, register_callback
+from ..plugins import Callback, register_callback
 from .binary import BinarySRResNet, BinaryVDSR
 from .registry import register
 
@@ -125,11 +124,6 @@ def bsrn(scale: int, channels: int = 64, hpb_blocks: int = 5, lb_blocks: int = 4
 def paper_params(model: nn.Module) -> int:
     """Parameters as the BAM paper counts them: every conv weight and bias one parameter."""
     return sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in (m.weight, m.bias) if p is not None)
-
-
-@register_cost(AccumulatedSign)
-def _accumulated_sign_cost(m, inputs, out) -> tuple[int, int]:
-    return 0, 0  # per-channel scales: counted as parameters; element-wise work is not MACs
 
 
 @register_callback("bam_solve")

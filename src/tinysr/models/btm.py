@@ -43,8 +43,7 @@ from torch import nn
 from ..errors import TinySRError
 from ..nn import BinaryConv2d, SignActivation, XnorWeight
 from ..nn.layers import DIV2K_RGB_MEAN
-from ..train.callbacks import Callback, register_callback
-from ..train.losses import register_loss
+from ..plugins import Callback, no_macs, register_callback, register_cost, register_loss
 from .binary import BinaryEDSR, BinaryVDSR
 from .registry import register
 
@@ -117,6 +116,10 @@ class InputNormalized(nn.Module):
         return self.net((x - self.input_mean) / self.input_std) * self.input_std + self.input_mean
 
 
+# The input statistics: an element-wise shift and scale, not MACs.
+register_cost(InputNormalized)(no_macs)
+
+
 def xavier_init(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -172,7 +175,7 @@ class InputStats(Callback):
         targets = [m for m in trainer.model.modules() if hasattr(m, "set_input_stats")]
         if not targets:
             raise TinySRError("callback input_stats: the model has no input normalisation (set_input_stats)")
-        pixels = torch.cat([torch.from_numpy(img.reshape(-1, 3)).double() / 255.0 for img in trainer.train_data.lr_images])
+        pixels = torch.cat([torch.from_numpy(img.reshape(-1, 3)).double() / 255.0 for img in trainer.training_lr_images()])
         mean, std = pixels.mean(0).float(), pixels.std(0).float()
         for m in targets:
             m.set_input_stats(mean.to(m.input_mean.device), std.to(m.input_std.device))
@@ -215,9 +218,7 @@ class MultiStageDistillation:
         self.teacher_feats: dict[int, torch.Tensor] = {}
 
     def setup(self, trainer) -> None:
-        from ..model_file import load
-
-        self.teacher = load(self.teacher_path, device=trainer.device).eval()
+        self.teacher = trainer.load_model(self.teacher_path)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         s_body, t_body = trainer.model.body, self.teacher.body
@@ -231,7 +232,7 @@ class MultiStageDistillation:
 
     def __call__(self, step) -> torch.Tensor:
         with torch.no_grad():
-            self.teacher(step.lr)
+            self.teacher(step.lr_image)
         last = self.stages[-1]
         fs, ft = self.student_feats[last], self.teacher_feats[last]
         if self.last_stage == "softmax":

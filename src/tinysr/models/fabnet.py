@@ -39,7 +39,7 @@ from torch import nn
 
 from ..errors import TinySRError
 from ..nn import BinaryConv2d, RSign, SignActivation, WeightedSum, XnorWeight, conv, haar_dwt, haar_idwt, pad_to_even
-from ..train.callbacks import Callback, register_callback
+from ..plugins import Callback, register_callback
 from .bicubic import Bicubic
 from .registry import register
 
@@ -167,4 +167,4 @@ class DynamicEstimatorSchedule(Callback):
                         act.t.fill_(t)
 
     def on_step_start(self, trainer, iteration: int) -> None:
-        self.apply(trainer.model, iteration / trainer.config.train.iterations)
+        self.apply(trainer.model, iteration / trainer.total_iterations)

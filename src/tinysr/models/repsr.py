@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.rep import ECB, FreezableBatchNorm2d, RepSRBlock, RepVGGBlock
-from ..train.callbacks import Callback, register_callback
+from ..plugins import Callback, register_callback
 from .registry import register
 
 
@@ -98,7 +98,7 @@ class FreezeBN(Callback):
         self.at, self.enabled = at, enabled
 
     def on_step_start(self, trainer, iteration: int) -> None:
-        frozen = self.enabled and iteration >= self.at * trainer.config.train.iterations
+        frozen = self.enabled and iteration >= self.at * trainer.total_iterations
         for m in trainer.model.modules():
             if isinstance(m, FreezableBatchNorm2d):
                 m.freeze_stats = frozen

@@ -1,10 +1,27 @@
-"""Layers shared by the model families (DESIGN.md: one place for what methods have in common)."""
+"""Layers shared by the model families (DESIGN.md: one place for what methods have in common).
 
-from .binary import BinaryConv2d, LearnableBias, RPReLU, RSign, SignActivation, XnorWeight, binary_sign, hard_sign, sign_derivative
+Every layer module is imported here, explicitly, so that their cost rules are registered.
+"""
+
+from . import bam, packed, rep, torch_costs  # noqa: F401  (explicit list: their cost rules register)
+from .binary import (
+    ActivationQuantizer,
+    BinaryConv2d,
+    LearnableBias,
+    RPReLU,
+    RSign,
+    SignActivation,
+    WeightQuantizer,
+    XnorWeight,
+    binary_sign,
+    hard_sign,
+    sign_derivative,
+)
 from .dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt, pad_to_even
 from .layers import MeanShift, PixelShuffleUpsampler, WeightedSum, conv
 
 __all__ = [
+    "ActivationQuantizer",
     "BinaryConv2d",
     "HaarDWT",
     "HaarIDWT",
@@ -15,6 +32,7 @@ __all__ = [
     "RSign",
     "SignActivation",
     "WeightedSum",
+    "WeightQuantizer",
     "XnorWeight",
     "binary_sign",
     "conv",

@@ -40,10 +40,13 @@ and ``sign(BN(b_n A_n))``.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
-from .binary import binary_sign, channel_scale  # E(|W|): XNOR-Net's per-channel scale
+from ..plugins import no_macs, register_cost
+from .binary import ActivationQuantizer, WeightQuantizer, binary_sign, channel_scale  # E(|W|): XNOR-Net's per-channel scale
 
 
 class AccumulationGroup:
@@ -59,8 +62,6 @@ class AccumulationGroup:
         return len(self.convs) - 1
 
     def __deepcopy__(self, memo):  # copied with the model; the conv references follow the copy
-        import copy
-
         new = AccumulationGroup(self.accumulate)
         memo[id(self)] = new
         new.convs = copy.deepcopy(self.convs, memo)
@@ -73,10 +74,8 @@ def normalized(u: torch.Tensor) -> torch.Tensor:
     return centred / centred.pow(2).mean().sqrt().clamp_min(1e-12)
 
 
-class AccumulatedWeight(nn.Module):
+class AccumulatedWeight(WeightQuantizer):
     """Weight quantizer of the ``index``-th conv of ``group`` (see the module docstring)."""
-
-    precision = 1
 
     def __init__(self, group: AccumulationGroup, index: int):
         super().__init__()
@@ -95,8 +94,9 @@ class AccumulatedWeight(nn.Module):
         """``sign(N(a_1 W_1 + ... + a_n W_n))`` (straight-through in backward)."""
         return binary_sign(normalized(self.accumulated(weight)), "ste")
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.signs(weight) * channel_scale(weight)
+    def alpha(self, weight: torch.Tensor) -> torch.Tensor:
+        """``E(|W_n|)`` per output channel."""
+        return channel_scale(weight)
 
     @torch.no_grad()
     def solve(self, sweeps: int = 2) -> None:
@@ -160,10 +160,10 @@ def solve_coefficients(weights: list[torch.Tensor], init: torch.Tensor | None = 
     return coeffs
 
 
-class AccumulatedSign(nn.Module):
+class AccumulatedSign(ActivationQuantizer):
     """Activation quantizer of the ``index``-th conv of ``group`` (see the module docstring)."""
 
-    precision = 1
+    accumulates_input = True  # pre_sign reads the group's running sum: a packed layer keeps this module
 
     def __init__(self, group: AccumulationGroup, index: int, channels: int):
         super().__init__()
@@ -185,3 +185,7 @@ class AccumulatedSign(nn.Module):
             total = self.group.act_sum + term
         self.group.act_sum = total
         return self.norm(total)
+
+
+# b^scale: counted as parameters; the accumulation is element-wise work, not MACs.
+register_cost(AccumulatedSign, AccumulatedWeight)(no_macs)

@@ -14,6 +14,20 @@ Weights: ``sign(W) * alpha`` with ``alpha`` the per-output-channel mean ``|W|`` 
 gradient reaches ``W`` through ``alpha`` (magnitude-aware, Bi-Real) and through the sign estimator:
 ``ste`` (``1`` on ``|w| <= 1``) or ``higher_order`` (``4 + 8w`` on ``-0.5 < w <= 0``, ``4 - 8w``
 on ``0 < w <= 0.5``, else 0; FABNet's weight estimator, the dynamic one with t = 4).
+
+**The quantizer protocol.** :class:`BinaryConv2d` and the bit-packed layer (``nn/packed.py``)
+know no concrete quantizer; they ask the quantizers what a 1-bit conv needs:
+
+* a weight quantizer (:class:`WeightQuantizer`) gives ``signs(W)`` (+-1, with its estimator's
+  gradient) and ``alpha(W)``, the per-output-channel scale (or ``None``), so that
+  ``q(W) = signs(W) * alpha(W)``;
+* an activation quantizer (:class:`ActivationQuantizer`) gives ``sign(pre_sign(x) - threshold)``:
+  ``sign_threshold()`` is the per-channel threshold (or ``None`` for 0), and ``accumulates_input``
+  says whether ``pre_sign`` is more than the identity (BAM's accumulation, ``nn/bam.py``), in
+  which case the packed layer keeps the quantizer and calls its ``pre_sign``.
+
+A new binarization scheme subclasses these two (or provides the same members) and packs without
+a change to either layer.
 """
 
 from __future__ import annotations
@@ -21,6 +35,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..plugins import no_macs, register_cost
 
 
 def hard_sign(x: torch.Tensor) -> torch.Tensor:
@@ -64,14 +80,45 @@ def binary_sign(x: torch.Tensor, kind: str = "ste", t: float | torch.Tensor = 2.
     return _SignWithGrad.apply(x, kind, t)
 
 
-class SignActivation(nn.Module):
+class ActivationQuantizer(nn.Module):
+    """Base of 1-bit activation quantizers: ``sign(pre_sign(x) - threshold)`` (the protocol above)."""
+
+    precision = 1
+    accumulates_input = False  # True when pre_sign depends on more than x (the packed layer keeps it)
+
+    def sign_threshold(self) -> torch.Tensor | None:
+        """The per-input-channel threshold subtracted before the sign, or None (0)."""
+        return None
+
+    def pre_sign(self, x: torch.Tensor) -> torch.Tensor:
+        """The value the threshold and the sign apply to (the identity unless ``accumulates_input``)."""
+        return x
+
+
+class WeightQuantizer(nn.Module):
+    """Base of 1-bit weight quantizers: ``q(W) = signs(W) * alpha(W)`` (the protocol above)."""
+
+    precision = 1
+
+    def signs(self, weight: torch.Tensor) -> torch.Tensor:
+        """``+-1`` of the shape of ``weight`` (sign(0) = +1), with the estimator's gradient."""
+        raise NotImplementedError
+
+    def alpha(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The per-output-channel scale, shaped ``(O, 1, 1, 1)``, or None (unscaled signs)."""
+        return None
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        signs, alpha = self.signs(weight), self.alpha(weight)
+        return signs if alpha is None else signs * alpha
+
+
+class SignActivation(ActivationQuantizer):
     """Binary activation quantizer: ``sign(x)`` forward, estimator ``kind`` backward.
 
     ``kind`` is ``ste``, ``approx`` or ``dynamic``; for ``dynamic`` the coefficient ``t`` is a
     buffer (saved with the model; a training callback may schedule it).
     """
-
-    precision = 1
 
     def __init__(self, kind: str = "ste", t: float = 2.0):
         super().__init__()
@@ -98,15 +145,16 @@ class LearnableBias(nn.Module):
         return x + self.bias
 
 
-class RSign(nn.Module):
+class RSign(ActivationQuantizer):
     """``sign(x - eps)`` with a per-channel learnable threshold ``eps`` (ReActNet), zero-initialised."""
-
-    precision = 1
 
     def __init__(self, channels: int, kind: str = "approx", t: float = 2.0):
         super().__init__()
         self.threshold = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.sign = SignActivation(kind, t)
+
+    def sign_threshold(self) -> torch.Tensor:
+        return self.threshold.flatten()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.sign(x - self.threshold)
@@ -130,14 +178,12 @@ def channel_scale(weight: torch.Tensor) -> torch.Tensor:
     return weight.abs().mean(dim=tuple(range(1, weight.dim())), keepdim=True)
 
 
-class XnorWeight(nn.Module):
+class XnorWeight(WeightQuantizer):
     """Weight quantizer ``sign(W) * mean|W|`` per output channel (XNOR-Net scaling).
 
     ``estimator`` is ``ste`` (clip STE) or ``higher_order`` (FABNet); ``scale=False`` gives plain
     ``sign(W)`` (BNN without scaling).
     """
-
-    precision = 1
 
     def __init__(self, estimator: str = "ste", scale: bool = True):
         super().__init__()
@@ -145,12 +191,11 @@ class XnorWeight(nn.Module):
             raise ValueError(f"XnorWeight: unknown estimator {estimator!r} (ste, higher_order)")
         self.estimator, self.scale = estimator, scale
 
-    def alpha(self, weight: torch.Tensor) -> torch.Tensor:
-        return channel_scale(weight)
+    def signs(self, weight: torch.Tensor) -> torch.Tensor:
+        return binary_sign(weight, self.estimator)
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        signs = binary_sign(weight, self.estimator)
-        return signs * self.alpha(weight) if self.scale else signs
+    def alpha(self, weight: torch.Tensor) -> torch.Tensor | None:
+        return channel_scale(weight) if self.scale else None
 
     def extra_repr(self) -> str:
         return f"estimator={self.estimator}, scale={self.scale}"
@@ -182,11 +227,33 @@ class BinaryConv2d(nn.Conv2d):
         if self.act_quantizer is not None:
             x = self.act_quantizer(x)
         wq = self.weight_quantizer
-        if isinstance(wq, XnorWeight) and wq.scale:
-            # conv with the +-1 signs, then the per-channel scale: the same function as conv with
-            # sign(W) * alpha, but with binary inputs the conv result is an exact integer, scaled
-            # once -- the arithmetic of the bit-packed kernel, which therefore matches bit for bit.
-            y = F.conv2d(x, binary_sign(self.weight, wq.estimator), None, self.stride, self.padding, self.dilation, self.groups)
-            y = y * wq.alpha(self.weight).view(1, -1, 1, 1)
-            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
-        return F.conv2d(x, self.quantized_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if not callable(getattr(wq, "signs", None)):  # full precision, or a quantizer outside the protocol
+            return F.conv2d(x, self.quantized_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+        # conv with the +-1 signs, then the per-channel scale: the same function as conv with
+        # signs * alpha, but with binary inputs the conv result is an exact integer, scaled once --
+        # the arithmetic of the bit-packed kernel, which therefore matches bit for bit.
+        y = F.conv2d(x, wq.signs(self.weight), None, self.stride, self.padding, self.dilation, self.groups)
+        alpha = wq.alpha(self.weight)
+        if alpha is not None:
+            y = y * alpha.view(1, -1, 1, 1)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+
+def _binary_conv_params(m: BinaryConv2d) -> tuple[int, int]:
+    """A binarized weight is 1 bit (counted 1/32); the bias stays full precision."""
+    bias = m.bias.numel() if m.bias is not None else 0
+    if getattr(m.weight_quantizer, "precision", 32) == 1:
+        return bias, m.weight.numel()
+    return bias + m.weight.numel(), 0
+
+
+@register_cost(BinaryConv2d, params=_binary_conv_params)
+def binary_conv_cost(m: BinaryConv2d, inputs, out) -> tuple[int, int]:
+    """Binary MACs when both operands are 1-bit (XNOR-popcount); otherwise ordinary MACs (SPEC §3)."""
+    kh, kw = m.kernel_size
+    macs = out.numel() * (m.in_channels // m.groups) * kh * kw
+    return (0, macs) if m.is_binary else (macs, 0)
+
+
+# Thresholds, shifts and slopes: counted as parameters, their element-wise work is not MACs.
+register_cost(SignActivation, LearnableBias, RSign, RPReLU)(no_macs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..plugins import no_macs, register_cost
+
 # DIV2K's RGB mean in [0, 1]: EDSR subtracts it at the input and adds it back at the output.
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -56,3 +58,7 @@ class WeightedSum(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return sum(w * f for w, f in zip(self.weights, feats))
+
+
+# A constant shift and learnable scalar weights: element-wise work, not MACs.
+register_cost(MeanShift, WeightedSum)(no_macs)

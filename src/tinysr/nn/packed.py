@@ -10,12 +10,17 @@
 * ``alpha``: the per-output-channel weight scale (``mean |W|``, or 1 without XNOR scaling);
 * ``threshold``: the per-input-channel activation threshold (0 for ``sign``, RSign's learned one);
 * ``bias`` (zeros when the conv has none);
-* ``pre`` (optional): BAM's accumulated activation quantizer, kept whole, whose ``pre_sign(x)``
-  (the accumulated, normalised activation) replaces ``x`` before the sign.
+* ``pre`` (optional): an activation quantizer that ``accumulates_input`` (BAM's), kept whole,
+  whose ``pre_sign(x)`` (the accumulated, normalised activation) replaces ``x`` before the sign.
+
+It reads all of these from the quantizers' protocol (``nn/binary.py``), never from their classes.
 
 and computes ``alpha * conv(sign(x - threshold), sign(W)) + bias`` with zero padding *after* the
-sign, exactly the float-simulated layer's arithmetic, so the outputs are equal bit for bit (BAM's
-layers, which scale the weight before the conv, agree to float rounding).
+sign, exactly the float-simulated layer's arithmetic, so the outputs are equal bit for bit.
+
+Its cost rule counts what the layer it replaced counted: the same binary MACs, its weights as
+binary parameters, and as full-precision parameters the bias and the learned threshold where
+the original had them (``alpha`` is derived from the weights, as before packing).
 
 ``kernel`` picks the implementation: ``auto`` (the native kernel's best path for this CPU, else
 PyTorch), ``torch`` (unpacked float conv, no compiler needed), or a native path forced by name
@@ -30,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TinySRError
+from ..kernels import PATHS, native
+from ..plugins import register_cost
 from .binary import hard_sign
 
 KERNELS = ("auto", "torch", "portable", "avx2", "avx512")
@@ -67,39 +74,41 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("bias", torch.zeros(out_channels))
         self.pre: nn.Module | None = None
         self.kernel = "auto"
+        # which float vectors were parameters of the layer it replaced (counted as such by profile)
+        self.has_bias = False
+        self.has_threshold = False
         self._unpacked: tuple[torch.Tensor, torch.Tensor] | None = None  # (words it came from, +-1 weight)
 
     @classmethod
     @torch.no_grad()
     def from_conv(cls, conv) -> PackedBinaryConv2d:
-        """Pack a binary :class:`~tinysr.nn.BinaryConv2d`: sign / RSign / BAM activations, XnorWeight / BAM weights."""
-        from .bam import AccumulatedSign, AccumulatedWeight
-        from .binary import RSign, SignActivation, XnorWeight, channel_scale
-
+        """Pack a binary :class:`~tinysr.nn.BinaryConv2d` whose quantizers follow the 1-bit protocol."""
         act, wq = conv.act_quantizer, conv.weight_quantizer
-        acts, weights = (SignActivation, RSign, AccumulatedSign), (XnorWeight, AccumulatedWeight)
-        if not conv.is_binary or conv.groups != 1 or not isinstance(act, acts) or not isinstance(wq, weights):
-            raise TinySRError(f"pack: cannot pack {conv} (needs groups=1, sign/RSign/BAM activations and XnorWeight/BAM weights)")
+        protocol = callable(getattr(wq, "signs", None)) and callable(getattr(act, "sign_threshold", None))
+        if not conv.is_binary or conv.groups != 1 or not protocol:
+            raise TinySRError(f"pack: cannot pack {conv} (needs groups=1 and 1-bit quantizers with the protocol of tinysr.nn.binary)")
         if isinstance(conv.padding, str):
             raise TinySRError(f"pack: string padding {conv.padding!r} is not supported")
         packed = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
-        if isinstance(wq, AccumulatedWeight):  # the accumulated signs, scaled by E|W_n| (SPEC §5.3)
-            packed.weight_words.copy_(pack_weight_signs(wq.signs(conv.weight)).flatten(0, 1))
-            packed.alpha.copy_(channel_scale(conv.weight).flatten())
-        else:
-            packed.weight_words.copy_(pack_weight_signs(conv.weight).flatten(0, 1))
-            if wq.scale:
-                packed.alpha.copy_(wq.alpha(conv.weight).flatten())
-        if isinstance(act, RSign):
-            packed.threshold.copy_(act.threshold.flatten())
-        if isinstance(act, AccumulatedSign):
+        packed.weight_words.copy_(pack_weight_signs(wq.signs(conv.weight)).flatten(0, 1))
+        alpha = wq.alpha(conv.weight)
+        if alpha is not None:
+            packed.alpha.copy_(alpha.flatten())
+        threshold = act.sign_threshold()
+        if threshold is not None:
+            packed.threshold.copy_(threshold.flatten())
+            packed.has_threshold = True
+        if getattr(act, "accumulates_input", False):
             packed.pre = act
         if conv.bias is not None:
             packed.bias.copy_(conv.bias)
+            packed.has_bias = True
         return packed.to(conv.weight.device)
 
     def signs(self) -> torch.Tensor:
         """The +-1 weight (cached until the words change)."""
+        if self.weight_words.is_meta:  # profiling: only the shape matters
+            return torch.empty(self.out_channels, self.in_channels, *self.kernel_size, device="meta")
         if self._unpacked is None or self._unpacked[0] is not self.weight_words:
             words = self.weight_words.view(*self.kernel_size, *self.weight_words.shape[1:])
             w = unpack_weight_signs(words, self.out_channels, self.in_channels).to(self.alpha.device)
@@ -113,8 +122,6 @@ class PackedBinaryConv2d(nn.Module):
             x = self.pre.pre_sign(x)
         module = None
         if self.kernel != "torch" and x.device.type == "cpu" and x.dtype == torch.float32:
-            from ..kernels import PATHS, native
-
             module = native()
             if module is None and self.kernel != "auto":
                 raise TinySRError(f"PackedBinaryConv2d: kernel {self.kernel!r} asked for, but the native kernel is unavailable")
@@ -130,3 +137,16 @@ class PackedBinaryConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, kernel={self.kernel}")  # fmt: skip
+
+
+def _packed_params(m: PackedBinaryConv2d) -> tuple[int, int]:
+    kh, kw = m.kernel_size
+    fp = (m.out_channels if m.has_bias else 0) + (m.in_channels if m.has_threshold else 0)
+    return fp, m.out_channels * m.in_channels * kh * kw
+
+
+@register_cost(PackedBinaryConv2d, params=_packed_params)
+def packed_conv_cost(m: PackedBinaryConv2d, inputs, out) -> tuple[int, int]:
+    """Binary MACs: one per weight tap per output pixel (SPEC §3)."""
+    kh, kw = m.kernel_size
+    return 0, out.numel() * m.in_channels * kh * kw

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..plugins import register_cost
+
 
 class FreezableBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm whose statistics can be frozen while training (RepSR's frozen BN, SPEC §7).
@@ -139,6 +141,12 @@ class EdgeBranch(nn.Module):
 
     def merged(self) -> tuple[torch.Tensor, torch.Tensor]:
         return compose_1x1_then_3x3(self.conv1.weight, self.conv1.bias, self.kernel(), self.bias)
+
+
+@register_cost(EdgeBranch)
+def edge_branch_cost(m: EdgeBranch, inputs, out) -> tuple[int, int]:
+    """The depthwise 3x3 edge filter (its 1x1 conv is a child, counted on its own)."""
+    return out.numel() * 9, 0
 
 
 class ECB(nn.Module):

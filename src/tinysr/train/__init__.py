@@ -1,31 +1,29 @@
-"""The training engine (DESIGN.md principle 2): recipes, the loop, checkpoints, distributed training.
+"""The training engine (DESIGN.md principle 2): recipes, the loop, the run folder, checkpoints.
 
-Names are imported lazily so that model files can register callbacks and loss terms
-(``from tinysr.train.callbacks import register_callback``) without importing the loop, which
-itself imports the models.
+The engine knows no method by name. Recipes name callbacks and loss terms that the method
+packages register through :mod:`tinysr.plugins`; the two packages that hold them are imported
+here, explicitly, so that every name a shipped recipe uses is registered whenever the engine is.
 """
 
-from importlib import import_module
+from .. import compress, models  # noqa: F401  (explicit list: the methods' callbacks and loss terms)
+from ..plugins import Callback, Step, build_callback, build_loss, list_callbacks, list_losses, register_callback, register_loss
+from . import losses  # noqa: F401  (registers the generic loss terms: l1, mse, charbonnier)
+from .config import Config, load_config, parse_config
+from .loop import Trainer, train, train_or_reuse
 
-_EXPORTS = {
-    "Callback": "callbacks",
-    "build_callback": "callbacks",
-    "list_callbacks": "callbacks",
-    "register_callback": "callbacks",
-    "Config": "config",
-    "load_config": "config",
-    "parse_config": "config",
-    "Step": "losses",
-    "build_loss": "losses",
-    "register_loss": "losses",
-    "Trainer": "loop",
-    "train": "loop",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "Callback",
+    "Config",
+    "Step",
+    "Trainer",
+    "build_callback",
+    "build_loss",
+    "list_callbacks",
+    "list_losses",
+    "load_config",
+    "parse_config",
+    "register_callback",
+    "register_loss",
+    "train",
+    "train_or_reuse",
+]

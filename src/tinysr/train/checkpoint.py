@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TinySRError
-from ..model_file import atomic_write
+from ..files import atomic_write
 
 STATE_NAME = "state.pt"
 

@@ -10,11 +10,8 @@ Resume is exact by construction: the learning rate is a function of the iteratio
 states and RNG states. A run of N iterations and a run stopped (even by ``kill -9``) and resumed
 end with identical weights on CPU.
 
-Files in the run folder: ``config.yaml`` (the resolved recipe), ``inputs.json`` (the SHA-256 of
-each file the recipe reads, :mod:`.run_inputs`), ``log.jsonl`` (one JSON object a line),
-``checkpoints/state.pt`` (latest training state), ``best.safetensors`` (best validation PSNR),
-``model.safetensors`` (final weights; the EMA weights when EMA is on), ``tb/`` when TensorBoard is
-installed.
+The run folder's files and the rules for resuming and reusing a run are in :mod:`.run_dir`;
+callbacks and loss terms see the trainer through :class:`tinysr.plugins.TrainerView`.
 """
 
 from __future__ import annotations
@@ -26,62 +23,36 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any, Sequence
 
 import torch
-import yaml
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .. import compress  # noqa: F401  (registers the compression callbacks, e.g. assl)
 from ..data import BenchmarkSet, LRCache, TrainPatches
 from ..errors import TinySRError
 from ..evaluate import evaluate
-from ..model_file import atomic_write, load, read_metadata, save
+from ..model_file import load, save
 from ..models import create_model
-from ..models.registry import resolved_options
-from .callbacks import build_callback
+from ..plugins import Step, build_callback, build_loss
 from .checkpoint import load_state, save_state, state_path
 from .config import Config
 from .distributed import DistInfo, barrier, cleanup, init_distributed, weights_in_sync
 from .ema import EMA
-from .losses import Step, build_loss
-from .run_inputs import record_inputs, stale_input
+from .run_dir import BEST_NAME, FINAL_NAME, LOG_NAME, check_resumable, finished_model, has_checkpoint, record_inputs, truncate_log, write_recipe
+from .sampling import SampleStream
 from .schedule import lr_at
-
-
-class SampleStream(Sampler):
-    """Global sample numbers for iterations ``start..total-1``: rank ``r`` of ``w`` takes, at iteration
-    ``i``, samples ``(i*w + r)*b .. (i*w + r)*b + b - 1``. The union over ranks is what a single
-    process with batch ``w*b`` would draw."""
-
-    def __init__(self, start: int, total: int, batch_size: int, rank: int = 0, world_size: int = 1):
-        self.start, self.total, self.batch_size, self.rank, self.world_size = start, total, batch_size, rank, world_size
-
-    def __iter__(self):
-        for it in range(self.start, self.total):
-            base = (it * self.world_size + self.rank) * self.batch_size
-            yield from range(base, base + self.batch_size)
-
-    def __len__(self) -> int:
-        return (self.total - self.start) * self.batch_size
 
 
 class NonFiniteLoss(TinySRError):
     pass
 
 
-def _log_iteration(line: str) -> int | None:
-    """The iteration of a log line, or None for a blank or damaged line."""
-    try:
-        return int(json.loads(line).get("iter", 0))
-    except (ValueError, AttributeError):
-        return None
-
-
 class Trainer:
-    """Trains ``config`` into ``run_dir``. Attributes callbacks may use: ``config``, ``model`` (the
-    plain module), ``optimizer``, ``iteration``, ``device``, ``dist``, ``run_dir``, ``train_data``."""
+    """Trains ``config`` into ``run_dir``; callbacks and loss terms see it as a
+    :class:`tinysr.plugins.TrainerView` (``model``, ``device``, ``run_dir``, ``resume``, ``is_main``,
+    ``total_iterations``, ``training_lr_images``, ``eval_model``, ``load_model``, ``save_model``)."""
 
     def __init__(self, config: Config, run_dir: str | Path, device: str = "cpu", resume: bool = False, progress: bool = True):
         self.config, self.run_dir, self.resume, self.progress = config, Path(run_dir), resume, progress
@@ -91,9 +62,27 @@ class Trainer:
         self.best = {"psnr": -math.inf, "iteration": -1}
         self._check_run_dir()
 
+    # ------------------------------------------------------------------ what callbacks may read
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    @property
+    def total_iterations(self) -> int:
+        return self.config.train.iterations
+
+    def training_lr_images(self) -> Sequence[Any]:
+        return self.train_data.lr_images
+
+    def load_model(self, path: str | Path) -> nn.Module:
+        return load(path, device=self.device).eval()
+
+    def save_model(self, model: nn.Module, path: str | Path) -> None:
+        save(model, path)
+
     # ----------------------------------------------------------------------------------- set-up
     def _check_run_dir(self) -> None:
-        has_state = state_path(self.run_dir).is_file()
+        has_state = has_checkpoint(self.run_dir)
         if has_state and not self.resume:
             raise TinySRError(f"{self.run_dir}: holds a run already; pass --resume to continue it, or choose another -o folder")
         if self.resume and not has_state:
@@ -167,12 +156,7 @@ class Trainer:
 
     def _load(self) -> None:
         state = load_state(self.run_dir)
-        shown = recipe_mismatch(state.get("config"), self.config)
-        if shown:
-            raise TinySRError(f"{self.run_dir}: the recipe differs from the one this run was started with ({shown}; see its config.yaml)")
-        stale = stale_input(self.run_dir, self.config.to_dict())
-        if stale:
-            raise TinySRError(f"{self.run_dir}: {stale}, so it cannot be resumed; move the folder away to retrain it")
+        check_resumable(self.run_dir, state.get("config"), self.config)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state["ema"] is not None:
@@ -194,13 +178,9 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- logging
     def _open_log(self):
-        path = self.run_dir / "log.jsonl"
-        if self.resume and path.is_file():
-            # Drop entries written after the checkpoint we resume from (they will be written again)
-            # and a last line cut short by a kill.
-            iterations = [(ln, _log_iteration(ln)) for ln in path.read_text().splitlines()]
-            kept = [ln for ln, it in iterations if it is not None and it <= self.iteration]
-            atomic_write(path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in kept)))
+        path = self.run_dir / LOG_NAME
+        if self.resume:
+            truncate_log(path, self.iteration)
         self._log_file = open(path, "a", buffering=1)
         self._tb = None
         try:
@@ -240,7 +220,7 @@ class Trainer:
             scores = {"val_psnr": score.psnr, "val_ssim": score.ssim}
             if score.psnr > self.best["psnr"]:
                 self.best = {"psnr": score.psnr, "iteration": self.iteration}
-                save(self.exported_model(), self.run_dir / "best.safetensors")
+                save(self.exported_model(), self.run_dir / BEST_NAME)
             self.log({"iter": self.iteration, **scores, "best_psnr": self.best["psnr"], "time": time.perf_counter() - self._start_time})
             for cb in self.callbacks:
                 cb.on_validation(self, self.iteration, scores)
@@ -260,7 +240,7 @@ class Trainer:
         )
         return iter(loader)
 
-    def train_step(self, lr_img: torch.Tensor, hr_img: torch.Tensor) -> dict[str, float]:
+    def train_step(self, lr_image: torch.Tensor, hr_image: torch.Tensor) -> dict[str, float]:
         c = self.config.train
         lr_value = lr_at(c, self.iteration)
         for group in self.optimizer.param_groups:
@@ -268,8 +248,8 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_step_start(self, self.iteration)
         with self._autocast():
-            sr = self.net(lr_img)
-        step = Step(self.iteration, lr_img, hr_img, sr.float(), trainer=self)
+            sr = self.net(lr_image)
+        step = Step(self.iteration, lr_image, hr_image, sr.float(), trainer=self)
         parts = {name: weight * term(step) for name, weight, term in self.loss_terms}
         for cb in self.callbacks:  # regularisers a method adds (e.g. ASSL's sparsity penalties)
             extra = cb.loss(step)
@@ -315,8 +295,7 @@ class Trainer:
             if self.dist.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 recipe = c.to_dict()
-                text = yaml.safe_dump(recipe, sort_keys=False)
-                atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
+                write_recipe(self.run_dir, recipe)
                 if not self.resume:
                     record_inputs(self.run_dir, recipe)
                 self._open_log()
@@ -325,8 +304,8 @@ class Trainer:
             bar = tqdm(total=c.train.iterations, initial=self.iteration, disable=not (self.progress and self.dist.is_main), dynamic_ncols=True, desc="train")
             self._start_time = time.perf_counter()
             start_iter, samples = self.iteration, c.train.batch_size * self.dist.world_size
-            for lr_img, hr_img in self._batches():
-                logs = self.train_step(lr_img.to(self.device, non_blocking=True), hr_img.to(self.device, non_blocking=True))
+            for lr_image, hr_image in self._batches():
+                logs = self.train_step(lr_image.to(self.device, non_blocking=True), hr_image.to(self.device, non_blocking=True))
                 bar.update(1)
                 it = self.iteration
                 if it % c.train.log_every == 0 or it == c.train.iterations:
@@ -342,7 +321,7 @@ class Trainer:
                     self._save_checkpoint()
             bar.close()
             in_sync = weights_in_sync(self.dist, self.model, self.device)
-            final = self.run_dir / "model.safetensors"
+            final = self.run_dir / FINAL_NAME
             if self.dist.is_main:
                 save(self.exported_model(), final)
                 self.log({"iter": self.iteration, "done": True, "ranks_in_sync": in_sync, "world_size": self.dist.world_size})
@@ -367,85 +346,11 @@ def train(config: Config, run_dir: str | Path, device: str | None = None, resume
     return Trainer(config, run_dir, device=device, resume=resume, progress=progress).run()
 
 
-class _Absent:
-    """A key missing from one recipe: its own object, so no recipe value can be mistaken for it."""
-
-    def __repr__(self) -> str:
-        return "<absent>"
-
-
-_ABSENT = _Absent()
-
-
-def _same_value(saved, wanted) -> bool:
-    """Equal; or absent on one side and None on the other (a recipe field added later, left unset);
-    or two paths naming the same existing file (a run reached through a link)."""
-    if saved == wanted or (saved is None and wanted is _ABSENT) or (saved is _ABSENT and wanted is None):
-        return True
-    if isinstance(saved, str) and isinstance(wanted, str) and Path(saved).is_file() and Path(wanted).is_file():
-        return Path(saved).samefile(wanted)
-    return False
-
-
-def recipe_differences(saved, wanted, where: str = "") -> list[str]:
-    """The dotted keys at which two resolved recipes (``Config.to_dict()`` trees) differ."""
-    if isinstance(saved, dict) and isinstance(wanted, dict):
-        return [d for k in sorted(set(saved) | set(wanted), key=str)
-                for d in recipe_differences(saved.get(k, _ABSENT), wanted.get(k, _ABSENT), f"{where}.{k}" if where else str(k))]  # fmt: skip
-    if isinstance(saved, list) and isinstance(wanted, list) and len(saved) == len(wanted):
-        return [d for i, (s, w) in enumerate(zip(saved, wanted)) for d in recipe_differences(s, w, f"{where}[{i}]")]
-    return [] if _same_value(saved, wanted) else [f"{where or 'recipe'}: {saved!r} there, {wanted!r} here"]
-
-
-def recipe_mismatch(saved: dict | None, config: Config) -> str:
-    """The first differences between a run's saved recipe and ``config``, for an error line ("" if none).
-
-    The one test of "same recipe", used both to resume a run and to reuse a finished one.
-    """
-    differences = recipe_differences(saved, config.to_dict())
-    return "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
-
-
-def _changed_model_option(final: Path, config: Config) -> str:
-    """The first option of the recipe's model whose value in the finished model file differs from
-    what the recipe builds now (a builder default changed in the code), for an error line; "" if
-    none. Options the file does not record (files written before specs held defaults) are not
-    compared; nor is a model the run started from a file (``init``) or exported under another name."""
-    metadata = read_metadata(final)
-    if config.init is not None or metadata["name"] != config.model.name:
-        return ""
-    saved = json.loads(metadata["kwargs"])
-    now = json.loads(json.dumps(resolved_options(config.model.name, config.scale, **config.model.kwargs)))  # as a file holds them
-    for key in sorted(saved):
-        if key not in now or saved[key] != now[key]:
-            return f"model option {key}: {saved[key]!r} there, {now.get(key, _ABSENT)!r} here"
-    return ""
-
-
 def train_or_reuse(config: Config, run_dir: str | Path, device: str | None = None, progress: bool = True) -> Path:
-    """The final model of ``config`` in ``run_dir``: reused when finished, else trained (resumed if started).
-
-    A finished run is reused only if it is what the recipe would train now: its ``config.yaml`` is
-    this recipe, its model was built with the options the recipe's model gets now (a builder's
-    default may have changed in the code), and every file the recipe names (a teacher, a model to
-    start from) holds the bytes the run read (``inputs.json``; runs older than that file: was not
-    written after the run's model). Anything else is an error naming what differs, never reported
-    as this recipe's result.
-    """
-    run_dir = Path(run_dir)
-    final = run_dir / "model.safetensors"
-    if not final.is_file():
-        return train(config, run_dir, device=device, resume=state_path(run_dir).is_file(), progress=progress)
-    saved_file = run_dir / "config.yaml"
-    if not saved_file.is_file():
-        raise TinySRError(f"{run_dir}: a finished run without config.yaml, so its recipe is unknown; move the folder away to retrain it")
-    shown = recipe_mismatch(yaml.safe_load(saved_file.read_text()), config)
-    if shown:
-        raise TinySRError(f"{run_dir}: finished with a different recipe ({shown}); move the folder away to retrain it")
-    shown = _changed_model_option(final, config)
-    if shown:
-        raise TinySRError(f"{run_dir}: finished with a model the recipe no longer builds ({shown}: a default changed in the code?); move the folder away to retrain it")
-    stale = stale_input(run_dir, config.to_dict(), finished=final)
-    if stale:
-        raise TinySRError(f"{run_dir}: {stale}; move the folder away to retrain it")
-    return final
+    """The final model of ``config`` in ``run_dir``: reused when finished (if it is this recipe's,
+    :func:`.run_dir.finished_model`; else an error naming what differs), else trained (resumed if
+    started)."""
+    final = finished_model(config, run_dir)
+    if final is not None:
+        return final
+    return train(config, run_dir, device=device, resume=has_checkpoint(run_dir), progress=progress)

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
+from ..compress.assl import ASSL, PRUNED_FILE
+from ..compress.prune import apply_widths, l1_plan, prune
 from ..errors import TinySRError
 from ..model_file import load, save
 from ..models import create_model
+from ..train import train_or_reuse
 from ..train.config import Component, Config, SchedulerConfig
-from ..train.loop import train_or_reuse  # train.loop imports tinysr.compress, whose __init__ leaves this module out: no cycle
-from .assl import ASSL, PRUNED_FILE
-from .prune import apply_widths, l1_plan, prune
 
 METHODS = ("assl", "l1", "scratch")
 

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import BenchmarkSet, LRCache
-from .errors import TinySRError
-from .evaluate import evaluate
-from .inference import super_resolve
-from .io import list_images, read_image, to_uint8, write_image
-from .model_file import load
-from .models import create_model
-from .train import parse_config, train
-from .train.checkpoint import state_path
+from ..data import BenchmarkSet, LRCache
+from ..errors import TinySRError
+from ..evaluate import evaluate
+from ..inference import super_resolve
+from ..io import list_images, read_image, to_uint8, write_image
+from ..model_file import load
+from ..models import create_model
+from ..train import parse_config, train_or_reuse
 
 # Natural photographs in scikit-image's data folder; the last two are held apart for testing.
 SKIMAGE_TRAIN = (
@@ -102,12 +101,11 @@ def run_quickstart(out: str | Path = "quickstart", iterations: int = 3000, data:
         source="quickstart",
     )
     run_dir = out / "run"
-    final = run_dir / "model.safetensors"
-    if not final.is_file():
-        print(f"training a small EDSR-baseline (32 channels, 4 blocks) x{scale} for {iterations} iterations on {train_dir}")
-        train(config, run_dir, device=device, resume=state_path(run_dir).is_file(), progress=progress)
+    if (run_dir / "model.safetensors").is_file():
+        print(f"reusing the trained model in {run_dir}")
     else:
-        print(f"reusing the trained model {final}")
+        print(f"training a small EDSR-baseline (32 channels, 4 blocks) x{scale} for {iterations} iterations on {train_dir}")
+    final = train_or_reuse(config, run_dir, device=device, progress=progress)
     model = load(final)
     bicubic = create_model("bicubic", scale=scale)
     test_set = BenchmarkSet(test_dir, scale, cache=LRCache())
