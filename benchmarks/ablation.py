@@ -7,7 +7,7 @@ interrupted ablation resumes where it stopped and finished runs are reused. Reci
 in the order given (a distillation teacher before its student).
 
     python benchmarks/ablation.py --iterations 1000 --runs runs \\
-        configs/edsr_bnn_x2_cpu.yaml configs/edsr_bireal_x2_cpu.yaml configs/edsr_btm_x2_cpu.yaml
+        edsr_bnn_x2_cpu edsr_bireal_x2_cpu edsr_btm_x2_cpu
 """
 
 from __future__ import annotations

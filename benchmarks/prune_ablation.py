@@ -9,7 +9,7 @@ the measured speed-up sits next to the Mult-Adds reduction it should track.
 Runs live in ``--runs`` (``<method>_<ratio>``): an interrupted ablation resumes.
 
     python benchmarks/prune_ablation.py --from runs/edsr_baseline_x2_cpu/model.safetensors \\
-        --config configs/edsr_baseline_x2_prune_cpu.yaml --ratios 0.5 0.9 --prune-lr 5e-4
+        --config edsr_baseline_x2_prune_cpu --ratios 0.5 0.9 --prune-lr 5e-4
 """
 
 from __future__ import annotations

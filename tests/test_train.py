@@ -24,7 +24,8 @@ from tinysr import TinySRError
 from tinysr.data import TrainPatches
 from tinysr.model_file import read_metadata
 from tinysr.resize import imresize
-from tinysr.train import Callback, load_config, parse_config, register_callback, train
+from tinysr.train import Callback, build_callback, build_loss, load_config, parse_config, register_callback, train
+from tinysr.train.config import list_recipes
 from tinysr.train.checkpoint import load_state, save_state, state_path
 from tinysr.train import train_or_reuse
 from tinysr.train.run_dir import recipe_differences
@@ -89,10 +90,8 @@ def test_overrides_and_yaml_errors(tmp_path, folders):
         load_config(tmp_path / "bad.yaml")
 
 
-@pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", list_recipes())
 def test_every_shipped_recipe_is_valid(recipe):
-    from tinysr.train import build_callback, build_loss
-
     c = load_config(recipe)
     tinysr.create_model(c.model.name, scale=c.scale, **c.model.kwargs)
     for cb in c.callbacks:

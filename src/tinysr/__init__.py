@@ -9,16 +9,15 @@ Public API:
     retain_freed_memory         faster CPU inference: reuse freed memory (glibc)
 """
 
-__version__ = "0.1.0"
-
-from . import metrics  # noqa: E402
-from .errors import TinySRError  # noqa: E402
-from .inference import upscale  # noqa: E402
-from .model_file import load, save  # noqa: E402
-from .models import create_model, list_models  # noqa: E402
-from .profile import profile  # noqa: E402
-from .resize import imresize  # noqa: E402
-from .runtime import retain_freed_memory  # noqa: E402
+from . import metrics
+from ._version import __version__
+from .errors import TinySRError
+from .inference import upscale
+from .model_file import load, save
+from .models import create_model, list_models
+from .profile import profile
+from .resize import imresize
+from .runtime import retain_freed_memory
 
 __all__ = [
     "TinySRError",

@@ -31,6 +31,7 @@ from .models.registry import SUPPORTED_SCALES
 from .profile import profile
 from .runtime import retain_freed_memory
 from .train import load_config, train
+from .train.config import find_recipe, list_recipes
 from .workflows.pruning import METHODS as PRUNE_METHODS
 from .workflows.pruning import run_pruning
 from .workflows.quickstart import run_quickstart
@@ -240,8 +241,14 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-
     print("\n".join(list_models()))
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    for name in list_recipes():
+        first = next((ln[1:].strip() for ln in find_recipe(name).read_text().splitlines() if ln.startswith("#")), "")
+        print(f"{name:<36}{first}")
     return 0
 
 
@@ -299,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("train", help="train a model from a YAML recipe (resumable; torchrun for several processes)")
-    p.add_argument("--config", "-c", metavar="CONFIG", help="YAML recipe (see configs/)")
+    p.add_argument("--config", "-c", metavar="RECIPE", help="a shipped recipe's name (tinysr recipes) or a YAML recipe file")
     p.add_argument("--output", "-o", required=True, metavar="RUN_DIR", help="run folder: log, checkpoints, model files")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. train.iterations=1000 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its latest checkpoint")
@@ -307,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("prune", help="prune a trained model into a smaller dense one (ASSL, L1-norm or scratch), then fine-tune")
-    p.add_argument("--config", "-c", required=True, metavar="CONFIG", help="fine-tuning recipe (may hold an assl callback entry with ASSL's options)")
+    p.add_argument("--config", "-c", required=True, metavar="RECIPE", help="fine-tuning recipe, a name or a file (may hold an assl callback entry with ASSL's options)")
     p.add_argument("--output", "-o", required=True, metavar="RUN_DIR", help="run folder (rerun the same command to resume)")
     p.add_argument("--from", required=True, metavar="MODEL_FILE", help="the trained model to prune")
     p.add_argument("--ratio", type=_ratio, required=True, help="fraction of each layer's filters to remove, e.g. 0.5")
@@ -349,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the registered model names")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("recipes", help="list the shipped training recipes (train -c NAME takes a name or a YAML file)")
+    p.set_defaults(func=cmd_recipes)
     return parser
 
 

@@ -40,19 +40,19 @@ from ..files import atomic_write
 from ..model_file import load
 from ..models import create_model
 from ..profile import profile
-from ..train.config import load_config
+from ..train.config import load_config, recipes_dir
 from ..train.loop import train_or_reuse
 from . import paper
 from .plots import plot_crops, plot_psnr_vs_ops
 from .report import write_tables
-from .suites import Entry, Suite, configs_dir
+from .suites import Entry, Suite
 
 HR_720P = (720, 1280)  # the output size of the lightweight-FP tables' Mult-Adds (SPEC §3)
 
 
 def entry_config(entry: Entry, suite: Suite, out_dir: Path):
     """The entry's recipe with the suite's and the entry's overrides (and its teacher, if any)."""
-    config = load_config(configs_dir() / entry.recipe, [*suite.overrides, *entry.overrides])
+    config = load_config(recipes_dir() / entry.recipe, [*suite.overrides, *entry.overrides])
     if entry.teacher:
         teacher = str(out_dir / entry.teacher / "model.safetensors")
         loss = [dataclasses.replace(t, kwargs={**t.kwargs, "teacher": teacher}) if "teacher" in t.kwargs else t for t in config.train.loss]

@@ -1,6 +1,6 @@
-"""The suites of ``tinysr bench``: which methods, which recipes, which budget (issue 10).
+"""The suites of ``tinysr bench``: which methods, which recipes, which budget.
 
-An :class:`Entry` is one row of the tables: a recipe from ``configs/`` trained for the suite's
+An :class:`Entry` is one row of the tables: a shipped recipe (``tinysr recipes``) trained for the suite's
 budget (or an untrained model such as bicubic, or a pruning of another entry's model), the
 deployable form whose CPU time is measured, and the key of the papers' numbers (``paper.py``).
 
@@ -37,7 +37,7 @@ class Prune:
 class Entry:
     name: str  # the row label and the run folder under the bench's output directory
     family: str
-    recipe: str | None = None  # file under configs/; None for an untrained model
+    recipe: str | None = None  # a shipped recipe's file name; None for an untrained model
     model: str | None = None  # the untrained model's registered name (recipe is None)
     scale: int = 2  # the untrained model's scale (a recipe sets its own)
     overrides: tuple[str, ...] = ()  # ``--set``-style recipe overrides
@@ -161,11 +161,3 @@ def get_suite(name: str) -> Suite:
     if name not in SUITES:
         raise TinySRError(f"--suite {name!r}: unknown suite ({', '.join(SUITES)})")
     return SUITES[name]
-
-
-def configs_dir() -> Path:
-    """The repository's ``configs/`` (recipes are files there, not package data)."""
-    found = Path(__file__).resolve().parents[3] / "configs"
-    if not found.is_dir():
-        raise TinySRError(f"{found}: the recipes folder is missing (run tinysr bench from a checkout of the repository)")
-    return found

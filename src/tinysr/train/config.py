@@ -1,13 +1,24 @@
-"""Training recipes: YAML files validated into typed, frozen dataclasses (issue: training engine).
+"""Training recipes: YAML files validated into typed, frozen dataclasses.
 
 A recipe is read once, checked (an unknown or misspelt key, or a value of the wrong type, is an
 error naming the key and the file), overridden from the command line with ``--set a.b=value``
 (values parsed as YAML), and never mutated afterwards.
+
+**Inheritance.** ``base: NAME`` names the recipe a recipe extends: its keys are read first and the
+recipe's own keys override them (mappings merge key by key, any other value, lists included,
+replaces the base's). NAME is a recipe file beside the recipe (``NAME.yaml``), a path relative to
+it, or a shipped recipe; a base may have a base. A missing base or a cycle is an error naming
+the files.
+
+**Shipped recipes** live in the package (``tinysr/recipes``, :func:`list_recipes`); wherever a
+recipe file is asked for, a shipped recipe's name may be given instead. Names starting with
+``_`` are bases that are not complete recipes on their own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +28,9 @@ from typing import Any
 import yaml
 
 from ..errors import TinySRError
+from ..models.registry import SUPPORTED_SCALES
+
+RECIPE_SUFFIX = ".yaml"
 
 
 @dataclass(frozen=True)
@@ -183,6 +197,7 @@ def _apply_override(tree: dict, assignment: str, source: str) -> None:
 def parse_config(tree: dict, source: str = "<config>", overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Validate a recipe given as a dict (``source`` names it in errors), after ``--set`` overrides."""
     tree = yaml.safe_load(yaml.safe_dump(tree)) if tree else {}  # deep copy
+    tree = resolve_bases(tree, None)
     for assignment in overrides:
         _apply_override(tree, assignment, source)
     config = _build(Config, tree, "", source)
@@ -190,26 +205,79 @@ def parse_config(tree: dict, source: str = "<config>", overrides: list[str] | tu
     return config
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read and validate the YAML recipe at ``path``."""
-    path = Path(path)
-    if not path.is_file():
-        raise TinySRError(f"{path}: no such config file")
+def recipes_dir() -> Path:
+    """The folder of the shipped recipes (package data)."""
+    return Path(str(importlib.resources.files("tinysr") / "recipes"))
+
+
+def list_recipes(include_bases: bool = False) -> list[str]:
+    """The names of the shipped recipes, sorted (bases, named ``_...``, only if asked for)."""
+    names = sorted(p.stem for p in recipes_dir().glob(f"*{RECIPE_SUFFIX}"))
+    return [n for n in names if include_bases or not n.startswith("_")]
+
+
+def find_recipe(name_or_path: str | Path, beside: Path | None = None) -> Path:
+    """The recipe file ``name_or_path`` names: a file (relative to ``beside``'s folder if given,
+    else to the working folder), or a shipped recipe's name."""
+    text = str(name_or_path)
+    candidates = [Path(beside).parent / text] if beside is not None else [Path(text)]
+    if not text.endswith(RECIPE_SUFFIX):
+        candidates.append(candidates[0].with_name(candidates[0].name + RECIPE_SUFFIX))
+    candidates.append(recipes_dir() / (Path(text).name if text.endswith(RECIPE_SUFFIX) else text + RECIPE_SUFFIX))
+    for path in candidates:
+        if path.is_file():
+            return path
+    where = f" (base of {beside})" if beside is not None else ""
+    raise TinySRError(f"{text}: no such recipe file or shipped recipe{where}; `tinysr recipes` lists the shipped ones")
+
+
+def _read_yaml(path: Path) -> dict:
     try:
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise TinySRError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
     if tree is not None and not isinstance(tree, dict):
         raise TinySRError(f"{path}: a recipe must be a mapping of keys")
-    return parse_config(tree or {}, str(path), overrides)
+    return tree or {}
+
+
+def merge_trees(base: dict, override: dict) -> dict:
+    """``override`` over ``base``: mappings merge key by key, any other value replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge_trees(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def resolve_bases(tree: dict, path: Path | None, chain: tuple[Path, ...] = ()) -> dict:
+    """``tree`` (read from ``path``) with its chain of ``base:`` recipes merged under it."""
+    if "base" not in tree:
+        return tree
+    base_name = tree["base"]
+    where = path if path is not None else "<recipe>"
+    if not isinstance(base_name, str) or not base_name:
+        raise TinySRError(f"{where}: base must be a recipe name or file, got {base_name!r}")
+    base_path = find_recipe(base_name, beside=path).resolve()
+    if base_path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, base_path))
+        raise TinySRError(f"{where}: recipe bases form a cycle ({cycle})")
+    base = resolve_bases(_read_yaml(base_path), base_path, (*chain, base_path))
+    return merge_trees(base, {k: v for k, v in tree.items() if k != "base"})
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read and validate the YAML recipe at ``path`` (or the shipped recipe of that name), bases merged."""
+    found = find_recipe(path)
+    tree = resolve_bases(_read_yaml(found), found.resolve(), (found.resolve(),))
+    return parse_config(tree, str(path), overrides)
 
 
 def _check_values(c: Config, source: str) -> None:
     def bad(key: str, why: str):
         raise TinySRError(f"{source}: {key} {why}")
 
-    if c.scale not in (2, 3, 4):
-        bad("scale", f"must be 2, 3 or 4, got {c.scale}")
+    if c.scale not in SUPPORTED_SCALES:
+        bad("scale", f"must be {', '.join(map(str, SUPPORTED_SCALES[:-1]))} or {SUPPORTED_SCALES[-1]}, got {c.scale}")
     if c.train.iterations < 1:
         bad("train.iterations", "must be at least 1")
     if c.train.batch_size < 1:
