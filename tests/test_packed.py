@@ -1,5 +1,6 @@
 """Bit-packed binary inference (SPEC §9): the native kernel on every path equals the float model."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from tinysr.cli import main
 from tinysr.compress import pack, set_kernel
 from tinysr.errors import TinySRError
 from tinysr.kernels import available_paths, native
-from tinysr.nn import BinaryConv2d, RSign, SignActivation, XnorWeight
+from tinysr.nn import ActivationQuantizer, BinaryConv2d, RSign, SignActivation, WeightQuantizer, XnorWeight
 from tinysr.nn.packed import PackedBinaryConv2d, pack_weight_signs, unpack_weight_signs
+from tinysr.plugins import no_macs, register_cost
 
 from test_binary import xnor_popcount_reference
 
@@ -176,3 +178,97 @@ def test_cli_deploy_packs_binary_models(tmp_path, capsys):
     assert any(isinstance(m, PackedBinaryConv2d) for m in packed.modules())
     assert main(["deploy", "-m", str(tmp_path / "p.safetensors"), "-o", str(tmp_path / "q.safetensors")]) == 2
     assert "already packed" in capsys.readouterr().err
+
+
+class MedianScaledSigns(WeightQuantizer):
+    """A toy 1-bit weight quantizer neither layer knows: signs scaled by the per-channel median |W|."""
+
+    def signs(self, weight):
+        return torch.where(weight >= 0, 1.0, -1.0)
+
+    def alpha(self, weight):
+        return weight.abs().flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
+
+
+class FixedThresholdSign(ActivationQuantizer):
+    """A toy 1-bit activation quantizer: ``sign(x - t_c)`` with a fixed, non-learned threshold per channel."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("t", torch.linspace(-0.5, 0.5, channels))
+
+    def sign_threshold(self):
+        return self.t
+
+    def forward(self, x):
+        return torch.where(x - self.t.view(1, -1, 1, 1) >= 0, 1.0, -1.0)
+
+
+register_cost(FixedThresholdSign)(no_macs)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_new_quantizer_packs_through_the_protocol_alone(path):
+    """Neither BinaryConv2d nor PackedBinaryConv2d names a quantizer class: a scheme they have never
+    seen packs and equals its float simulation bit for bit."""
+    torch.manual_seed(5)
+    conv = BinaryConv2d(12, 10, 3, padding=1, bias=True, act_quantizer=FixedThresholdSign(12), weight_quantizer=MedianScaledSigns()).eval()
+    conv.bias.data.normal_()
+    x = torch.randn(2, 12, 9, 11)
+    packed = PackedBinaryConv2d.from_conv(conv)
+    packed.kernel = path
+    with torch.no_grad():
+        assert torch.equal(packed(x), conv(x))
+    expected = torch.nn.functional.conv2d(conv.act_quantizer(x), MedianScaledSigns()(conv.weight), conv.bias, padding=1)
+    torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-5)  # the protocol's factorisation is the quantizer's q(W)
+    assert (packed.has_bias, packed.has_threshold, packed.pre) == (True, True, None)
+
+
+def test_layers_name_no_quantizer_or_model_class():
+    """The protocol, not a class switch: no isinstance in the layers or the CLI names a quantizer or a model."""
+    import ast
+
+    import tinysr.models as models_package
+    import tinysr.nn as nn_package
+
+    quantizers = {n for m in (nn_package.binary, nn_package.bam) for n, v in vars(m).items() if isinstance(v, type) and hasattr(v, "precision")}
+    models = {n for m in vars(models_package).values() if getattr(m, "__name__", "").startswith("tinysr.models.")
+              for n, v in vars(m).items() if isinstance(v, type) and issubclass(v, torch.nn.Module)}  # fmt: skip
+    assert {"XnorWeight", "RSign", "AccumulatedSign"} <= quantizers and {"BaseNet", "BinaryEDSR"} <= models
+    src = Path(tinysr.__file__).parent
+    for rel in ("nn/packed.py", "nn/binary.py", "cli.py"):
+        tree = ast.parse((src / rel).read_text())
+        named = {ast.unparse(call.args[1]) for call in ast.walk(tree) if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "isinstance"}
+        assert not {w for n in named for w in n.replace("(", " ").replace(")", " ").replace(",", " ").split()} & (quantizers | models), rel
+
+
+def _has_binary_convs(name: str) -> bool:
+    return any(isinstance(m, BinaryConv2d) and m.is_binary for m in tinysr.create_model(name, scale=2).modules())
+
+
+BINARY_MODELS = [name for name in tinysr.list_models() if _has_binary_convs(name)]
+
+
+@pytest.mark.parametrize("name", BINARY_MODELS)
+def test_profile_counts_a_packed_model_as_its_unpacked_form(name):
+    """Counted from the packed layers themselves: the same BOPs, FLOPs and params as before packing."""
+    assert len(BINARY_MODELS) >= 20
+    kwargs = {"units": 2} if name.endswith(("_bnn", "_bireal", "_reactnet", "_bam")) else {}
+    model = tinysr.create_model(name, scale=2, **kwargs).eval()
+    before, after = tinysr.profile(model, (18, 32)), tinysr.profile(pack(model), (18, 32))
+    assert after.bops == before.bops > 0
+    assert (after.flops, after.params_fp, after.params_binary) == (before.flops, before.params_fp, before.params_binary)
+    assert any(layer.kind == "PackedBinaryConv2d" and layer.bops for layer in after.layers)
+
+
+def test_cli_profile_counts_a_packed_model_file(tmp_path, capsys):
+    model = tinysr.create_model("edsr_reactnet", scale=2, channels=16, units=2)
+    tinysr.save(model, tmp_path / "m.safetensors")
+    tinysr.save(pack(model), tmp_path / "p.safetensors")
+    totals = []
+    for name in ("m", "p"):
+        assert main(["profile", "-m", str(tmp_path / f"{name}.safetensors"), "-s", "2", "--lr-size", "32x18", "--json", str(tmp_path / f"{name}.json")]) == 0
+        totals.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    for key in ("params", "params_fp", "params_binary", "flops", "bops", "ops"):
+        assert totals[0][key] == totals[1][key], key
+    assert totals[1]["bops"] > 0

@@ -25,6 +25,7 @@ from torch import nn
 
 from .errors import TinySRError
 from .files import atomic_write
+from .models.bicubic import Bicubic
 
 
 def export_onnx(model: nn.Module, path: str | Path, lr_size: tuple[int, int] | None = None, opset: int = 17) -> Path:
@@ -32,8 +33,6 @@ def export_onnx(model: nn.Module, path: str | Path, lr_size: tuple[int, int] | N
 
     ``lr_size`` (H, W): export for that input size only; ``None``: any size (dynamic axes).
     """
-    from .models.bicubic import Bicubic
-
     try:
         import onnx  # noqa: F401  (the exporter serialises with it)
     except ImportError:
