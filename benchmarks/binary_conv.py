@@ -103,8 +103,10 @@ def whole_networks(repeat: int, networks: list[tuple[str, int]]) -> None:
         sim, fast, fp = times["float-simulated"], times["packed"], times["FP layers only"]
         base = times.get("edsr_baseline (FP)")
         base_cell = f"{base * 1e3:.0f} ({base / fast:.1f}x)" if base else "-"
-        print(f"| {torch.get_num_threads()} | {name} x{scale} | {sim * 1e3:.0f} | {fast * 1e3:.0f} | **{sim / fast:.2f}x** | "
-              f"{sim / fp:.2f}x | {base_cell} |")  # fmt: skip
+        print(
+            f"| {torch.get_num_threads()} | {name} x{scale} | {sim * 1e3:.0f} | {fast * 1e3:.0f} | **{sim / fast:.2f}x** | "
+            f"{sim / fp:.2f}x | {base_cell} |"
+        )
 
 
 def main() -> None:

@@ -43,9 +43,13 @@ def build(spec: str, scale: int = 2) -> torch.nn.Module:
 def signal_stds(model: torch.nn.Module, lr: torch.Tensor) -> dict:
     net = getattr(model, "net", model)  # BTM/IBTM wrap the network in their input normalisation
     found: dict[str, list] = {"units": []}
-    hooks = [net.head.register_forward_hook(lambda m, i, o: found.__setitem__("head", o.std().item())),
-             net.conv_last.register_forward_hook(lambda m, i, o: found.__setitem__("conv_last", o.std().item()))]  # fmt: skip
-    hooks += [unit.register_forward_hook(lambda m, i, o: found["units"].append((i[0].std().item(), (o - i[0]).std().item()))) for unit in net.body]
+    hooks = [
+        net.head.register_forward_hook(lambda m, i, o: found.__setitem__("head", o.std().item())),
+        net.conv_last.register_forward_hook(lambda m, i, o: found.__setitem__("conv_last", o.std().item())),
+    ]
+    hooks += [
+        unit.register_forward_hook(lambda m, i, o: found["units"].append((i[0].std().item(), (o - i[0]).std().item()))) for unit in net.body
+    ]
     with torch.no_grad():
         model.eval()(lr)
     for h in hooks:

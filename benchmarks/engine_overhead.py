@@ -25,8 +25,7 @@ from torch.utils.data import DataLoader
 
 import tinysr
 from tinysr.data import LRCache, TrainPatches
-from tinysr.train import parse_config
-from tinysr.train import Trainer
+from tinysr.train import Trainer, parse_config
 from tinysr.train.sampling import SampleStream
 
 
@@ -54,9 +53,15 @@ def engine(folder: str, iterations: int, batch: int, patch: int, seed: int) -> f
         "scale": 2,
         "seed": seed,
         "data": {"train": [folder], "patch_size": patch, "repeat": 20},
-        "train": {"iterations": iterations, "batch_size": batch, "lr": 1e-4, "log_every": iterations,
-                  "val_every": 10**9, "checkpoint_every": 10**9},
-    }  # fmt: skip
+        "train": {
+            "iterations": iterations,
+            "batch_size": batch,
+            "lr": 1e-4,
+            "log_every": iterations,
+            "val_every": 10**9,
+            "checkpoint_every": 10**9,
+        },
+    }
     with tempfile.TemporaryDirectory() as run_dir:
         Trainer(parse_config(recipe, "benchmark"), run_dir, device="cpu", progress=True).run()
         records = [json.loads(line) for line in (Path(run_dir) / "log.jsonl").read_text().splitlines()]
@@ -81,8 +86,10 @@ def main() -> None:
         bare_rates.append(bare_loop(args.data, args.iterations, args.batch, args.patch, r))
         print(f"round {r}: engine {engine_rates[-1]:.3f} it/s, bare {bare_rates[-1]:.3f} it/s")
     e, b = statistics.median(engine_rates), statistics.median(bare_rates)
-    print(f"median: engine {e:.3f} it/s ({e * args.batch:.1f} img/s), bare {b:.3f} it/s; engine/bare = {e / b:.3f} "
-          f"(overhead {100 * (1 - e / b):+.1f}%)")  # fmt: skip
+    print(
+        f"median: engine {e:.3f} it/s ({e * args.batch:.1f} img/s), bare {b:.3f} it/s; engine/bare = {e / b:.3f} "
+        f"(overhead {100 * (1 - e / b):+.1f}%)"
+    )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from binary_diagnostics import build  # benchmarks/ is on the path when run as a script
 
 import tinysr
+from binary_diagnostics import build  # benchmarks/ is on the path when run as a script
 from tinysr.data import LRCache, TrainPatches
 from tinysr.models.btm import MultiStageDistillation, spatial_softmax
 
@@ -95,8 +95,10 @@ def main() -> None:
     data = TrainPatches(TRAIN, args.scale, args.patch, repeat=20, seed=123, cache=LRCache())
     for spec in args.students:
         sums, losses = measure(student(spec, teacher, args.scale), args.teacher, data, args.batches, args.batch_size)
-        print(f"\n{spec}: L1(SR, HR) {losses['l1']:.5f}, feature L1 / 255 {losses['feat']:.6f}, KL / 255 {losses['kl']:.6f}; "
-              f"last-stage L1 between the softmaxed features (SPEC's form, not / 255) {losses['softmax_l1']:.2e}")
+        print(
+            f"\n{spec}: L1(SR, HR) {losses['l1']:.5f}, feature L1 / 255 {losses['feat']:.6f}, KL / 255 {losses['kl']:.6f}; "
+            f"last-stage L1 between the softmaxed features (SPEC's form, not / 255) {losses['softmax_l1']:.2e}"
+        )
         print(f"  {'part':<6} {'|g_feat|/|g_rec|':>17} {'cos':>6} {'|g_KL|/|g_rec|':>15} {'cos':>6}")
         for part in [p for p in sums if p != "all"] + ["all"]:
             rr, ff, rf, kk, rk = sums[part]

@@ -26,10 +26,10 @@ import subprocess
 import sys
 
 import torch
-from binary_conv import best_times
-from binary_diagnostics import build
 
 import tinysr
+from binary_conv import best_times
+from binary_diagnostics import build
 from tinysr.compress import pack
 
 DEFAULT_MODELS = [
@@ -81,8 +81,19 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"default": [], "retain": []}
     for _ in range(args.rounds):
         for mode in runs:
-            cmd = [sys.executable, __file__, *args.models, "--malloc", mode, "--repeat", str(args.repeat),
-                   "--lr-size", args.lr_size, "--threads", *map(str, args.threads)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                *args.models,
+                "--malloc",
+                mode,
+                "--repeat",
+                str(args.repeat),
+                "--lr-size",
+                args.lr_size,
+                "--threads",
+                *map(str, args.threads),
+            ]
             runs[mode].append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]))
     print(f"torch {torch.__version__}; {args.lr_size} LR input; packed models; best of {args.repeat} x {args.rounds} processes")
     print("\n| threads | model | default allocator: ms (faults / pass) | retained memory: ms (faults / pass) | speed-up |")

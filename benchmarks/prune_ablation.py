@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 import tinysr
-from tinysr.workflows.pruning import METHODS, run_pruning
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
 from tinysr.train import load_config
+from tinysr.workflows.pruning import METHODS, run_pruning
 
 
 def best_time(model, x, repeat: int) -> float:
@@ -82,14 +82,22 @@ def main() -> None:
             final = run_pruning(config, args.runs / f"{method}_{ratio}", args.source, ratio, method, args.prune_lr, progress=False)
             rows.append(row(method, ratio, tinysr.load(final)))
     sets = [Path(d).name for d in args.test]
-    print(f"x{config.scale}; fine-tuning: {config.train.iterations} iterations ({args.config}); "
-          f"Mult-Adds at 1280x720 output; CPU time at 320x180 input, {torch.get_num_threads()} threads")  # fmt: skip
-    print("| ratio | method | params | Mult-Adds (G) | " + " | ".join(f"{s} PSNR / SSIM" for s in sets) + " | CPU ms | speed-up | Mult-Adds reduction |")
+    print(
+        f"x{config.scale}; fine-tuning: {config.train.iterations} iterations ({args.config}); "
+        f"Mult-Adds at 1280x720 output; CPU time at 320x180 input, {torch.get_num_threads()} threads"
+    )
+    print(
+        "| ratio | method | params | Mult-Adds (G) | "
+        + " | ".join(f"{s} PSNR / SSIM" for s in sets)
+        + " | CPU ms | speed-up | Mult-Adds reduction |"
+    )
     print("|---|---|---:|---:|" + "---:|" * len(sets) + "---:|---:|---:|")
     for r in rows:
         cells = " | ".join(f"{r[f'{s}_psnr']:.3f} / {r[f'{s}_ssim']:.4f}" for s in sets)
-        print(f"| {r['ratio'] if r['ratio'] is not None else '-'} | {r['method']} | {r['params'] / 1e3:.1f}K | {r['mult_adds'] / 1e9:.1f} | "
-              f"{cells} | {r['ms']:.0f} | {r['speedup']:.2f}x | {r['flops_ratio']:.2f}x |")  # fmt: skip
+        print(
+            f"| {r['ratio'] if r['ratio'] is not None else '-'} | {r['method']} | {r['params'] / 1e3:.1f}K | {r['mult_adds'] / 1e9:.1f} | "
+            f"{cells} | {r['ms']:.0f} | {r['speedup']:.2f}x | {r['flops_ratio']:.2f}x |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

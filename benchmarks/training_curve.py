@@ -1,6 +1,6 @@
 """Print a run's validation curve (PSNR vs iterations and wall time) and its throughput as Markdown.
 
-    python benchmarks/training_curve.py runs/edsr_baseline_x2_cpu [--target 35.5]
+python benchmarks/training_curve.py runs/edsr_baseline_x2_cpu [--target 35.5]
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ def main() -> None:
         print(f"| {r['iter']} | {r['time'] / 60:.1f} | {r['val_psnr']:.3f} | {r['val_ssim']:.4f} |")
     if train:
         last = train[-1]
-        print(f"\nthroughput over the run: {last['it_s']:.2f} iterations/s, {last['img_s']:.1f} patches/s "
-              f"({last['iter']} iterations in {last['time'] / 60:.1f} min, validation included)")  # fmt: skip
+        print(
+            f"\nthroughput over the run: {last['it_s']:.2f} iterations/s, {last['img_s']:.1f} patches/s "
+            f"({last['iter']} iterations in {last['time'] / 60:.1f} min, validation included)"
+        )
     if args.target is not None:
         hit = next((r for r in val if r["val_psnr"] >= args.target), None)
         print(f"first >= {args.target} dB: " + (f"iteration {hit['iter']}, {hit['time'] / 60:.1f} min" if hit else "never"))

@@ -6,8 +6,8 @@ import csv
 import math
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from tinysr.bench import get_suite
 from tinysr.bench.paper import REPORTED
 from tinysr.bench.runner import crop_box
@@ -34,7 +34,20 @@ def test_smoke_csv_has_every_family_and_sane_numbers(smoke):
     suite = get_suite("smoke")
     assert [r["method"] for r in rows] == [e.name for e in suite.entries]
     assert {r["family"] for r in rows} == set(FAMILIES)
-    for column in ("scale", "iterations", "form", "params", "flops_g", "bops_g", "ops_g", "multadds_720p_g", "Set5_psnr", "Set5_ssim", "paper_Set5_psnr", "time_ms"):
+    for column in (
+        "scale",
+        "iterations",
+        "form",
+        "params",
+        "flops_g",
+        "bops_g",
+        "ops_g",
+        "multadds_720p_g",
+        "Set5_psnr",
+        "Set5_ssim",
+        "paper_Set5_psnr",
+        "time_ms",
+    ):
         assert column in rows[0], column
     for r in rows:
         assert 5.0 < float(r["Set5_psnr"]) < 50.0 and 0.0 < float(r["Set5_ssim"]) <= 1.0, r

@@ -26,7 +26,9 @@ def surrogate(x: np.ndarray, kind: str, t: float = 2.0) -> np.ndarray:
     return np.where(x < -2 / t, -1.0, np.where(x < 0, t * t / 4 * x * x + t * x, np.where(x < 2 / t, -t * t / 4 * x * x + t * x, 1.0)))
 
 
-@pytest.mark.parametrize("kind, t", [("ste", 2.0), ("approx", 2.0), ("dynamic", 1.0), ("dynamic", 2.0), ("dynamic", 4.0), ("higher_order", 4.0)])
+@pytest.mark.parametrize(
+    "kind, t", [("ste", 2.0), ("approx", 2.0), ("dynamic", 1.0), ("dynamic", 2.0), ("dynamic", 4.0), ("higher_order", 4.0)]
+)
 def test_estimator_gradient_is_the_surrogate_derivative(kind, t):
     x = torch.linspace(-2.3, 2.3, 4001, dtype=torch.float64)
     x = x[(x.abs() - 1).abs() > 1e-3]  # keep away from kinks, where the finite difference is one-sided

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from train_helpers import make_folders, tiny_recipe
 
 import tinysr
 from tinysr.data import TrainPatches
 from tinysr.models.btm import MultiStageDistillation, spatial_softmax
-from tinysr.train import parse_config, train
 from tinysr.plugins import Step
+from tinysr.train import parse_config, train
+from train_helpers import make_folders, tiny_recipe
 
 
 @pytest.fixture(scope="module")

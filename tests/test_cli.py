@@ -3,17 +3,21 @@ import sys
 
 import numpy as np
 import pytest
-from train_helpers import run_bounded
 
 from tinysr import create_model, save
 from tinysr.cli import main
 from tinysr.io import write_image
+from train_helpers import run_bounded
 
 # SPEC §1 reference values for this protocol (PSNR, SSIM).
 BICUBIC = {
-    ("Set5", 2): (33.682, 0.9305), ("Set5", 3): (30.405, 0.8690), ("Set5", 4): (28.431, 0.8113),
-    ("Set14", 2): (30.330, 0.8700), ("Set14", 3): (27.634, 0.7760), ("Set14", 4): (26.092, 0.7050),
-}  # fmt: skip
+    ("Set5", 2): (33.682, 0.9305),
+    ("Set5", 3): (30.405, 0.8690),
+    ("Set5", 4): (28.431, 0.8113),
+    ("Set14", 2): (30.330, 0.8700),
+    ("Set14", 3): (27.634, 0.7760),
+    ("Set14", 4): (26.092, 0.7050),
+}
 
 
 def test_bicubic_table_reproduces_spec(data_dir, tmp_path, capsys):

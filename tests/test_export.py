@@ -1,15 +1,13 @@
 """ONNX export (SPEC §7, deployable outputs): onnxruntime's output equals PyTorch's."""
 
 import pytest
-import torch
 
 import tinysr
+from test_rep import randomize
 from tinysr.cli import main
 from tinysr.compress import reparameterize
 from tinysr.errors import TinySRError
 from tinysr.export import check_onnx, export_onnx
-
-from test_rep import randomize
 
 
 @pytest.mark.parametrize("name", ["edsr_baseline", "srresnet", "basenet"])

@@ -49,7 +49,7 @@ def test_cli_upscale_folder_with_mixed_modes(tmp_path, small_edsr):
     Image.fromarray(rgb).quantize(8).save(src / "palette.png")
     Image.fromarray(rgb).save(src / "photo.jpg")
     Image.fromarray(rgb).save(src / "scan.tif")
-    Image.fromarray((rgb[..., 1].astype(np.uint16) * 257)).save(src / "deep.png")
+    Image.fromarray(rgb[..., 1].astype(np.uint16) * 257).save(src / "deep.png")
     model_path = tmp_path / "m.safetensors"
     tinysr.save(small_edsr, model_path)
     assert main(["upscale", "-i", str(src), "-o", str(tmp_path / "out"), "-m", str(model_path), "--tile", "8", "-q"]) == 0

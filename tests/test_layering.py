@@ -74,8 +74,10 @@ def test_every_module_imports_only_its_own_layer_or_below():
     for module in MODULES:
         for target, line, _ in imports_of(module):
             if layer_of(target) > layer_of(module):
-                upward.append(f"{MODULES[module].relative_to(PACKAGE.parent)}:{line}: {module} ({LAYERS[layer_of(module)][0]}) "
-                              f"imports {target} ({LAYERS[layer_of(target)][0]})")  # fmt: skip
+                upward.append(
+                    f"{MODULES[module].relative_to(PACKAGE.parent)}:{line}: {module} ({LAYERS[layer_of(module)][0]}) "
+                    f"imports {target} ({LAYERS[layer_of(target)][0]})"
+                )
     assert not upward, "upward imports:\n" + "\n".join(upward)
 
 
@@ -102,7 +104,11 @@ def test_the_module_graph_has_no_cycle():
 def test_no_tinysr_import_hides_inside_a_function_or_a_module_getattr():
     hidden = [f"{m}:{line} imports {t}" for m in MODULES for t, line, inside in imports_of(m) if inside]
     assert not hidden, "imports inside functions (a sign of a cycle being dodged):\n" + "\n".join(hidden)
-    lazy = [m for m, p in MODULES.items() if any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__" for n in ast.parse(p.read_text()).body)]
+    lazy = [
+        m
+        for m, p in MODULES.items()
+        if any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__" for n in ast.parse(p.read_text()).body)
+    ]
     assert not lazy, f"module-level __getattr__ in {lazy}"
 
 

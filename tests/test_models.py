@@ -6,12 +6,12 @@ import re
 import pytest
 import torch
 from safetensors.torch import save_file
-from train_helpers import change_builder_default
 
 import tinysr
 from tinysr import TinySRError, create_model, list_models, load, save
 from tinysr.model_file import read_metadata
 from tinysr.models import registry
+from train_helpers import change_builder_default
 
 SMALL = {"edsr": {"blocks": 2}, "ledsr": {"blocks": 2}}  # the full-width giants, kept short for speed
 

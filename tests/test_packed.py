@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import tinysr
+from test_binary import xnor_popcount_reference
 from tinysr.cli import main
 from tinysr.compress import pack, set_kernel
 from tinysr.errors import TinySRError
@@ -16,8 +17,6 @@ from tinysr.kernels import available_paths, native
 from tinysr.nn import ActivationQuantizer, BinaryConv2d, RSign, SignActivation, WeightQuantizer, XnorWeight
 from tinysr.nn.packed import PackedBinaryConv2d, pack_weight_signs, unpack_weight_signs
 from tinysr.plugins import no_macs, register_cost
-
-from test_binary import xnor_popcount_reference
 
 PATHS = available_paths()
 
@@ -231,14 +230,25 @@ def test_layers_name_no_quantizer_or_model_class():
     import tinysr.models as models_package
     import tinysr.nn as nn_package
 
-    quantizers = {n for m in (nn_package.binary, nn_package.bam) for n, v in vars(m).items() if isinstance(v, type) and hasattr(v, "precision")}
-    models = {n for m in vars(models_package).values() if getattr(m, "__name__", "").startswith("tinysr.models.")
-              for n, v in vars(m).items() if isinstance(v, type) and issubclass(v, torch.nn.Module)}  # fmt: skip
+    quantizers = {
+        n for m in (nn_package.binary, nn_package.bam) for n, v in vars(m).items() if isinstance(v, type) and hasattr(v, "precision")
+    }
+    models = {
+        n
+        for m in vars(models_package).values()
+        if getattr(m, "__name__", "").startswith("tinysr.models.")
+        for n, v in vars(m).items()
+        if isinstance(v, type) and issubclass(v, torch.nn.Module)
+    }
     assert {"XnorWeight", "RSign", "AccumulatedSign"} <= quantizers and {"BaseNet", "BinaryEDSR"} <= models
     src = Path(tinysr.__file__).parent
     for rel in ("nn/packed.py", "nn/binary.py", "cli.py"):
         tree = ast.parse((src / rel).read_text())
-        named = {ast.unparse(call.args[1]) for call in ast.walk(tree) if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "isinstance"}
+        named = {
+            ast.unparse(call.args[1])
+            for call in ast.walk(tree)
+            if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "isinstance"
+        }
         assert not {w for n in named for w in n.replace("(", " ").replace(")", " ").replace(",", " ").split()} & (quantizers | models), rel
 
 
@@ -267,7 +277,22 @@ def test_cli_profile_counts_a_packed_model_file(tmp_path, capsys):
     tinysr.save(pack(model), tmp_path / "p.safetensors")
     totals = []
     for name in ("m", "p"):
-        assert main(["profile", "-m", str(tmp_path / f"{name}.safetensors"), "-s", "2", "--lr-size", "32x18", "--json", str(tmp_path / f"{name}.json")]) == 0
+        assert (
+            main(
+                [
+                    "profile",
+                    "-m",
+                    str(tmp_path / f"{name}.safetensors"),
+                    "-s",
+                    "2",
+                    "--lr-size",
+                    "32x18",
+                    "--json",
+                    str(tmp_path / f"{name}.json"),
+                ]
+            )
+            == 0
+        )
         totals.append(json.loads((tmp_path / f"{name}.json").read_text()))
     for key in ("params", "params_fp", "params_binary", "flops", "bops", "ops"):
         assert totals[0][key] == totals[1][key], key

@@ -68,8 +68,14 @@ def test_figure_labels_of_clustered_points_do_not_overlap():
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     # four points within 0.06 dB at one OPs: a few pixels apart here, less than a label's height
-    points = [("edsr_bnn", 18.55, 33.62), ("edsr_bireal", 18.55, 33.60), ("edsr_reactnet_inbranch", 18.55, 33.58),
-              ("edsr_btm", 18.55, 33.56), ("edsr_ibtm", 18.31, 32.33), ("fabnet", 1.0, 34.5)]  # fmt: skip
+    points = [
+        ("edsr_bnn", 18.55, 33.62),
+        ("edsr_bireal", 18.55, 33.60),
+        ("edsr_reactnet_inbranch", 18.55, 33.58),
+        ("edsr_btm", 18.55, 33.56),
+        ("edsr_ibtm", 18.31, 32.33),
+        ("fabnet", 1.0, 34.5),
+    ]
     ax.scatter([p[1] for p in points], [p[2] for p in points])
     ax.set_xscale("log")
     _annotate_apart(ax, points)

@@ -13,7 +13,6 @@ from tinysr.compress.channels import channel_groups
 from tinysr.compress.prune import WeightNormConv2d, fold_weight_norm, insert_weight_norm
 from tinysr.errors import TinySRError
 from tinysr.train import load_config
-
 from train_helpers import make_folders, tiny_recipe, write_recipe
 
 
@@ -42,7 +41,9 @@ def test_weight_norm_preserves_the_function_and_folds_exactly():
         assert torch.allclose(model_no_change(x), before, atol=1e-6)
 
 
-@pytest.mark.parametrize("name, head, body_tail", [("edsr_baseline", "head", "body_tail"), ("ledsr", "head", "body_tail"), ("srresnet", "head.0", "body_tail.0")])
+@pytest.mark.parametrize(
+    "name, head, body_tail", [("edsr_baseline", "head", "body_tail"), ("ledsr", "head", "body_tail"), ("srresnet", "head.0", "body_tail.0")]
+)
 def test_constrained_layers_are_found_by_tracing(name, head, body_tail):
     model = tinysr.create_model(name, scale=2, blocks=3)
     groups = channel_groups(model)
@@ -161,7 +162,12 @@ def test_cli_prune_baselines(method, tmp_path, data_dir, capsys):
     source = tmp_path / "trained.safetensors"
     tinysr.save(tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1), source)
     config = write_recipe(tmp_path / "ft.yaml", tiny_recipe(train, val, iterations=4))
-    assert main(["prune", "-c", str(config), "-o", str(tmp_path / "run"), "--from", str(source), "--ratio", "0.75", "-q"] + ["--method", method]) == 0
+    assert (
+        main(
+            ["prune", "-c", str(config), "-o", str(tmp_path / "run"), "--from", str(source), "--ratio", "0.75", "-q"] + ["--method", method]
+        )
+        == 0
+    )
     final = tmp_path / "run" / "finetune" / "model.safetensors"
     assert str(final) in capsys.readouterr().out
     assert tinysr.load(final).head.out_channels == 2

@@ -71,8 +71,28 @@ def test_shipped_recipes_live_in_the_package_and_are_listed(capsys):
 
 
 def test_train_finds_a_shipped_recipe_by_name(tmp_path, data_dir):
-    code = main(["train", "-c", "vdsr_bnn_x2_cpu", "-o", str(tmp_path / "run"), "-q",
-                 "--set", "train.iterations=1", "--set", "data.val=null", "--set", "model.kwargs={channels: 4, units: 1}",
-                 "--set", "data.patch_size=8", "--set", "train.batch_size=1", "--set", "data.repeat=1",
-                 "--set", f"data.train=[{data_dir / 'Set5' / 'HR'}]"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "-c",
+            "vdsr_bnn_x2_cpu",
+            "-o",
+            str(tmp_path / "run"),
+            "-q",
+            "--set",
+            "train.iterations=1",
+            "--set",
+            "data.val=null",
+            "--set",
+            "model.kwargs={channels: 4, units: 1}",
+            "--set",
+            "data.patch_size=8",
+            "--set",
+            "train.batch_size=1",
+            "--set",
+            "data.repeat=1",
+            "--set",
+            f"data.train=[{data_dir / 'Set5' / 'HR'}]",
+        ]
+    )
     assert code == 0 and (tmp_path / "run" / "model.safetensors").is_file()

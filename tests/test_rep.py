@@ -28,7 +28,9 @@ def randomize(module: nn.Module, edge_scale: float = 1.0) -> nn.Module:
     return module.eval()
 
 
-@pytest.mark.parametrize("block", [RepSRBlock, ECB, lambda i, o: ECB(i, o, identity=True), RepVGGBlock], ids=["repsr", "ecb", "ecb_id", "repvgg"])
+@pytest.mark.parametrize(
+    "block", [RepSRBlock, ECB, lambda i, o: ECB(i, o, identity=True), RepVGGBlock], ids=["repsr", "ecb", "ecb_id", "repvgg"]
+)
 @pytest.mark.parametrize("cin, cout", [(8, 8), (3, 8), (8, 12)])
 def test_every_block_merges_exactly(block, cin, cout):
     torch.manual_seed(1)
@@ -58,7 +60,10 @@ def test_whole_networks_merge_into_plain_basenet(name, scale, tmp_path):
     tinysr.save(merged, tmp_path / "m.safetensors")  # the merged file loads on its own
     with torch.no_grad():
         assert torch.equal(tinysr.load(tmp_path / "m.safetensors")(x), merged(x))
-    assert tinysr.profile(merged, (180, 320)).flops == tinysr.profile(tinysr.create_model("basenet", scale=scale, channels=merged.channels), (180, 320)).flops
+    assert (
+        tinysr.profile(merged, (180, 320)).flops
+        == tinysr.profile(tinysr.create_model("basenet", scale=scale, channels=merged.channels), (180, 320)).flops
+    )
 
 
 @pytest.mark.parametrize("name", NETWORKS)

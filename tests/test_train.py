@@ -17,21 +17,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import change_builder_default, make_folders, run_bounded, tiny_recipe, write_recipe
 
 import tinysr
 from tinysr import TinySRError
 from tinysr.data import TrainPatches
 from tinysr.model_file import read_metadata
 from tinysr.resize import imresize
-from tinysr.train import Callback, build_callback, build_loss, load_config, parse_config, register_callback, train
-from tinysr.train.config import list_recipes
+from tinysr.train import Callback, build_callback, build_loss, load_config, parse_config, register_callback, train, train_or_reuse
 from tinysr.train.checkpoint import load_state, save_state, state_path
-from tinysr.train import train_or_reuse
-from tinysr.train.run_dir import recipe_differences
+from tinysr.train.config import list_recipes
+from tinysr.train.run_dir import recipe_differences, recipe_inputs
 from tinysr.train.sampling import SampleStream
-from tinysr.train.run_dir import recipe_inputs
 from tinysr.train.schedule import lr_at
+from train_helpers import change_builder_default, make_folders, run_bounded, tiny_recipe, write_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 HELPER = Path(__file__).with_name("train_helpers.py")
@@ -68,7 +66,12 @@ def test_unknown_key_names_key_and_file(tmp_path, folders):
         (lambda r: r["train"].update(iterations="many"), "train.iterations must be int"),
         (lambda r: r.update(scale=5), "scale must be 2, 3 or 4"),
         (lambda r: r.pop("model"), "missing required key 'model'"),
-        (lambda r: r["train"]["scheduler"].update(name="step") if "scheduler" in r["train"] else r["train"].update(scheduler={"name": "step"}), "scheduler.name"),
+        (
+            lambda r: (
+                r["train"]["scheduler"].update(name="step") if "scheduler" in r["train"] else r["train"].update(scheduler={"name": "step"})
+            ),
+            "scheduler.name",
+        ),
         (lambda r: r["data"].update(train=[]), "data.train"),
     ],
 )
@@ -102,9 +105,13 @@ def test_every_shipped_recipe_is_valid(recipe):
 
 def test_lr_schedule():
     c = parse_config(
-        {"model": {"name": "vdsr"}, "scale": 2, "data": {"train": ["x"]},
-         "train": {"iterations": 100, "lr": 1.0, "scheduler": {"name": "multistep", "milestones": [10, 50], "gamma": 0.5}}}
-    )  # fmt: skip
+        {
+            "model": {"name": "vdsr"},
+            "scale": 2,
+            "data": {"train": ["x"]},
+            "train": {"iterations": 100, "lr": 1.0, "scheduler": {"name": "multistep", "milestones": [10, 50], "gamma": 0.5}},
+        }
+    )
     assert [lr_at(c.train, i) for i in (0, 9, 10, 49, 50, 99)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
     cos = parse_config({**c.to_dict(), "train": {**c.to_dict()["train"], "scheduler": {"name": "cosine", "min_lr": 0.1, "warmup": 4}}})
     assert lr_at(cos.train, 0) == pytest.approx(0.25) and lr_at(cos.train, 3) == pytest.approx(0.1 + 0.45 * (1 + np.cos(np.pi * 3 / 99)))
@@ -173,7 +180,9 @@ def test_existing_run_is_not_overwritten(tmp_path, folders):
     with pytest.raises(TinySRError, match="no training state"):
         train(recipe, tmp_path / "other", device="cpu", resume=True, progress=False)
     changed = parse_config(tiny_recipe(*folders, iterations=3, lr=2e-3))
-    with pytest.raises(TinySRError, match=r"the recipe differs from the one this run was started with \(train.lr: 0.001 there, 0.002 here;"):
+    with pytest.raises(
+        TinySRError, match=r"the recipe differs from the one this run was started with \(train.lr: 0.001 there, 0.002 here;"
+    ):
         train(changed, tmp_path / "run", device="cpu", resume=True, progress=False)
 
 
@@ -251,7 +260,10 @@ def test_the_files_a_recipe_reads_are_its_init_and_its_losses_teachers(tmp_path)
         "callbacks": [{"name": "assl", "kwargs": {"output": str(output)}}],  # written by the run, not read
     }
     assert recipe_inputs(recipe) == [str(init), str(teacher)]
-    assert recipe_inputs({**recipe, "init": None, "train": {"loss": [{"name": "btm_kd", "kwargs": {"teacher": str(tmp_path / "missing")}}]}}) == []
+    assert (
+        recipe_inputs({**recipe, "init": None, "train": {"loss": [{"name": "btm_kd", "kwargs": {"teacher": str(tmp_path / "missing")}}]}})
+        == []
+    )
 
 
 def test_a_finished_run_is_refused_once_its_models_builtin_default_changed(tmp_path, folders, monkeypatch):
@@ -261,7 +273,10 @@ def test_a_finished_run_is_refused_once_its_models_builtin_default_changed(tmp_p
     final = train_or_reuse(recipe, tmp_path / "run", device="cpu", progress=False)
     assert json.loads(read_metadata(final)["kwargs"]) == {"scale": 2, "channels": 8, "blocks": 1, "res_scale": 1.0}
     change_builder_default(monkeypatch, "edsr_baseline", "res_scale", 0.1)
-    with pytest.raises(TinySRError, match=r"run: finished with a model the recipe no longer builds \(model option res_scale: 1.0 there, 0.1 here: a default"):
+    with pytest.raises(
+        TinySRError,
+        match=r"run: finished with a model the recipe no longer builds \(model option res_scale: 1.0 there, 0.1 here: a default",
+    ):
         train_or_reuse(recipe, tmp_path / "run", device="cpu", progress=False)
     assert tinysr.load(final).tinysr_spec.kwargs["res_scale"] == 1.0  # the file still rebuilds the model it holds
 
@@ -352,8 +367,23 @@ def test_ddp_two_cpu_processes(tmp_path, folders):
     # Loopback only, and a short collective timeout: a machine whose host name resolves elsewhere
     # must fail this test quickly, not hang it.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo", "TINYSR_DIST_TIMEOUT": "120"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           "-m", "tinysr", "train", "-c", str(path), "-o", str(tmp_path / "ddp"), "--device", "cpu", "-q"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "tinysr",
+        "train",
+        "-c",
+        str(path),
+        "-o",
+        str(tmp_path / "ddp"),
+        "--device",
+        "cpu",
+        "-q",
+    ]
     res = run_bounded(cmd, cwd=REPO, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     last = json.loads((tmp_path / "ddp" / "log.jsonl").read_text().splitlines()[-1])

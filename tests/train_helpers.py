@@ -27,7 +27,9 @@ def change_builder_default(monkeypatch, name: str, option: str, value):
     def changed(**kwargs):
         return original(**{option: value, **kwargs})
 
-    changed.__signature__ = signature.replace(parameters=[p.replace(default=value) if p.name == option else p for p in signature.parameters.values()])
+    changed.__signature__ = signature.replace(
+        parameters=[p.replace(default=value) if p.name == option else p for p in signature.parameters.values()]
+    )
     monkeypatch.setitem(registry._REGISTRY, name, changed)
 
 
@@ -59,7 +61,9 @@ def run_bounded(cmd: list[str], timeout: float = 300, **kwargs) -> subprocess.Co
     ``subprocess.run``'s own timeout kills only the direct child, then waits for the pipes, which
     grandchildren (torchrun's workers) keep open: a hung worker would hang the suite.
     """
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

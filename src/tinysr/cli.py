@@ -205,12 +205,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     name = model_spec(model).name
     if form == "pack":
         before, after = binary_weight_bytes(model), binary_weight_bytes(deployed)
-        print(f"{args.output}: {name} with bit-packed binary convs; their weights "
-              f"{before / 1e3:.1f} kB -> {after / 1e3:.1f} kB ({before / after:.1f}x smaller)")  # fmt: skip
+        print(
+            f"{args.output}: {name} with bit-packed binary convs; their weights "
+            f"{before / 1e3:.1f} kB -> {after / 1e3:.1f} kB ({before / after:.1f}x smaller)"
+        )
         return 0
     before, after = profile(model, (180, 320)), profile(deployed, (180, 320))
-    print(f"{args.output}: {name} merged into plain convs, params {before.params / 1e3:.1f}K -> {after.params / 1e3:.1f}K, "
-          f"FLOPs at 320x180 {before.flops / 1e9:.2f}G -> {after.flops / 1e9:.2f}G")  # fmt: skip
+    print(
+        f"{args.output}: {name} merged into plain convs, params {before.params / 1e3:.1f}K -> {after.params / 1e3:.1f}K, "
+        f"FLOPs at 320x180 {before.flops / 1e9:.2f}G -> {after.flops / 1e9:.2f}G"
+    )
     return 0
 
 
@@ -230,7 +234,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     suite = get_suite(args.suite)
     run_bench(suite, args.output, test_sets=args.test, device=args.device, progress=not args.quiet, plots=not args.no_plots)
     out = Path(args.output)
-    print(f"tables: {out / 'results.md'}, {out / 'results.csv'}" + ("" if args.no_plots else f"; plots: {out}/psnr_vs_ops_x*.png, crops_x*.png"))
+    print(
+        f"tables: {out / 'results.md'}, {out / 'results.csv'}"
+        + ("" if args.no_plots else f"; plots: {out}/psnr_vs_ops_x*.png, crops_x*.png")
+    )
     return 0
 
 
@@ -301,7 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", required=True, help="model file (or a registry name with --scale, e.g. bicubic)")
     p.add_argument("--scale", "-s", type=_scale, help="scale (taken from the model file when omitted)")
     p.add_argument("--tile", "-t", type=int, metavar="N", help="process N x N LR tiles to bound memory")
-    p.add_argument("--tile-pad", type=int, default=16, metavar="P", help="LR context around each tile (>= receptive radius for exact results; default 16)")
+    p.add_argument(
+        "--tile-pad",
+        type=int,
+        default=16,
+        metavar="P",
+        help="LR context around each tile (>= receptive radius for exact results; default 16)",
+    )
     _add_device_and_quiet(p, default_device="cpu")
     p.set_defaults(func=cmd_upscale)
 
@@ -314,7 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("prune", help="prune a trained model into a smaller dense one (ASSL, L1-norm or scratch), then fine-tune")
-    p.add_argument("--config", "-c", required=True, metavar="RECIPE", help="fine-tuning recipe, a name or a file (may hold an assl callback entry with ASSL's options)")
+    p.add_argument(
+        "--config",
+        "-c",
+        required=True,
+        metavar="RECIPE",
+        help="fine-tuning recipe, a name or a file (may hold an assl callback entry with ASSL's options)",
+    )
     p.add_argument("--output", "-o", required=True, metavar="RUN_DIR", help="run folder (rerun the same command to resume)")
     p.add_argument("--from", required=True, metavar="MODEL_FILE", help="the trained model to prune")
     p.add_argument("--ratio", type=_ratio, required=True, help="fraction of each layer's filters to remove, e.g. 0.5")
@@ -324,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_and_quiet(p)
     p.set_defaults(func=cmd_prune)
 
-    p = sub.add_parser("deploy", help="merge a re-parameterizable model (repsr, ecbsr, repvgg_sr) into a plain network, or bit-pack a 1-bit model")
+    p = sub.add_parser(
+        "deploy", help="merge a re-parameterizable model (repsr, ecbsr, repvgg_sr) into a plain network, or bit-pack a 1-bit model"
+    )
     p.add_argument("--model", "-m", required=True, help="trained model file")
     p.add_argument("--output", "-o", required=True, help="output model file")
     p.add_argument("--pack", action="store_true", help="bit-pack the binary convs (the default for every model but the BaseNet family)")
@@ -334,13 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", required=True, help="model file (or a registry name with --scale)")
     p.add_argument("--output", "-o", required=True, help="output .onnx file")
     p.add_argument("--scale", "-s", type=_scale, help="scale (taken from the model file when omitted)")
-    p.add_argument("--lr-size", type=_size, metavar="WxH", help="export for this input size only (default: any size; required for VDSR/FABNet)")
+    p.add_argument(
+        "--lr-size", type=_size, metavar="WxH", help="export for this input size only (default: any size; required for VDSR/FABNet)"
+    )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--no-check", action="store_true", help="do not compare onnxruntime's output with PyTorch's")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="train (or reuse), evaluate and profile every method of a suite; tables and plots")
-    p.add_argument("--suite", required=True, help="smoke (seconds), cpu (x2, every family, one evening on 2 cores) or paper (the papers' recipes; GPU)")
+    p.add_argument(
+        "--suite", required=True, help="smoke (seconds), cpu (x2, every family, one evening on 2 cores) or paper (the papers' recipes; GPU)"
+    )
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="run folders, results.csv, results.md, plots (rerun to resume)")
     p.add_argument("--test", nargs="+", metavar="FOLDER", help="test folders (default: the suite's, Set5 and Set14)")
     p.add_argument("--no-plots", action="store_true", help="tables only (plots need matplotlib)")
@@ -349,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="train a small model on sample photographs in minutes and compare it with bicubic")
     p.add_argument("--output", "-o", default="quickstart", metavar="DIR", help="where everything goes (default ./quickstart)")
-    p.add_argument("--iterations", type=int, default=3000, help="training iterations (default 3000; 1500 took 74 s on 2 cores)")
+    p.add_argument("--iterations", type=int, default=3000, help="training iterations (default 3000)")
     p.add_argument("--data", metavar="DIR", help="your own photographs instead of scikit-image's (the last 2 are held apart)")
     _add_device_and_quiet(p)
     p.set_defaults(func=cmd_quickstart)

@@ -106,7 +106,9 @@ class BenchmarkSet:
         max_images: use only the first N images (sorted by name), e.g. for quick validation.
     """
 
-    def __init__(self, folder: str | Path, scale: int, lr_from_files: bool = False, cache: LRCache | None = None, max_images: int | None = None):
+    def __init__(
+        self, folder: str | Path, scale: int, lr_from_files: bool = False, cache: LRCache | None = None, max_images: int | None = None
+    ):
         self.folder = Path(folder)
         if scale < 1 or int(scale) != scale:
             raise TinySRError(f"--scale {scale}: must be a positive integer")
@@ -176,9 +178,13 @@ class TrainPatches:
                 self.lr_images.append(lr)
                 self.hr_images.append(hr)
         if skipped:
-            warn(f"tinysr: warning: skipped {len(skipped)} image(s) smaller than the {self.patch_size}px LR patch at x{self.scale}: {', '.join(skipped)}")
+            warn(
+                f"tinysr: warning: skipped {len(skipped)} image(s) smaller than the {self.patch_size}px LR patch at x{self.scale}: {', '.join(skipped)}"
+            )
         if not self.lr_images:
-            raise TinySRError(f"{', '.join(map(str, folders))}: no training image is large enough for an LR patch of {self.patch_size} at x{self.scale}")
+            raise TinySRError(
+                f"{', '.join(map(str, folders))}: no training image is large enough for an LR patch of {self.patch_size} at x{self.scale}"
+            )
         self._epoch_cache: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:

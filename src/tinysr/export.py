@@ -40,8 +40,10 @@ def export_onnx(model: nn.Module, path: str | Path, lr_size: tuple[int, int] | N
     path = Path(path)
     if lr_size is None and any(isinstance(m, Bicubic) for m in model.modules()):
         # Traced at one size, the resize weights would be baked in and silently wrong at any other.
-        raise TinySRError(f"{path}: this network pre-upsamples with MATLAB bicubic, whose weights depend on "
-                          "the image size: export it for a fixed input size (--lr-size WxH)")  # fmt: skip
+        raise TinySRError(
+            f"{path}: this network pre-upsamples with MATLAB bicubic, whose weights depend on "
+            "the image size: export it for a fixed input size (--lr-size WxH)"
+        )
     model = model.eval().to("cpu", torch.float32)
     sample = torch.rand(1, 3, *(lr_size or (24, 32)))
     axes = None if lr_size else {"lr": {0: "batch", 2: "height", 3: "width"}, "sr": {0: "batch", 2: "out_height", 3: "out_width"}}
@@ -49,8 +51,9 @@ def export_onnx(model: nn.Module, path: str | Path, lr_size: tuple[int, int] | N
     def write(tmp: str) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation notices are not the user's problem
-            torch.onnx.export(model, (sample,), tmp, input_names=["lr"], output_names=["sr"], dynamic_axes=axes,
-                              opset_version=opset, dynamo=False)  # fmt: skip
+            torch.onnx.export(
+                model, (sample,), tmp, input_names=["lr"], output_names=["sr"], dynamic_axes=axes, opset_version=opset, dynamo=False
+            )
 
     try:
         atomic_write(path, write)

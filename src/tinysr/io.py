@@ -102,9 +102,7 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 # ITU-R BT.601 as MATLAB's rgb2ycbcr: RGB in [0, 1] -> YCbCr in [0, 255] (Y in [16, 235]).
-_RGB_TO_YCBCR = np.array(
-    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], dtype=np.float64
-)
+_RGB_TO_YCBCR = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], dtype=np.float64)
 _YCBCR_OFFSET = np.array([16.0, 128.0, 128.0], dtype=np.float64)
 
 

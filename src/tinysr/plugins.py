@@ -16,9 +16,10 @@ Registration is explicit: a package lists the modules that register (``models/__
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import nn

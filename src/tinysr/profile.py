@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from . import nn as layers  # noqa: F401  (the layers' modules register their cost rules)
+from . import nn as layer_modules  # noqa: F401  (imported so that every layer's cost rule is registered)
 from .errors import TinySRError
 from .plugins import cost_rule, param_rule
 

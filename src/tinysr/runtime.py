@@ -3,10 +3,9 @@
 An SR network's activations are large (a 64-channel 320x180 feature map is 14.7 MB, the x2
 upsampler's output 59 MB). glibc's malloc serves blocks that large with ``mmap`` and returns them
 to the kernel with ``munmap`` on free, and trims the top of its heap, so every forward pass asks
-the kernel for hundreds of MB of fresh pages again, each 4 KiB page a zero-filled minor fault:
-42K-176K faults per pass of a bit-packed ``edsr_*`` x2 network at a 320x180 input, 0-47% of its
-time, and a time that varies with how the frees happen to interleave
-(BENCHMARKS.md, "Page faults, not the network, set the packed networks' speed").
+the kernel for hundreds of MB of fresh pages again, each 4 KiB page a zero-filled minor fault,
+and the time of a pass varies with how the frees happen to interleave (BENCHMARKS.md has the
+counts, "Page faults, not the network, set the packed networks' speed").
 
 :func:`retain_freed_memory` tells glibc to serve every block from its heap and never to trim it,
 so after the first pass the pages are reused. The cost is that the process keeps its peak

@@ -77,8 +77,14 @@ def _annotate_apart(ax, labels: list[tuple[str, float, float]], fontsize: float 
     markers = [(cx - radius, cy - radius, cx + radius, cy + radius) for cx, cy in centres]
     for (text, x, y), shift in zip(labels, place_labels(boxes, obstacles=markers)):
         moved = abs(shift) * points_per_pixel > 1  # points
-        ax.annotate(text, (x, y), fontsize=fontsize, xytext=(offset[0], offset[1] + shift * points_per_pixel), textcoords="offset points",
-                    arrowprops=dict(arrowstyle="-", color="gray", linewidth=0.5, shrinkA=0, shrinkB=2) if moved else None)  # fmt: skip
+        ax.annotate(
+            text,
+            (x, y),
+            fontsize=fontsize,
+            xytext=(offset[0], offset[1] + shift * points_per_pixel),
+            textcoords="offset points",
+            arrowprops=dict(arrowstyle="-", color="gray", linewidth=0.5, shrinkA=0, shrinkB=2) if moved else None,
+        )
 
 
 def plot_psnr_vs_ops(rows: list[dict], test_set: str, path: Path) -> None:
@@ -90,7 +96,9 @@ def plot_psnr_vs_ops(rows: list[dict], test_set: str, path: Path) -> None:
     for family in FAMILIES:
         points = [r for r in rows if r["family"] == family and r["ops_g"] > 0]
         if points:
-            ax.scatter([r["ops_g"] for r in points], [r[f"{test_set}_psnr"] for r in points], marker=markers[family], label=family, s=MARKER_SIZE)
+            ax.scatter(
+                [r["ops_g"] for r in points], [r[f"{test_set}_psnr"] for r in points], marker=markers[family], label=family, s=MARKER_SIZE
+            )
             labels += [(_label(r["method"]), r["ops_g"], r[f"{test_set}_psnr"]) for r in points]
     for r in rows:
         if r["family"] == REFERENCE:  # no OPs to place it by: a level to beat

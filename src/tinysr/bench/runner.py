@@ -30,18 +30,18 @@ import numpy as np
 import torch
 
 from ..compress import deployable
-from ..workflows.pruning import run_pruning
 from ..data import BenchmarkSet, LRCache, make_lr, mod_crop
 from ..errors import TinySRError
 from ..evaluate import evaluate
+from ..files import atomic_write
 from ..inference import super_resolve
 from ..io import read_image, write_image
-from ..files import atomic_write
 from ..model_file import load
 from ..models import create_model
 from ..profile import profile
 from ..train.config import load_config, recipes_dir
 from ..train.loop import train_or_reuse
+from ..workflows.pruning import run_pruning
 from . import paper
 from .plots import plot_crops, plot_psnr_vs_ops
 from .report import write_tables
@@ -72,7 +72,9 @@ def trained_model(entry: Entry, suite: Suite, out_dir: Path, device: str | None,
         source = out_dir / entry.prune.source / "model.safetensors"
         if not source.is_file():
             raise TinySRError(f"bench: {entry.name} prunes {entry.prune.source}, whose model {source} is missing")
-        final = run_pruning(config, run_dir, source, entry.prune.ratio, entry.prune.method, entry.prune.prune_lr, device=device, progress=progress)
+        final = run_pruning(
+            config, run_dir, source, entry.prune.ratio, entry.prune.method, entry.prune.prune_lr, device=device, progress=progress
+        )
         return final, config.train.iterations
     return train_or_reuse(config, run_dir, device=device, progress=progress), config.train.iterations
 
@@ -133,10 +135,18 @@ def measure(entry: Entry, model: torch.nn.Module, deployed: torch.nn.Module, sui
     cost = profile(deployed, lr_size=(180, 320))
     multadds = profile(deployed, lr_size=(HR_720P[0] // scale, HR_720P[1] // scale)).flops
     row = {
-        "method": entry.name, "family": entry.family, "scale": scale, "form": entry.deploy,
-        "params": cost.params, "params_fp": cost.params_fp, "params_binary": cost.params_binary,
-        "flops_g": cost.flops / 1e9, "bops_g": cost.bops / 1e9, "ops_g": cost.ops / 1e9, "multadds_720p_g": multadds / 1e9,
-    }  # fmt: skip
+        "method": entry.name,
+        "family": entry.family,
+        "scale": scale,
+        "form": entry.deploy,
+        "params": cost.params,
+        "params_fp": cost.params_fp,
+        "params_binary": cost.params_binary,
+        "flops_g": cost.flops / 1e9,
+        "bops_g": cost.bops / 1e9,
+        "ops_g": cost.ops / 1e9,
+        "multadds_720p_g": multadds / 1e9,
+    }
     for folder in test_sets:
         score = evaluate(deployed, BenchmarkSet(folder, scale, cache=cache), progress=False)
         row[f"{score.dataset}_psnr"], row[f"{score.dataset}_ssim"] = score.psnr, score.ssim
@@ -150,8 +160,15 @@ def measure(entry: Entry, model: torch.nn.Module, deployed: torch.nn.Module, sui
     return row
 
 
-def run_bench(suite: Suite, out_dir: str | Path, test_sets: list[str] | None = None, device: str | None = None,
-              progress: bool = True, plots: bool = True, log=print) -> list[dict]:  # fmt: skip
+def run_bench(
+    suite: Suite,
+    out_dir: str | Path,
+    test_sets: list[str] | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    plots: bool = True,
+    log=print,
+) -> list[dict]:
     """Run ``suite`` into ``out_dir``; returns the rows (also written as results.csv / results.md)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

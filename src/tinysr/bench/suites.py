@@ -5,16 +5,15 @@ budget (or an untrained model such as bicubic, or a pruning of another entry's m
 deployable form whose CPU time is measured, and the key of the papers' numbers (``paper.py``).
 
 * ``smoke``: every family on tiny models for a handful of iterations (seconds; used by a test).
-* ``cpu``: x2, every family at the budgets of the CPU ablations in ``BENCHMARKS.md`` (binary
-  networks 1,000 iterations, pruning 1,000 fine-tuning iterations from a 6,000-iteration
-  EDSR-baseline, re-parameterization 10,000 iterations: one evening on a 2-core machine).
+* ``cpu``: x2, every family at the budgets of the CPU ablations (binary networks 1,000
+  iterations, pruning 1,000 fine-tuning iterations from a 6,000-iteration EDSR-baseline,
+  re-parameterization 10,000 iterations), sized for one evening on a 2-core machine.
 * ``paper``: the papers' recipes (x2 and x4 where they report both); for a GPU.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import TinySRError
 
@@ -60,17 +59,40 @@ class Suite:
 
 # Tiny versions of one model per family: each trains for a few iterations on T91.
 _SMOKE_DATA = (
-    "data.train=[../shared/data/T91]", "data.val=null", "data.patch_size=16", "data.repeat=1",
-    "train.batch_size=2", "train.iterations=4", "train.val_every=4", "train.checkpoint_every=4", "train.log_every=2",
-)  # fmt: skip
+    "data.train=[../shared/data/T91]",
+    "data.val=null",
+    "data.patch_size=16",
+    "data.repeat=1",
+    "train.batch_size=2",
+    "train.iterations=4",
+    "train.val_every=4",
+    "train.checkpoint_every=4",
+    "train.log_every=2",
+)
 
 SMOKE = Suite(
     "smoke",
     (
         Entry("bicubic", REFERENCE, model="bicubic"),
-        Entry("edsr_baseline", FULL, "edsr_baseline_x2_cpu.yaml", overrides=("model.kwargs={channels: 8, blocks: 1}",), paper="edsr_baseline"),
-        Entry("edsr_reactnet", BINARY, "edsr_reactnet_x2_cpu.yaml", overrides=("model.kwargs={channels: 8, units: 2}",), deploy="pack", paper="edsr_reactnet"),
-        Entry("srresnet_bam", BINARY, "srresnet_bam_x2_cpu.yaml", overrides=("model.kwargs={channels: 8, units: 2}",), deploy="pack", paper="srresnet_bam"),
+        Entry(
+            "edsr_baseline", FULL, "edsr_baseline_x2_cpu.yaml", overrides=("model.kwargs={channels: 8, blocks: 1}",), paper="edsr_baseline"
+        ),
+        Entry(
+            "edsr_reactnet",
+            BINARY,
+            "edsr_reactnet_x2_cpu.yaml",
+            overrides=("model.kwargs={channels: 8, units: 2}",),
+            deploy="pack",
+            paper="edsr_reactnet",
+        ),
+        Entry(
+            "srresnet_bam",
+            BINARY,
+            "srresnet_bam_x2_cpu.yaml",
+            overrides=("model.kwargs={channels: 8, units: 2}",),
+            deploy="pack",
+            paper="srresnet_bam",
+        ),
         Entry("fabnet", BINARY, "fabnet_b4c12_x2_cpu.yaml", overrides=("model.kwargs={blocks: 1, channels: 4}",), deploy="pack"),
         Entry("l1_0.5", PRUNING, "edsr_baseline_x2_prune_cpu.yaml", prune=Prune("edsr_baseline", 0.5, "l1"), paper="l1_0.5"),
         Entry("ecbsr_m4c16", REP, "ecbsr_m4c16_x2_cpu.yaml", deploy="merge", paper="ecbsr_m4c16"),
@@ -90,8 +112,13 @@ def _binary(name: str, recipe: str, paper: str | None = None, deploy: str = "pac
 
 
 def _pruned(method: str, ratio: float) -> Entry:
-    return Entry(f"{method}_{ratio}", PRUNING, "edsr_baseline_x2_prune_cpu.yaml",
-                 prune=Prune("edsr_baseline_x2_cpu", ratio, method, prune_lr=5e-4), paper=f"{method}_{ratio}")  # fmt: skip
+    return Entry(
+        f"{method}_{ratio}",
+        PRUNING,
+        "edsr_baseline_x2_prune_cpu.yaml",
+        prune=Prune("edsr_baseline_x2_cpu", ratio, method, prune_lr=5e-4),
+        paper=f"{method}_{ratio}",
+    )
 
 
 CPU = Suite(
@@ -137,16 +164,22 @@ def _paper_entries() -> tuple[Entry, ...]:
         for method in ("bnn", "bireal", "reactnet", "btm"):
             entries.append(Entry(f"edsr_{method}_x{scale}", BINARY, f"edsr_{method}_x{scale}.yaml", deploy="pack", paper=f"edsr_{method}"))
         entries.append(Entry(f"edsr_ibtm_teacher_x{scale}", FULL, f"edsr_ibtm_teacher_x{scale}.yaml"))
-        entries.append(Entry(f"edsr_ibtm_x{scale}", BINARY, f"edsr_ibtm_x{scale}.yaml", deploy="pack", teacher=f"edsr_ibtm_teacher_x{scale}"))
+        entries.append(
+            Entry(f"edsr_ibtm_x{scale}", BINARY, f"edsr_ibtm_x{scale}.yaml", deploy="pack", teacher=f"edsr_ibtm_teacher_x{scale}")
+        )
         for method in ("bnn", "bireal", "reactnet"):
-            entries.append(Entry(f"srresnet_{method}_x{scale}", BINARY, f"srresnet_{method}_x{scale}.yaml", deploy="pack", paper=f"srresnet_{method}"))
+            entries.append(
+                Entry(f"srresnet_{method}_x{scale}", BINARY, f"srresnet_{method}_x{scale}.yaml", deploy="pack", paper=f"srresnet_{method}")
+            )
         entries.append(Entry(f"srresnet_bam_x{scale}", BINARY, f"srresnet_bam_x{scale}.yaml", deploy="pack", paper="srresnet_bam"))
         entries.append(Entry(f"vdsr_bam_x{scale}", BINARY, f"vdsr_bam_x{scale}.yaml", deploy="pack", paper="vdsr_bam"))
         entries.append(Entry(f"bsrn_x{scale}", BINARY, f"bsrn_x{scale}.yaml", deploy="pack", paper="bsrn"))
         for variant in ("b4c12", "b4c24", "b4c36", "b8c96"):
             entries.append(Entry(f"fabnet_{variant}_x{scale}", BINARY, f"fabnet_{variant}_x{scale}.yaml", deploy="pack"))
         entries.append(Entry(f"ledsr_x{scale}", FULL, f"ledsr_x{scale}.yaml"))
-        entries.append(Entry(f"asslN_x{scale}", PRUNING, f"asslN_ledsr_x{scale}.yaml", prune=Prune(f"ledsr_x{scale}", 0.8125), paper="asslN"))
+        entries.append(
+            Entry(f"asslN_x{scale}", PRUNING, f"asslN_ledsr_x{scale}.yaml", prune=Prune(f"ledsr_x{scale}", 0.8125), paper="asslN")
+        )
         for rep in ("ecbsr_m4c16", "ecbsr_m4c32", "repsr_m4c16", "repsr_m4c32"):
             entries.append(Entry(f"{rep}_x{scale}", REP, f"{rep}_x{scale}.yaml", deploy="merge", paper=rep))
     return tuple(entries)

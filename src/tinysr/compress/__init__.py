@@ -12,4 +12,14 @@ from .prune import apply_widths, l1_plan, prune
 from .reparameterize import reparameterize
 from .transforms import list_transforms
 
-__all__ = ["apply_widths", "binary_weight_bytes", "deployable", "l1_plan", "list_transforms", "pack", "prune", "reparameterize", "set_kernel"]
+__all__ = [
+    "apply_widths",
+    "binary_weight_bytes",
+    "deployable",
+    "l1_plan",
+    "list_transforms",
+    "pack",
+    "prune",
+    "reparameterize",
+    "set_kernel",
+]

@@ -45,8 +45,16 @@ def required_iterations(delta: float, every: int, tau: float, ssa_iterations: in
 
 @register_callback("assl")
 class ASSL(Callback):
-    def __init__(self, ratio: float = 0.5, delta: float = 1e-4, every: int = 20, tau: float = 0.5,
-                 ssa_iterations: int = 1000, ssa_weight: float = 1.0, output: str = PRUNED_FILE):  # fmt: skip
+    def __init__(
+        self,
+        ratio: float = 0.5,
+        delta: float = 1e-4,
+        every: int = 20,
+        tau: float = 0.5,
+        ssa_iterations: int = 1000,
+        ssa_weight: float = 1.0,
+        output: str = PRUNED_FILE,
+    ):
         kept_count(64, ratio)  # validates the ratio
         if delta <= 0 or every < 1 or tau <= 0 or ssa_iterations < 0:
             raise TinySRError("assl: need delta > 0, every >= 1, tau > 0, ssa_iterations >= 0")
@@ -61,8 +69,10 @@ class ASSL(Callback):
     # ------------------------------------------------------------------------------ set-up
     def on_train_start(self, trainer) -> None:
         if trainer.total_iterations < self.iterations:
-            raise TinySRError(f"assl: train.iterations must be at least {self.iterations} for every penalty to reach tau "
-                              f"(ssa_iterations + ceil(tau/delta) * every)")  # fmt: skip
+            raise TinySRError(
+                f"assl: train.iterations must be at least {self.iterations} for every penalty to reach tau "
+                f"(ssa_iterations + ceil(tau/delta) * every)"
+            )
         model = trainer.model
         self.groups = channel_groups(model)
         if not self.groups:

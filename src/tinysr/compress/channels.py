@@ -131,7 +131,11 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
                     uf.union(first, conv)
             sources[node] = merged  # adding a constant (a buffer, a number) keeps the one stream
             continue
-        if node.op == "call_function" and node.target in _SCALE and sum(_is_tensor_node(a, sources) and bool(sources[a]) for a in node.args) == 1:
+        if (
+            node.op == "call_function"
+            and node.target in _SCALE
+            and sum(_is_tensor_node(a, sources) and bool(sources[a]) for a in node.args) == 1
+        ):
             other = [a for a in node.args if not (isinstance(a, fx.Node) and sources.get(a))]
             if all(not isinstance(a, fx.Node) for a in other):  # scaling by a number keeps channels
                 sources[node] = set().union(*(sources.get(a, set()) for a in node.args if isinstance(a, fx.Node)))
@@ -167,8 +171,19 @@ def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Ten
         bias = bias.index_select(0, out_idx.to(weight.device)) if bias is not None else None
     if in_idx is not None:
         weight = weight.index_select(1, in_idx.to(weight.device))
-    new = nn.Conv2d(weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation, 1,
-                    bias is not None, conv.padding_mode, device=weight.device, dtype=weight.dtype)  # fmt: skip
+    new = nn.Conv2d(
+        weight.shape[1],
+        weight.shape[0],
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        1,
+        bias is not None,
+        conv.padding_mode,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
     with torch.no_grad():
         new.weight.copy_(weight)
         if bias is not None:

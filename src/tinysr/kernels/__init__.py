@@ -20,7 +20,7 @@ SOURCE = Path(__file__).with_name("binary_conv.cpp")
 PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def native():
     """The compiled kernel module, or ``None`` (with a warning saying why) if it cannot be built."""
     if os.environ.get("TINYSR_NO_NATIVE"):

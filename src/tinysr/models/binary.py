@@ -34,7 +34,7 @@ Where the RPReLU sits (``rprelu_position``): ReActNet puts it after the residual
 RPReLU per unit, 32 in a row in ``edsr_reactnet``, whose 0.25 slopes shrink the negative part of the
 stream at every unit. BBCU found that this position matters in restoration networks and moved the
 activation into the branch (``in_branch``: ``x + RPReLU(norm(bconv(x)))``), leaving the identity
-path linear. Both are offered so the comparison in BENCHMARKS.md is a configuration.
+path linear. Both are offered so that comparing them is a configuration.
 """
 
 from __future__ import annotations
@@ -157,18 +157,61 @@ class BinarySRResNet(nn.Module):
         return self.tail(self.upsampler(feat + self.body_tail(self.body(feat))))
 
 
-def _builder(network: type, scheme_name: str, default_units: int):
-    scheme = SCHEMES[scheme_name]
-
-    def build(scale: int, bn: bool = scheme.bn, channels: int = 64, units: int = default_units, rprelu_position: str = "after_add") -> nn.Module:
-        return network(scale, binary_body(channels, units, scheme, bn, rprelu_position), channels)
-
-    build.__doc__ = f"{network.__name__} with the {scheme_name} scheme ({default_units} binary units by default)."
-    return build
+def _network(network: type, scheme: str, scale: int, bn: bool, channels: int, units: int, rprelu_position: str) -> nn.Module:
+    return network(scale, binary_body(channels, units, SCHEMES[scheme], bn, rprelu_position), channels)
 
 
-# edsr_*: 16 blocks x 2 units; vdsr_*: 18 middle layers; srresnet_*: 16 blocks x 2 units.
-for _scheme in SCHEMES:
-    register(_builder(BinaryEDSR, _scheme, 32), name=f"edsr_{_scheme}")
-    register(_builder(BinaryVDSR, _scheme, 18), name=f"vdsr_{_scheme}")
-    register(_builder(BinarySRResNet, _scheme, 32), name=f"srresnet_{_scheme}")
+# One registered function per named network: edsr_* 16 blocks x 2 units; vdsr_* 18 middle layers;
+# srresnet_* 16 blocks x 2 units. ``bn`` defaults to the scheme's own choice.
+@register
+def edsr_bnn(scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+    """BBCU's EDSR-style network with the BNN scheme (clipped STE, BN)."""
+    return _network(BinaryEDSR, "bnn", scale, bn, channels, units, rprelu_position)
+
+
+@register
+def edsr_bireal(scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+    """BBCU's EDSR-style network with the Bi-Real scheme (ApproxSign, BN)."""
+    return _network(BinaryEDSR, "bireal", scale, bn, channels, units, rprelu_position)
+
+
+@register
+def edsr_reactnet(scale: int, bn: bool = False, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+    """BBCU's EDSR-style network with the ReActNet scheme (RSign, RPReLU)."""
+    return _network(BinaryEDSR, "reactnet", scale, bn, channels, units, rprelu_position)
+
+
+@register
+def vdsr_bnn(scale: int, bn: bool = True, channels: int = 64, units: int = 18, rprelu_position: str = "after_add") -> nn.Module:
+    """Binary VDSR (18 binary middle layers), BNN scheme."""
+    return _network(BinaryVDSR, "bnn", scale, bn, channels, units, rprelu_position)
+
+
+@register
+def vdsr_bireal(scale: int, bn: bool = True, channels: int = 64, units: int = 18, rprelu_position: str = "after_add") -> nn.Module:
+    """Binary VDSR (18 binary middle layers), Bi-Real scheme."""
+    return _network(BinaryVDSR, "bireal", scale, bn, channels, units, rprelu_position)
+
+
+@register
+def vdsr_reactnet(scale: int, bn: bool = False, channels: int = 64, units: int = 18, rprelu_position: str = "after_add") -> nn.Module:
+    """Binary VDSR (18 binary middle layers), ReActNet scheme."""
+    return _network(BinaryVDSR, "reactnet", scale, bn, channels, units, rprelu_position)
+
+
+@register
+def srresnet_bnn(scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+    """Binary SRResNet (the residual blocks' 32 convs binary), BNN scheme."""
+    return _network(BinarySRResNet, "bnn", scale, bn, channels, units, rprelu_position)
+
+
+@register
+def srresnet_bireal(scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+    """Binary SRResNet (the residual blocks' 32 convs binary), Bi-Real scheme."""
+    return _network(BinarySRResNet, "bireal", scale, bn, channels, units, rprelu_position)
+
+
+@register
+def srresnet_reactnet(scale: int, bn: bool = False, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+    """Binary SRResNet (the residual blocks' 32 convs binary), ReActNet scheme."""
+    return _network(BinarySRResNet, "reactnet", scale, bn, channels, units, rprelu_position)

@@ -19,16 +19,16 @@ each channel (a choice: the paper does not say over which axis); the ``lambda * 
 is the recipe's ``l1`` term. The paper's "regulable activation" (a PReLU after each distilled
 output) is the PReLU that ends every block here. Two choices, with their reasons:
 
-* The last-stage L1 compares the features themselves by default (the issue's "L1 between student
+* The last-stage L1 compares the features themselves by default (the notes' "L1 between student
   and teacher features"), not their softmax as SPEC §5.4's formula writes ``G^n``: the term is there
-  for per-pixel accuracy, which a softmax over ~1000 positions erases (its L1 is 2-3e-5 between
-  trained VDSR students and their teacher, against 0.14-0.85 between the raw features; measured by
-  ``benchmarks/kd_gradients.py``). ``last_stage: softmax`` gives the formula as written.
+  for per-pixel accuracy, which a softmax over ~1000 positions erases (its L1 is orders of
+  magnitude below that of the raw features; ``benchmarks/kd_gradients.py`` measures both).
+  ``last_stage: softmax`` gives the formula as written.
 * ``pixel_range`` (default 255): the paper's weights were set in the EDSR codebase, whose pixels
   are in [0, 255], where ``L1(SR, HR)`` is 255x what it is here; the features (behind BTM's input
   normalisation) and the softmaxes do not depend on the range. Dividing the distillation terms by
-  255 keeps the paper's balance with ``weight = beta = gamma = 1``. Without it the distillation
-  terms outweigh the reconstruction loss 10-100x (measured in BENCHMARKS.md, issue-4 section).
+  255 keeps the paper's balance with ``weight = beta = gamma = 1``; without it the distillation
+  terms outweigh the reconstruction loss many times over (BENCHMARKS.md, the BTM/IBTM section).
 
 Networks: ``edsr_btm`` / ``edsr_ibtm`` (BBCU's EDSR-style skeleton, SPEC §5.1: 16 blocks of two
 binary convs) and ``vdsr_btm`` / ``vdsr_ibtm`` (VDSR with 9 blocks = 18 binary layers).
@@ -48,11 +48,21 @@ from .binary import BinaryEDSR, BinaryVDSR
 from .registry import register
 
 
-def btm_conv(cin: int, cout: int, kernel, padding, dilation=1, binary: bool = True, act: str = "approx", weight: str = "higher_order") -> nn.Conv2d:
+def btm_conv(
+    cin: int, cout: int, kernel, padding, dilation=1, binary: bool = True, act: str = "approx", weight: str = "higher_order"
+) -> nn.Conv2d:
     if not binary:  # the full-precision teacher of the same layout
         return nn.Conv2d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False)
-    return BinaryConv2d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False,
-                        act_quantizer=SignActivation(act), weight_quantizer=XnorWeight(weight))  # fmt: skip
+    return BinaryConv2d(
+        cin,
+        cout,
+        kernel,
+        padding=padding,
+        dilation=dilation,
+        bias=False,
+        act_quantizer=SignActivation(act),
+        weight_quantizer=XnorWeight(weight),
+    )
 
 
 class BTMBlock(nn.Module):
@@ -132,7 +142,9 @@ def xavier_init(model: nn.Module) -> nn.Module:
 INITS = ("xavier", "default")
 
 
-def _build(network: type, block: type, n_blocks: int, scale: int, channels: int, binary: bool, act: str, weight: str, init: str) -> nn.Module:
+def _build(
+    network: type, block: type, n_blocks: int, scale: int, channels: int, binary: bool, act: str, weight: str, init: str
+) -> nn.Module:
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     body = nn.Sequential(*[block(channels, binary=binary, act=act, weight=weight) for _ in range(n_blocks)])
@@ -140,27 +152,64 @@ def _build(network: type, block: type, n_blocks: int, scale: int, channels: int,
     return xavier_init(model) if init == "xavier" else model
 
 
-def _variant(network: type, block: type, default_blocks: int, doc: str):
-    def build(scale: int, channels: int = 64, blocks: int = default_blocks, binary: bool = True, act: str = "approx", weight: str = "higher_order", init: str = "xavier") -> nn.Module:
-        return _build(network, block, blocks, scale, channels, binary, act, weight, init)
+# One registered function per named network. ``binary=False`` builds the full-precision teacher of
+# the same layout; ``init`` is ``xavier`` (BTM's rule) or ``default`` (PyTorch's conv
+# initialisation): Xavier keeps each conv's output variance, so in a full-precision residual stack
+# without BN the stream grows block after block.
+@register
+def edsr_btm(
+    scale: int,
+    channels: int = 64,
+    blocks: int = 16,
+    binary: bool = True,
+    act: str = "approx",
+    weight: str = "higher_order",
+    init: str = "xavier",
+) -> nn.Module:
+    """EDSR-style binary network (BBCU's skeleton, 16 blocks of two binary convs) trained with BTM."""
+    return _build(BinaryEDSR, BTMBlock, blocks, scale, channels, binary, act, weight, init)
 
-    build.__doc__ = doc + (
-        " ``binary=False`` builds the full-precision teacher of the same layout. ``init``: ``xavier``"
-        " (BTM's rule, the default) or ``default`` (PyTorch's own conv initialisation): Xavier keeps"
-        " each conv's output variance, so in a full-precision residual stack without BN the stream"
-        " grows block after block (BENCHMARKS.md, issue-4 section)."
-    )
-    return build
+
+@register
+def vdsr_btm(
+    scale: int,
+    channels: int = 64,
+    blocks: int = 9,
+    binary: bool = True,
+    act: str = "approx",
+    weight: str = "higher_order",
+    init: str = "xavier",
+) -> nn.Module:
+    """Binary VDSR (9 blocks = 18 binary layers) trained with BTM."""
+    return _build(BinaryVDSR, BTMBlock, blocks, scale, channels, binary, act, weight, init)
 
 
-# EDSR-style: 16 blocks of 2 binary convs (BBCU's network); VDSR: 9 blocks = 18 binary layers.
-for _name, _network, _block, _blocks, _doc in (
-    ("edsr_btm", BinaryEDSR, BTMBlock, 16, "EDSR-style binary network trained with BTM."),
-    ("vdsr_btm", BinaryVDSR, BTMBlock, 9, "Binary VDSR trained with BTM."),
-    ("edsr_ibtm", BinaryEDSR, MRBBlock, 16, "EDSR-style IBTM network (MRB blocks)."),
-    ("vdsr_ibtm", BinaryVDSR, MRBBlock, 9, "VDSR-style IBTM network (MRB blocks)."),
-):
-    register(_variant(_network, _block, _blocks, _doc), name=_name)
+@register
+def edsr_ibtm(
+    scale: int,
+    channels: int = 64,
+    blocks: int = 16,
+    binary: bool = True,
+    act: str = "approx",
+    weight: str = "higher_order",
+    init: str = "xavier",
+) -> nn.Module:
+    """EDSR-style IBTM network: MRB blocks (equation 3)."""
+    return _build(BinaryEDSR, MRBBlock, blocks, scale, channels, binary, act, weight, init)
+
+
+@register
+def vdsr_ibtm(
+    scale: int,
+    channels: int = 64,
+    blocks: int = 9,
+    binary: bool = True,
+    act: str = "approx",
+    weight: str = "higher_order",
+    init: str = "xavier",
+) -> nn.Module:
+    """VDSR-style IBTM network: 9 MRB blocks."""
+    return _build(BinaryVDSR, MRBBlock, blocks, scale, channels, binary, act, weight, init)
 
 
 @register_callback("input_stats")

@@ -69,8 +69,15 @@ class FrequencyBinaryModule(nn.Module):
         self.branch = branch
 
         def unit_conv():
-            return BinaryConv2d(channels, channels, 3, padding=1, bias=False,
-                                act_quantizer=RSign(channels, kind="dynamic", t=t), weight_quantizer=XnorWeight("higher_order"))  # fmt: skip
+            return BinaryConv2d(
+                channels,
+                channels,
+                3,
+                padding=1,
+                bias=False,
+                act_quantizer=RSign(channels, kind="dynamic", t=t),
+                weight_quantizer=XnorWeight("higher_order"),
+            )
 
         def activation():
             return RecalibratedActivation(channels) if recalibrated else nn.PReLU(channels)
@@ -89,7 +96,9 @@ class FABNet(nn.Module):
         self.head = conv(3, channels)
         self.low = nn.ModuleList([FrequencyBinaryModule(channels, "low", t=1.0) for _ in range(blocks)])
         self.fusion = WeightedSum(blocks + 1)
-        self.high = nn.Sequential(*[FrequencyBinaryModule(3 * channels, "high", t=2.0, recalibrated=recalibrated_high) for _ in range(2 * blocks)])
+        self.high = nn.Sequential(
+            *[FrequencyBinaryModule(3 * channels, "high", t=2.0, recalibrated=recalibrated_high) for _ in range(2 * blocks)]
+        )
         self.tail = conv(channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,16 +136,28 @@ def fabnet_nosplit(scale: int, channels: int = 24, modules: int = 5) -> nn.Modul
     return FABNetNoSplit(scale, channels, modules)
 
 
-def _variant(blocks: int, channels: int, recalibrated: bool):
-    def build(scale: int, blocks: int = blocks, channels: int = channels, recalibrated_high: bool = recalibrated) -> nn.Module:
-        return FABNet(scale, channels, blocks, recalibrated_high)
-
-    build.__doc__ = f"FABNet-B{blocks}C{channels} ({'recalibrated HBRMs' if recalibrated else 'PReLU everywhere'})."
-    return build
+@register
+def fabnet_b4c12(scale: int, blocks: int = 4, channels: int = 12, recalibrated_high: bool = False) -> nn.Module:
+    """FABNet-B4C12 (PReLU everywhere)."""
+    return FABNet(scale, channels, blocks, recalibrated_high)
 
 
-for _blocks, _channels, _recal in ((4, 12, False), (4, 24, False), (4, 36, False), (8, 96, True)):
-    register(_variant(_blocks, _channels, _recal), name=f"fabnet_b{_blocks}c{_channels}")
+@register
+def fabnet_b4c24(scale: int, blocks: int = 4, channels: int = 24, recalibrated_high: bool = False) -> nn.Module:
+    """FABNet-B4C24 (PReLU everywhere)."""
+    return FABNet(scale, channels, blocks, recalibrated_high)
+
+
+@register
+def fabnet_b4c36(scale: int, blocks: int = 4, channels: int = 36, recalibrated_high: bool = False) -> nn.Module:
+    """FABNet-B4C36 (PReLU everywhere)."""
+    return FABNet(scale, channels, blocks, recalibrated_high)
+
+
+@register
+def fabnet_b8c96(scale: int, blocks: int = 8, channels: int = 96, recalibrated_high: bool = True) -> nn.Module:
+    """FABNet-B8C96 (recalibrated HBRMs)."""
+    return FABNet(scale, channels, blocks, recalibrated_high)
 
 
 @register_callback("fabnet_schedule")

@@ -10,8 +10,9 @@ without pickle.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -32,7 +33,7 @@ class ModelSpec:
     # {"name": "pack"}]: load re-applies them (tinysr.compress.TRANSFORMS) before loading weights
     transforms: list[dict[str, Any]] = field(default_factory=list)
 
-    def with_transform(self, name: str, **args: Any) -> "ModelSpec":
+    def with_transform(self, name: str, **args: Any) -> ModelSpec:
         return ModelSpec(self.name, dict(self.kwargs), self.transforms + [{"name": name, **args}])
 
     def transformed_by(self, name: str) -> bool:

@@ -76,17 +76,29 @@ def repvgg_sr(scale: int, channels: int = 16, blocks: int = 4) -> nn.Module:
     return BaseNet(scale, channels, blocks, "repvgg")
 
 
-def _named_size(builder, channels: int, blocks: int = 4):
-    def build(scale: int) -> nn.Module:
-        return builder(scale, channels=channels, blocks=blocks)
+# The papers' named sizes: M4 (4 body blocks) with C16 / C32 channels.
+@register
+def repsr_m4c16(scale: int) -> nn.Module:
+    """repsr with 4 body blocks of 16 channels (M4C16)."""
+    return repsr(scale, channels=16, blocks=4)
 
-    build.__doc__ = f"{builder.__name__} with {blocks} body blocks of {channels} channels (M{blocks}C{channels})."
-    return build
+
+@register
+def repsr_m4c32(scale: int) -> nn.Module:
+    """repsr with 4 body blocks of 32 channels (M4C32)."""
+    return repsr(scale, channels=32, blocks=4)
 
 
-for _channels in (16, 32):
-    register(_named_size(repsr, _channels), name=f"repsr_m4c{_channels}")
-    register(_named_size(ecbsr, _channels), name=f"ecbsr_m4c{_channels}")
+@register
+def ecbsr_m4c16(scale: int) -> nn.Module:
+    """ecbsr with 4 body blocks of 16 channels (M4C16)."""
+    return ecbsr(scale, channels=16, blocks=4)
+
+
+@register
+def ecbsr_m4c32(scale: int) -> nn.Module:
+    """ecbsr with 4 body blocks of 32 channels (M4C32)."""
+    return ecbsr(scale, channels=32, blocks=4)
 
 
 @register_callback("freeze_bn")

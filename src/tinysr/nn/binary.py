@@ -210,8 +210,19 @@ class BinaryConv2d(nn.Conv2d):
     1/32 of a parameter (SPEC §3).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=False,
-                 act_quantizer: nn.Module | None = None, weight_quantizer: nn.Module | None = None):  # fmt: skip
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=False,
+        act_quantizer: nn.Module | None = None,
+        weight_quantizer: nn.Module | None = None,
+    ):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         self.act_quantizer = act_quantizer
         self.weight_quantizer = weight_quantizer

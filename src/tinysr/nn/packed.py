@@ -131,12 +131,25 @@ class PackedBinaryConv2d(nn.Module):
             return y + self.bias.view(1, -1, 1, 1)
         code = PATHS[self.kernel]
         words = module.pack_activations(x, self.threshold, code)
-        return module.packed_conv2d(words, self.in_channels, self.weight_words, self.out_channels, self.alpha, self.bias,
-                                    list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation), code)  # fmt: skip
+        return module.packed_conv2d(
+            words,
+            self.in_channels,
+            self.weight_words,
+            self.out_channels,
+            self.alpha,
+            self.bias,
+            list(self.kernel_size),
+            list(self.stride),
+            list(self.padding),
+            list(self.dilation),
+            code,
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, kernel={self.kernel}")  # fmt: skip
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, kernel={self.kernel}"
+        )
 
 
 def _packed_params(m: PackedBinaryConv2d) -> tuple[int, int]:

@@ -21,9 +21,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,7 +41,17 @@ from .checkpoint import load_state, save_state, state_path
 from .config import Config
 from .distributed import DistInfo, barrier, cleanup, init_distributed, weights_in_sync
 from .ema import EMA
-from .run_dir import BEST_NAME, FINAL_NAME, LOG_NAME, check_resumable, finished_model, has_checkpoint, record_inputs, truncate_log, write_recipe
+from .run_dir import (
+    BEST_NAME,
+    FINAL_NAME,
+    LOG_NAME,
+    check_resumable,
+    finished_model,
+    has_checkpoint,
+    record_inputs,
+    truncate_log,
+    write_recipe,
+)
 from .sampling import SampleStream
 from .schedule import lr_at
 
@@ -126,8 +137,10 @@ class Trainer:
         model = load(c.init)
         spec = model.tinysr_spec
         if spec.name != c.model.name or spec.scale != c.scale or any(spec.kwargs.get(k) != v for k, v in c.model.kwargs.items()):
-            raise TinySRError(f"init {c.init}: holds {spec.name} x{spec.scale} {spec.kwargs}, but the recipe trains "
-                              f"{c.model.name} x{c.scale} {c.model.kwargs}")  # fmt: skip
+            raise TinySRError(
+                f"init {c.init}: holds {spec.name} x{spec.scale} {spec.kwargs}, but the recipe trains "
+                f"{c.model.name} x{c.scale} {c.model.kwargs}"
+            )
         return model.train()
 
     def _autocast(self):
@@ -301,7 +314,13 @@ class Trainer:
                 self._open_log()
             barrier(self.dist)
             self.model.train()
-            bar = tqdm(total=c.train.iterations, initial=self.iteration, disable=not (self.progress and self.dist.is_main), dynamic_ncols=True, desc="train")
+            bar = tqdm(
+                total=c.train.iterations,
+                initial=self.iteration,
+                disable=not (self.progress and self.dist.is_main),
+                dynamic_ncols=True,
+                desc="train",
+            )
             self._start_time = time.perf_counter()
             start_iter, samples = self.iteration, c.train.batch_size * self.dist.world_size
             for lr_image, hr_image in self._batches():

@@ -137,9 +137,7 @@ def recipe_differences(saved, wanted, where: str = "") -> list[str]:
     if isinstance(saved, dict) and isinstance(wanted, dict):
         keys = sorted(set(saved) | set(wanted), key=str)
         return [
-            d
-            for k in keys
-            for d in recipe_differences(saved.get(k, _ABSENT), wanted.get(k, _ABSENT), f"{where}.{k}" if where else str(k))
+            d for k in keys for d in recipe_differences(saved.get(k, _ABSENT), wanted.get(k, _ABSENT), f"{where}.{k}" if where else str(k))
         ]
     if isinstance(saved, list) and isinstance(wanted, list) and len(saved) == len(wanted):
         return [d for i, (s, w) in enumerate(zip(saved, wanted)) for d in recipe_differences(s, w, f"{where}[{i}]")]

@@ -34,8 +34,16 @@ from ..train.config import Component, Config, SchedulerConfig
 METHODS = ("assl", "l1", "scratch")
 
 
-def pruned_model_file(config: Config, run_dir: Path, source: Path, ratio: float, method: str,
-                      prune_lr: float = 2e-4, device: str | None = None, progress: bool = True) -> Path:  # fmt: skip
+def pruned_model_file(
+    config: Config,
+    run_dir: Path,
+    source: Path,
+    ratio: float,
+    method: str,
+    prune_lr: float = 2e-4,
+    device: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Phase 1: write (or reuse) the pruned, not yet fine-tuned model; returns its path."""
     if method not in METHODS:
         raise TinySRError(f"prune: unknown method {method!r} ({', '.join(METHODS)})")
@@ -50,9 +58,15 @@ def pruned_model_file(config: Config, run_dir: Path, source: Path, ratio: float,
             model=Component(spec.name, {k: v for k, v in spec.kwargs.items() if k != "scale"}),
             init=str(source),
             callbacks=[Component("assl", options)],
-            train=dataclasses.replace(config.train, iterations=iterations, lr=prune_lr, scheduler=SchedulerConfig(name="constant"),
-                                      val_every=min(config.train.val_every, iterations), checkpoint_every=min(config.train.checkpoint_every, iterations)),
-        )  # fmt: skip
+            train=dataclasses.replace(
+                config.train,
+                iterations=iterations,
+                lr=prune_lr,
+                scheduler=SchedulerConfig(name="constant"),
+                val_every=min(config.train.val_every, iterations),
+                checkpoint_every=min(config.train.checkpoint_every, iterations),
+            ),
+        )
         train_or_reuse(phase, run_dir / "regularize", device=device, progress=progress)
         return run_dir / "regularize" / PRUNED_FILE
     out = run_dir / PRUNED_FILE
@@ -67,8 +81,16 @@ def pruned_model_file(config: Config, run_dir: Path, source: Path, ratio: float,
     return out
 
 
-def run_pruning(config: Config, run_dir: str | Path, source: str | Path, ratio: float, method: str = "assl",
-                prune_lr: float = 2e-4, device: str | None = None, progress: bool = True) -> Path:  # fmt: skip
+def run_pruning(
+    config: Config,
+    run_dir: str | Path,
+    source: str | Path,
+    ratio: float,
+    method: str = "assl",
+    prune_lr: float = 2e-4,
+    device: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Prune ``source`` by ``method`` then fine-tune with ``config``; returns the final model file."""
     run_dir, source = Path(run_dir), Path(source)
     pruned = pruned_model_file(config, run_dir, source, ratio, method, prune_lr, device, progress)

@@ -24,9 +24,19 @@ from ..train import parse_config, train_or_reuse
 
 # Natural photographs in scikit-image's data folder; the last two are held apart for testing.
 SKIMAGE_TRAIN = (
-    "astronaut.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg",
-    "retina.jpg", "camera.png", "moon.png", "brick.png", "grass.png", "gravel.png", "coins.png",
-)  # fmt: skip
+    "astronaut.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "camera.png",
+    "moon.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "coins.png",
+)
 SKIMAGE_TEST = ("chelsea.png", "coffee.png")
 
 
@@ -77,7 +87,9 @@ def _comparison_sheet(model, bicubic, test_dir: Path, scale: int, crop: int = 96
     return sheet.repeat(zoom, axis=0).repeat(zoom, axis=1)
 
 
-def run_quickstart(out: str | Path = "quickstart", iterations: int = 3000, data: str | None = None, device: str | None = None, progress: bool = True) -> dict:
+def run_quickstart(
+    out: str | Path = "quickstart", iterations: int = 3000, data: str | None = None, device: str | None = None, progress: bool = True
+) -> dict:
     """Train, evaluate against bicubic, write a comparison sheet; returns the scores and paths."""
     out = Path(out)
     scale = 2
@@ -121,4 +133,3 @@ def run_quickstart(out: str | Path = "quickstart", iterations: int = 3000, data:
     print(f"comparison sheet:  {sheet_path}   (bicubic | model | ground truth)")
     print(f"try:               tinysr upscale -m {final} -i {test_dir} -o {out / 'upscaled'}")
     return {"scores": {k: v.as_dict() for k, v in scores.items()}, "model": final, "comparison": sheet_path}
-
