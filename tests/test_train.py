@@ -285,6 +285,7 @@ def _run_cli(args):
     return run_bounded([sys.executable, str(HELPER), *args], cwd=REPO)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_gives_identical_weights(tmp_path, folders):
     recipe = tiny_recipe(*folders, iterations=40, checkpoint_every=4, val_every=20, ema=0.9)
     recipe["callbacks"] = [{"name": "slow", "kwargs": {"seconds": 0.05}}]
@@ -360,6 +361,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path, folders):
     """2 gloo processes with batch 2 each: ranks stay in sync and match one process with batch 4."""
     recipe = tiny_recipe(*folders, iterations=6, checkpoint_every=3, val_every=6)
@@ -423,6 +425,7 @@ def test_resume_survives_a_torn_log_line(tmp_path, folders):
     assert records[-1]["done"]
 
 
+@pytest.mark.slow
 def test_dataloader_workers_do_not_change_the_result(tmp_path, folders):
     recipe = tiny_recipe(*folders, iterations=4, checkpoint_every=4, val_every=100)
     a = train(parse_config(recipe), tmp_path / "w0", device="cpu", progress=False)
