@@ -12,41 +12,26 @@ rebuilds the model, packs it, then loads the stored (packed) weights, so the fil
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from ..errors import TinySRError
-from ..models.registry import model_spec
 from ..nn.binary import BinaryConv2d
 from ..nn.packed import KERNELS, PackedBinaryConv2d
-from .transforms import record, register_transform
+from .transforms import register_transform, swap_modules
 
 TRANSFORM = "pack"
 
 
-def _replace_binary_convs(module: nn.Module) -> int:
-    count = 0
-    for name, child in module.named_children():
-        if isinstance(child, BinaryConv2d) and child.is_binary:
-            setattr(module, name, PackedBinaryConv2d.from_conv(child))
-            count += 1
-        else:
-            count += _replace_binary_convs(child)
-    return count
+def _packed(module: nn.Module) -> nn.Module | None:
+    return PackedBinaryConv2d.from_conv(module) if isinstance(module, BinaryConv2d) and module.is_binary else None
 
 
 @torch.no_grad()
 def pack(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (built by ``create_model``) with every binary conv bit-packed, in eval mode."""
-    spec = model_spec(model)
-    if spec.transformed_by(TRANSFORM):
-        raise TinySRError("pack: the model is already packed")
-    packed = copy.deepcopy(model).eval()
-    if _replace_binary_convs(packed) == 0:
-        raise TinySRError(f"pack: {spec.name} has no binary convolutions to pack")
-    return record(model, packed, TRANSFORM).to(memory_format=torch.channels_last)
+    packed = swap_modules(model, TRANSFORM, _packed, done="packed", nothing="binary convolutions to pack")
+    return packed.to(memory_format=torch.channels_last)
 
 
 @register_transform(TRANSFORM)

@@ -11,14 +11,10 @@ structure and state-dict keys of the plain ``basenet`` of the same size.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
-from ..errors import TinySRError
-from ..models.registry import model_spec
-from .transforms import record, register_transform
+from .transforms import register_transform, swap_modules
 
 TRANSFORM = "reparameterize"
 
@@ -32,28 +28,14 @@ def has_mergeable_blocks(model: nn.Module) -> bool:
     return any(mergeable(m) for m in model.modules())
 
 
-def _merge_blocks(module: nn.Module) -> int:
-    """Replace every mergeable block under ``module`` by its conv, in place; returns how many."""
-    count = 0
-    for name, child in module.named_children():
-        if mergeable(child):
-            setattr(module, name, child.reparameterize())
-            count += 1
-        else:
-            count += _merge_blocks(child)
-    return count
+def _merged(module: nn.Module) -> nn.Module | None:
+    return module.reparameterize() if mergeable(module) else None
 
 
 @torch.no_grad()
 def reparameterize(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (built by ``create_model``) with every mergeable block merged, in eval mode."""
-    spec = model_spec(model)
-    if spec.transformed_by(TRANSFORM):
-        raise TinySRError("reparameterize: the model is already merged")
-    merged = copy.deepcopy(model).eval()
-    if _merge_blocks(merged) == 0:
-        raise TinySRError(f"reparameterize: {spec.name} has no re-parameterizable blocks")
-    return record(model, merged, TRANSFORM)
+    return swap_modules(model, TRANSFORM, _merged, done="merged", nothing="re-parameterizable blocks")
 
 
 @register_transform(TRANSFORM)

@@ -12,6 +12,7 @@ A transform has two halves:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -54,3 +55,29 @@ def rebuild(model: nn.Module, transform: dict, where: str) -> nn.Module:
         raise TinySRError(f"{where}: unknown model transform {name!r} (known: {', '.join(list_transforms())})")
     args = {k: v for k, v in transform.items() if k != "name"}
     return _REBUILDS[name](model, **args)
+
+
+def replace_modules(module: nn.Module, convert: Callable[[nn.Module], nn.Module | None]) -> int:
+    """Replace, in place, every submodule that ``convert`` turns into another module (``None``: keep
+    it and look inside); returns how many were replaced."""
+    count = 0
+    for name, child in module.named_children():
+        new = convert(child)
+        if new is not None:
+            setattr(module, name, new)
+            count += 1
+        else:
+            count += replace_modules(child, convert)
+    return count
+
+
+def swap_modules(model: nn.Module, name: str, convert: Callable[[nn.Module], nn.Module | None], done: str, nothing: str) -> nn.Module:
+    """A copy of ``model`` in eval mode with the submodules ``convert`` turns into others replaced,
+    recorded as transform ``name``; an error if it was ``done`` already or has ``nothing`` to convert."""
+    spec = model_spec(model)
+    if spec.transformed_by(name):
+        raise TinySRError(f"{name}: the model is already {done}")
+    derived = copy.deepcopy(model).eval()
+    if replace_modules(derived, convert) == 0:
+        raise TinySRError(f"{name}: {spec.name} has no {nothing}")
+    return record(model, derived, name)
