@@ -1,4 +1,4 @@
-"""Real 1-bit inference speed on CPU (SPEC §9, issue 9): the bit-packed kernel against float.
+"""Real 1-bit inference speed on CPU (SPEC §9): the bit-packed kernel against float.
 
 Part 1, one binary conv 64->64 3x3 (padding 1) on a 1x64x180x320 input, at 1 and 2 threads:
 

@@ -1,4 +1,4 @@
-"""Where a binary EDSR-style network's signal goes (the issue-4 diagnoses in BENCHMARKS.md).
+"""Where a binary EDSR-style network's signal goes (the BTM/IBTM diagnoses in BENCHMARKS.md).
 
 For each model (a model file, or a registered name built untrained with seed 0), on one Set5 LR
 image at x2, prints the std of:

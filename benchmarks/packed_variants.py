@@ -2,7 +2,7 @@
 
 ``tinysr bench --suite cpu`` timed each packed network on its own (median of 5, one model after
 the other) and found 152 ms for ``edsr_reactnet_inbranch`` against 201-258 ms for networks with
-the same binary convs (BENCHMARKS.md, issue 10). This script times them round-robin within a
+the same binary convs (BENCHMARKS.md). This script times them round-robin within a
 process (``binary_conv.best_times``), so drifts in the machine's state hit every model alike: the
 best of ``--repeat`` forward passes on a 320x180 LR input, after a warm-up; then counts the minor
 page faults of three more passes of each.

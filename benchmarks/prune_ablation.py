@@ -1,4 +1,4 @@
-"""ASSL vs L1-norm pruning vs training the small network from scratch (SPEC §6, issue 7).
+"""ASSL vs L1-norm pruning vs training the small network from scratch (SPEC §6).
 
 For each ratio and method, ``tinysr prune`` (``run_pruning``) from one trained model with one
 fine-tuning recipe (equal fine-tuning budget), then Set5/Set14 PSNR/SSIM, params and Mult-Adds

@@ -1,4 +1,4 @@
-"""Inference time of re-parameterizable networks in training form vs merged (SPEC §7, issue 8).
+"""Inference time of re-parameterizable networks in training form vs merged (SPEC §7).
 
 For each network: the training form (eval mode) and its `reparameterize`d plain BaseNet on one
 320x180 LR image, timed alternately in the same run (median of --repeat), with params and FLOPs.

@@ -46,7 +46,7 @@ NETWORKS = ["repsr_m4c16", "ecbsr_m4c16", "ecbsr_m4c32", "repvgg_sr", "repsr"]
 @pytest.mark.parametrize("name", NETWORKS)
 @pytest.mark.parametrize("scale", [2, 4])
 def test_whole_networks_merge_into_plain_basenet(name, scale, tmp_path):
-    """The issue's criterion: float32, realistic weights (outputs of order 1), max abs diff <= 1e-4."""
+    """The acceptance bound: float32, realistic weights (outputs of order 1), max abs diff <= 1e-4."""
     torch.manual_seed(2)
     model = randomize(tinysr.create_model(name, scale=scale), edge_scale=0.05)
     merged = reparameterize(model)
