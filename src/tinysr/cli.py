@@ -348,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", "-m", required=True, help="trained model file")
     p.add_argument("--output", "-o", required=True, help="output model file")
-    p.add_argument("--pack", action="store_true", help="bit-pack the binary convs (the default for every model without re-parameterizable blocks)")
+    p.add_argument(
+        "--pack", action="store_true", help="bit-pack the binary convs (the default for every model without re-parameterizable blocks)"
+    )
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("export", help="export a model to ONNX (checked with onnxruntime)")
