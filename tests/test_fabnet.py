@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tinysr
-from tinysr.models.fabnet import DynamicEstimatorSchedule, FrequencyBinaryModule
+from tinysr.models.fabnet import DynamicEstimatorSchedule, FrequencyBinaryModule, RecalibratedActivation
 from tinysr.nn import BinaryConv2d, SignActivation
 
 
@@ -46,13 +46,14 @@ def test_custom_schedule_and_bad_schedule():
 
 def test_thresholds_fusion_and_recalibration_receive_gradients():
     torch.manual_seed(0)
-    model = tinysr.create_model("fabnet_b8c96", scale=2, blocks=1, channels=8)
+    model = tinysr.create_model("fabnet_b8c96", scale=2, blocks=2, channels=8)
     model(torch.rand(1, 3, 6, 6)).mean().backward()
     assert model.fusion.weights.grad is not None and model.fusion.weights.grad.abs().sum() > 0
     thresholds = [m.act_quantizer.threshold for m in model.modules() if isinstance(m, BinaryConv2d)]
     assert thresholds and all(t.grad is not None for t in thresholds)
-    assert model.high[0].act1.fc1.weight.grad is not None
-    assert model.fusion.weights.numel() == 2 and float(model.fusion.weights[0].detach()) == pytest.approx(0.5)
+    # the recalibration's last FC starts at zero (the identity), so its gradient is where learning starts
+    assert model.high[3].act2.fc2.weight.grad.abs().sum() > 0
+    assert model.fusion.weights.numel() == 3 and float(model.fusion.weights[0].detach()) == pytest.approx(1 / 3)
 
 
 def test_binary_convs_run_at_half_hr_and_costs_split():
@@ -107,3 +108,65 @@ def test_nosplit_control_with_zero_binary_weights_is_its_skeleton():
         x = torch.rand(1, 3, 7, 9)
         base = model.upsample(x)
         torch.testing.assert_close(model(x), model.tail(2 * model.head(base)) + base, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, params", [("fabnet_b4c12", 8_168), ("fabnet_b4c24", 28_640), ("fabnet_b4c36", 61_424), ("fabnet_b8c96", 836_676)]
+)
+def test_parameter_counts_equal_the_official_code(name, params):
+    """Counts of the official FABNet-PyTorch modules (binary weights at 1/32, SPEC §3)."""
+    cost = tinysr.profile(tinysr.create_model(name, scale=2), lr_size=(180, 320))
+    assert cost.params == params
+    if name == "fabnet_b8c96":  # four Attention units, each 288 -> 6 -> 576 with biases
+        assert sum(layer.params_fp for layer in cost.layers if layer.kind == "Linear") == 4 * (288 * 6 + 6 + 6 * 576 + 576) == 23_064
+
+
+def test_b8c96_recalibrates_the_second_activation_of_every_fourth_hbrm():
+    model = tinysr.create_model("fabnet_b8c96", scale=2)
+    recalibrated = [i for i, m in enumerate(model.high) if isinstance(m.act2, RecalibratedActivation)]
+    assert recalibrated == [3, 7, 11, 15] and len(model.high) == 16
+    assert not any(isinstance(m.act1, RecalibratedActivation) for m in model.high)
+    assert all(model.high[i].branch == "recalibrated" for i in recalibrated) and model.high[0].branch == "high"
+    unit = model.high[3].act2
+    assert (unit.fc1.in_features, unit.fc1.out_features, unit.fc2.out_features) == (288, 6, 576)
+
+
+def test_recalibrated_activation_is_the_identity_at_initialisation_and_spans_its_ranges():
+    torch.manual_seed(0)
+    unit = RecalibratedActivation(96, reduction=48)
+    x = torch.randn(2, 96, 5, 7) * 3
+    assert torch.equal(unit(x), x)
+    with torch.no_grad():  # saturate: theta -> +-1 gives phi in (0, 2) and eps in (-1/2, 1/2)
+        unit.fc2.bias.copy_(torch.tensor([50.0, -50.0]).repeat(96))
+    y = unit(torch.ones(1, 96, 1, 1))
+    torch.testing.assert_close(y, torch.full_like(y, 2.0 - 0.5), rtol=1e-5, atol=1e-5)  # phi = 2, eps = -1/2, channel c at 2c, 2c+1
+
+
+def test_recalibrated_hbrms_switch_their_estimator_at_15_percent():
+    model = tinysr.create_model("fabnet_b8c96", scale=2, blocks=2, channels=8)
+    cb = DynamicEstimatorSchedule()
+    cb.on_step_start(FakeTrainer(model, 1000), 149)
+    assert activation_gradient(model, "recalibrated") == pytest.approx(2 - 2 * 0.1)
+    assert activation_gradient(model, "high") == pytest.approx(2 - 2 * 0.1)
+    cb.on_step_start(FakeTrainer(model, 1000), 150)
+    assert activation_gradient(model, "recalibrated") == pytest.approx(4 - 8 * 0.1)
+    assert activation_gradient(model, "high") == pytest.approx(2 - 2 * 0.1)  # the others at 20%
+
+
+def test_zero_binary_weights_reduce_b8c96_to_its_wavelet_skeleton():
+    # As for B4C12 below: with zero binary weights every module is the identity (the recalibrated
+    # activation of a zero input is eps = 0 at initialisation), so the network is its skeleton.
+    from tinysr.nn import haar_dwt, haar_idwt
+
+    torch.manual_seed(1)
+    model = tinysr.create_model("fabnet_b8c96", scale=2, channels=8).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, BinaryConv2d):
+                m.weight.zero_()
+        x = torch.rand(1, 3, 6, 5)
+        base = model.upsample(x)
+        feat = model.head(base)
+        ll, high = haar_dwt(feat)
+        expected = model.tail(haar_idwt(ll, 2 * high, size=feat.shape[-2:])) + base  # fusion weights sum to 1
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)

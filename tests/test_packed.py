@@ -120,6 +120,7 @@ SMALL_NETWORKS = [
     ("edsr_bnn", {"channels": 16, "units": 3}),
     ("edsr_ibtm", {"channels": 16, "blocks": 2}),
     ("fabnet_b4c12", {}),
+    ("fabnet_b8c96", {"channels": 8, "blocks": 2}),
 ]
 
 

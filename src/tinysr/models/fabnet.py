@@ -12,12 +12,18 @@ each with its own modules and its own estimator schedule, and recombine by the e
 LBRM and HBRM have one form: ``x + A2(bconv(RSign(A1(bconv(RSign(x))))))`` (the residual spans the
 two units, as in the official code), with learnable thresholds, FABNet's dynamic activation
 estimator (coefficient t, scheduled by the ``fabnet_schedule`` callback) and XNOR-scaled weights
-with the higher-order estimator. The activations A are PReLU, or in B8C96's HBRMs the
-*recalibrated activation* ``y = phi * x + eps`` with per-channel phi, eps predicted from the
-input by global average pooling -> FC -> ReLU -> FC -> Sigmoid (reduction 4; a choice).
+with the higher-order estimator. The activations A are PReLU, except in B8C96 (the official
+``FABNet_large.py``), where the **second** activation of **every fourth** HBRM (4 of 16) is the
+*recalibrated activation* ``y = phi * x + eps`` with per-channel ``phi = 1 + theta_0`` in (0, 2)
+and ``eps = theta_1 / 2`` in (-1/2, 1/2), ``theta = 2 * Sigmoid(FC(ReLU(FC(avgpool(x))))) - 1``,
+reduction 48 (288 -> 6 -> 576 at C = 96). Its last FC starts at zero, so the unit starts as the
+identity (the official code starts near it, with PyTorch's default FC initialisation). Those four
+HBRMs switch their estimator at 15% of training, the other HBRMs at 20% (``fabnet_schedule``'s
+``recalibrated`` schedule). The official B8C96 upsamples its input by nearest neighbour (the tiny
+variants bicubically); tinysr keeps MATLAB bicubic for every variant.
 
 Variants: ``fabnet_b4c12``, ``fabnet_b4c24``, ``fabnet_b4c36`` (PReLU everywhere) and
-``fabnet_b8c96`` (recalibrated HBRMs).
+``fabnet_b8c96`` (recalibrated every fourth HBRM).
 
 Ablation control ``fabnet_nosplit``: the same network without the frequency split. The Haar DWT
 is pixel-unshuffle followed by a fixed orthonormal mix of each 2x2 neighbourhood, so replacing
@@ -45,28 +51,38 @@ from .registry import register
 
 
 class RecalibratedActivation(nn.Module):
-    """``y = phi * x + eps``, (phi, eps) = Sigmoid(FC(ReLU(FC(avgpool(x))))) per channel (SPEC §5.5)."""
+    """``y = phi * x + eps`` per channel, ``phi = 1 + theta_0``, ``eps = theta_1 / 2``, ``theta = 2 *
+    Sigmoid(FC(ReLU(FC(avgpool(x))))) - 1`` (SPEC §5.5; the official code's ``Attention``).
 
-    def __init__(self, channels: int, reduction: int = 4):
+    ``fc2`` predicts ``(theta_0, theta_1)`` of channel c at outputs ``2c, 2c + 1`` (the official
+    layout) and starts at zero, so ``theta = 0`` and the unit is the identity at initialisation.
+    """
+
+    def __init__(self, channels: int, reduction: int = 48):
         super().__init__()
         hidden = max(channels // reduction, 1)
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, 2 * channels)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        phi, eps = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3)))))).chunk(2, dim=1)
+        theta = 2 * torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3)))))) - 1
+        theta = theta.view(x.shape[0], x.shape[1], 2)
+        phi, eps = 1 + theta[..., 0], 0.5 * theta[..., 1]
         return phi[..., None, None] * x + eps[..., None, None]
 
 
 class FrequencyBinaryModule(nn.Module):
     """LBRM / HBRM: two [threshold -> sign (dynamic t) -> binary conv3x3 -> activation] units + identity.
 
-    ``branch`` ("low" or "high") tells the schedule which coefficient applies.
+    ``branch`` ("low", "high", or "recalibrated" for an HBRM whose second activation is the
+    recalibrated one) tells the schedule which coefficient applies.
     """
 
     def __init__(self, channels: int, branch: str, t: float, recalibrated: bool = False):
         super().__init__()
-        self.branch = branch
+        self.branch = "recalibrated" if recalibrated else branch
 
         def unit_conv():
             return BinaryConv2d(
@@ -79,11 +95,8 @@ class FrequencyBinaryModule(nn.Module):
                 weight_quantizer=XnorWeight("higher_order"),
             )
 
-        def activation():
-            return RecalibratedActivation(channels) if recalibrated else nn.PReLU(channels)
-
-        self.conv1, self.act1 = unit_conv(), activation()
-        self.conv2, self.act2 = unit_conv(), activation()
+        self.conv1, self.act1 = unit_conv(), nn.PReLU(channels)
+        self.conv2, self.act2 = unit_conv(), RecalibratedActivation(channels) if recalibrated else nn.PReLU(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.act2(self.conv2(self.act1(self.conv1(x))))
@@ -96,8 +109,9 @@ class FABNet(nn.Module):
         self.head = conv(3, channels)
         self.low = nn.ModuleList([FrequencyBinaryModule(channels, "low", t=1.0) for _ in range(blocks)])
         self.fusion = WeightedSum(blocks + 1)
+        # B8C96: every fourth HBRM recalibrates (the official code's groups of three plain HBRMs and one with attention)
         self.high = nn.Sequential(
-            *[FrequencyBinaryModule(3 * channels, "high", t=2.0, recalibrated=recalibrated_high) for _ in range(2 * blocks)]
+            *[FrequencyBinaryModule(3 * channels, "high", t=2.0, recalibrated=recalibrated_high and i % 4 == 3) for i in range(2 * blocks)]
         )
         self.tail = conv(channels, 3)
 
@@ -156,7 +170,7 @@ def fabnet_b4c36(scale: int, blocks: int = 4, channels: int = 36, recalibrated_h
 
 @register
 def fabnet_b8c96(scale: int, blocks: int = 8, channels: int = 96, recalibrated_high: bool = True) -> nn.Module:
-    """FABNet-B8C96 (recalibrated HBRMs)."""
+    """FABNet-B8C96 (the second activation of every fourth HBRM recalibrated)."""
     return FABNet(scale, channels, blocks, recalibrated_high)
 
 
@@ -164,12 +178,22 @@ def fabnet_b8c96(scale: int, blocks: int = 8, channels: int = 96, recalibrated_h
 class DynamicEstimatorSchedule(Callback):
     """Sets the dynamic estimator's t by training progress (fraction of ``train.iterations``).
 
-    ``low`` / ``high``: lists of ``[fraction, t]`` starting at 0; defaults from SPEC §5.5 (the
-    official code's epochs 50 and 200 of 1000): low 1 -> 2 -> 4 at 5% and 20%, high 2 -> 4 at 20%.
+    ``low`` / ``high`` / ``recalibrated``: lists of ``[fraction, t]`` starting at 0; defaults from
+    SPEC §5.5 and the official code (epochs 50, 150 and 200 of 1000): low 1 -> 2 -> 4 at 5% and 20%,
+    high 2 -> 4 at 20%, B8C96's recalibrated HBRMs 2 -> 4 at 15%.
     """
 
-    def __init__(self, low=((0.0, 1.0), (0.05, 2.0), (0.2, 4.0)), high=((0.0, 2.0), (0.2, 4.0))):
-        self.schedules = {"low": sorted(map(tuple, low)), "high": sorted(map(tuple, high))}
+    def __init__(
+        self,
+        low=((0.0, 1.0), (0.05, 2.0), (0.2, 4.0)),
+        high=((0.0, 2.0), (0.2, 4.0)),
+        recalibrated=((0.0, 2.0), (0.15, 4.0)),
+    ):
+        self.schedules = {
+            "low": sorted(map(tuple, low)),
+            "high": sorted(map(tuple, high)),
+            "recalibrated": sorted(map(tuple, recalibrated)),
+        }
         for name, points in self.schedules.items():
             if not points or points[0][0] != 0.0:
                 raise TinySRError(f"fabnet_schedule: the {name} schedule must start at fraction 0, got {points}")
