@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import tinysr
@@ -75,18 +76,39 @@ def test_rsign_threshold_and_rprelu_learn():
 
 def test_xnor_weight_forward_and_gradient_closed_form():
     w = torch.randn(6, 4, 3, 3, dtype=torch.float64) * 0.3
-    w.requires_grad_(True)
-    q = XnorWeight("ste")
-    out = q(w)
-    alpha = w.detach().abs().mean(dim=(1, 2, 3), keepdim=True)
-    torch.testing.assert_close(out, hard_sign(w.detach()) * alpha)
-    g = torch.randn_like(out)
-    (out * g).sum().backward()
-    # d/dW [alpha(W) * sign(W)]: alpha * STE'(W) + sign(W)/n * sum(G * sign(W)) over the output channel.
+    alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True)
+    s = hard_sign(w)
+    g = torch.randn_like(w)
     n = w[0].numel()
-    s = hard_sign(w.detach())
-    expected = g * alpha * (w.detach().abs() <= 1) + s / n * (g * s).sum(dim=(1, 2, 3), keepdim=True)
-    torch.testing.assert_close(w.grad, expected)
+    for detach, expected in (
+        (True, g * alpha * (w.abs() <= 1)),  # the papers' code: the scale is a constant in backward
+        (False, g * alpha * (w.abs() <= 1) + s / n * (g * s).sum(dim=(1, 2, 3), keepdim=True)),  # d/dW [alpha(W) * sign(W)]
+    ):
+        leaf = w.clone().requires_grad_(True)
+        out = XnorWeight("ste", detach_scale=detach)(leaf)
+        torch.testing.assert_close(out, s * alpha)
+        (out * g).sum().backward()
+        torch.testing.assert_close(leaf.grad, expected)
+    assert XnorWeight().detach_scale  # the default is the papers'
+
+
+def test_clip_weight_estimator_is_the_official_fabnet_gradient():
+    """FABNet's code: forward alpha * sign(W), backward the gradient of clamp(W, -1, 1), unscaled;
+    here through a binary conv, whose signs are scaled after the conv."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 6, 6)
+    conv = BinaryConv2d(4, 5, 3, padding=1, weight_quantizer=XnorWeight("clip"))
+    with torch.no_grad():
+        conv.weight.mul_(3)  # some weights outside [-1, 1]
+    w = conv.weight.detach().clone().requires_grad_(True)
+    alpha = w.detach().abs().mean(dim=(1, 2, 3), keepdim=True)
+    official = (alpha * torch.sign(w.detach())).detach() - w.clamp(-1, 1).detach() + w.clamp(-1, 1)
+    g = torch.randn(2, 5, 6, 6)
+    (F.conv2d(x, official, padding=1) * g).sum().backward()
+    (conv(x) * g).sum().backward()
+    torch.testing.assert_close(conv(x), F.conv2d(x, official, padding=1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad, w.grad, rtol=1e-4, atol=1e-5)
+    assert (conv.weight.grad[conv.weight.detach().abs() > 1] == 0).all()
 
 
 def test_binary_conv_without_quantizers_is_conv2d():

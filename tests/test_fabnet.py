@@ -170,3 +170,26 @@ def test_zero_binary_weights_reduce_b8c96_to_its_wavelet_skeleton():
         ll, high = haar_dwt(feat)
         expected = model.tail(haar_idwt(ll, 2 * high, size=feat.shape[-2:])) + base  # fusion weights sum to 1
         torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_official_training_options():
+    """FABNet's code: binary weights from U(0, 0.001), the clip weight estimator, a detached scale,
+    and the network working on [0, 255] pixels inside."""
+    torch.manual_seed(0)
+    model = tinysr.create_model("fabnet_b4c12", scale=2, init="official", weight_estimator="clip", pixel_range=255.0)
+    weights = [m.weight.detach() for m in model.modules() if isinstance(m, BinaryConv2d)]
+    assert weights and all(float(w.min()) >= 0 and float(w.max()) < 0.001 for w in weights)
+    assert all(
+        m.weight_quantizer.estimator == "clip" and m.weight_quantizer.detach_scale for m in model.modules() if isinstance(m, BinaryConv2d)
+    )
+    seen = {}
+    model.head.register_forward_pre_hook(lambda m, inp: seen.__setitem__("max", float(inp[0].max())))
+    x = torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        out = model(x)
+        assert seen["max"] > 100  # the layers see pixels in [0, 255]
+        torch.testing.assert_close(out, model.features(255 * x) / 255)
+    default = tinysr.create_model("fabnet_b4c12", scale=2)
+    assert any(float(m.weight.detach().min()) < 0 for m in default.modules() if isinstance(m, BinaryConv2d))
+    with pytest.raises(ValueError, match="init"):
+        tinysr.create_model("fabnet_b4c12", scale=2, init="xavier")

@@ -18,7 +18,7 @@ RESOLVED_BEFORE = json.loads((Path(__file__).parent / "data" / "recipes_resolved
 
 
 def test_every_recipe_resolves_as_before_it_inherited():
-    assert sorted(RESOLVED_BEFORE) == list_recipes()
+    assert set(RESOLVED_BEFORE) <= set(list_recipes())
     for name, before in RESOLVED_BEFORE.items():
         assert load_config(name).to_dict() == before, name
 

@@ -65,9 +65,10 @@ SCHEMES = {
 }
 
 
-def binary_conv3x3(channels: int, scheme: Scheme) -> BinaryConv2d:
+def binary_conv3x3(channels: int, scheme: Scheme, detach_scale: bool = True) -> BinaryConv2d:
     act = RSign(channels, scheme.estimator) if scheme.threshold else SignActivation(scheme.estimator)
-    return BinaryConv2d(channels, channels, 3, padding=1, bias=False, act_quantizer=act, weight_quantizer=XnorWeight("ste"))
+    weights = XnorWeight("ste", detach_scale=detach_scale)
+    return BinaryConv2d(channels, channels, 3, padding=1, bias=False, act_quantizer=act, weight_quantizer=weights)
 
 
 RPRELU_POSITIONS = ("after_add", "in_branch")
@@ -77,13 +78,13 @@ class BinaryUnit(nn.Module):
     """One binary conv with its full-precision identity skip: ``post(norm(binary_conv(x)) + x)``, or
     ``x + post(norm(binary_conv(x)))`` with ``rprelu_position="in_branch"``."""
 
-    def __init__(self, channels: int, scheme: Scheme, bn: bool, rprelu_position: str = "after_add"):
+    def __init__(self, channels: int, scheme: Scheme, bn: bool, rprelu_position: str = "after_add", detach_scale: bool = True):
         super().__init__()
         if rprelu_position not in RPRELU_POSITIONS:
             raise ValueError(f"rprelu_position must be one of {', '.join(RPRELU_POSITIONS)}, got {rprelu_position!r}")
         if rprelu_position != "after_add" and not scheme.rprelu:
             raise ValueError(f"rprelu_position={rprelu_position!r} needs a scheme with RPReLU (reactnet)")
-        self.conv = binary_conv3x3(channels, scheme)
+        self.conv = binary_conv3x3(channels, scheme, detach_scale)
         self.norm = nn.BatchNorm2d(channels) if bn else nn.Identity()
         self.post = RPReLU(channels) if scheme.rprelu else nn.Identity()
         self.in_branch = rprelu_position == "in_branch"
@@ -94,8 +95,10 @@ class BinaryUnit(nn.Module):
         return self.post(self.norm(self.conv(x)) + x)
 
 
-def binary_body(channels: int, units: int, scheme: Scheme, bn: bool, rprelu_position: str = "after_add") -> nn.Sequential:
-    return nn.Sequential(*[BinaryUnit(channels, scheme, bn, rprelu_position) for _ in range(units)])
+def binary_body(
+    channels: int, units: int, scheme: Scheme, bn: bool, rprelu_position: str = "after_add", detach_scale: bool = True
+) -> nn.Sequential:
+    return nn.Sequential(*[BinaryUnit(channels, scheme, bn, rprelu_position, detach_scale) for _ in range(units)])
 
 
 class BBCUUpsampler(nn.Sequential):
@@ -157,61 +160,82 @@ class BinarySRResNet(nn.Module):
         return self.tail(self.upsampler(feat + self.body_tail(self.body(feat))))
 
 
-def _network(network: type, scheme: str, scale: int, bn: bool, channels: int, units: int, rprelu_position: str) -> nn.Module:
-    return network(scale, binary_body(channels, units, SCHEMES[scheme], bn, rprelu_position), channels)
+def _network(
+    network: type, scheme: str, scale: int, bn: bool, channels: int, units: int, rprelu_position: str, detach_scale: bool
+) -> nn.Module:
+    return network(scale, binary_body(channels, units, SCHEMES[scheme], bn, rprelu_position, detach_scale), channels)
 
 
 # One registered function per named network: edsr_* 16 blocks x 2 units; vdsr_* 18 middle layers;
-# srresnet_* 16 blocks x 2 units. ``bn`` defaults to the scheme's own choice.
+# srresnet_* 16 blocks x 2 units. ``bn`` defaults to the scheme's own choice; ``detach_scale=False``
+# lets the weight gradient through XNOR's scale too (the papers' code detaches it).
 @register
-def edsr_bnn(scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+def edsr_bnn(
+    scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add", detach_scale: bool = True
+) -> nn.Module:
     """BBCU's EDSR-style network with the BNN scheme (clipped STE, BN)."""
-    return _network(BinaryEDSR, "bnn", scale, bn, channels, units, rprelu_position)
+    return _network(BinaryEDSR, "bnn", scale, bn, channels, units, rprelu_position, detach_scale)
 
 
 @register
-def edsr_bireal(scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+def edsr_bireal(
+    scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add", detach_scale: bool = True
+) -> nn.Module:
     """BBCU's EDSR-style network with the Bi-Real scheme (ApproxSign, BN)."""
-    return _network(BinaryEDSR, "bireal", scale, bn, channels, units, rprelu_position)
+    return _network(BinaryEDSR, "bireal", scale, bn, channels, units, rprelu_position, detach_scale)
 
 
 @register
-def edsr_reactnet(scale: int, bn: bool = False, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+def edsr_reactnet(
+    scale: int, bn: bool = False, channels: int = 64, units: int = 32, rprelu_position: str = "after_add", detach_scale: bool = True
+) -> nn.Module:
     """BBCU's EDSR-style network with the ReActNet scheme (RSign, RPReLU)."""
-    return _network(BinaryEDSR, "reactnet", scale, bn, channels, units, rprelu_position)
+    return _network(BinaryEDSR, "reactnet", scale, bn, channels, units, rprelu_position, detach_scale)
 
 
 @register
-def vdsr_bnn(scale: int, bn: bool = True, channels: int = 64, units: int = 18, rprelu_position: str = "after_add") -> nn.Module:
+def vdsr_bnn(
+    scale: int, bn: bool = True, channels: int = 64, units: int = 18, rprelu_position: str = "after_add", detach_scale: bool = True
+) -> nn.Module:
     """Binary VDSR (18 binary middle layers), BNN scheme."""
-    return _network(BinaryVDSR, "bnn", scale, bn, channels, units, rprelu_position)
+    return _network(BinaryVDSR, "bnn", scale, bn, channels, units, rprelu_position, detach_scale)
 
 
 @register
-def vdsr_bireal(scale: int, bn: bool = True, channels: int = 64, units: int = 18, rprelu_position: str = "after_add") -> nn.Module:
+def vdsr_bireal(
+    scale: int, bn: bool = True, channels: int = 64, units: int = 18, rprelu_position: str = "after_add", detach_scale: bool = True
+) -> nn.Module:
     """Binary VDSR (18 binary middle layers), Bi-Real scheme."""
-    return _network(BinaryVDSR, "bireal", scale, bn, channels, units, rprelu_position)
+    return _network(BinaryVDSR, "bireal", scale, bn, channels, units, rprelu_position, detach_scale)
 
 
 @register
-def vdsr_reactnet(scale: int, bn: bool = False, channels: int = 64, units: int = 18, rprelu_position: str = "after_add") -> nn.Module:
+def vdsr_reactnet(
+    scale: int, bn: bool = False, channels: int = 64, units: int = 18, rprelu_position: str = "after_add", detach_scale: bool = True
+) -> nn.Module:
     """Binary VDSR (18 binary middle layers), ReActNet scheme."""
-    return _network(BinaryVDSR, "reactnet", scale, bn, channels, units, rprelu_position)
+    return _network(BinaryVDSR, "reactnet", scale, bn, channels, units, rprelu_position, detach_scale)
 
 
 @register
-def srresnet_bnn(scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+def srresnet_bnn(
+    scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add", detach_scale: bool = True
+) -> nn.Module:
     """Binary SRResNet (the residual blocks' 32 convs binary), BNN scheme."""
-    return _network(BinarySRResNet, "bnn", scale, bn, channels, units, rprelu_position)
+    return _network(BinarySRResNet, "bnn", scale, bn, channels, units, rprelu_position, detach_scale)
 
 
 @register
-def srresnet_bireal(scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+def srresnet_bireal(
+    scale: int, bn: bool = True, channels: int = 64, units: int = 32, rprelu_position: str = "after_add", detach_scale: bool = True
+) -> nn.Module:
     """Binary SRResNet (the residual blocks' 32 convs binary), Bi-Real scheme."""
-    return _network(BinarySRResNet, "bireal", scale, bn, channels, units, rprelu_position)
+    return _network(BinarySRResNet, "bireal", scale, bn, channels, units, rprelu_position, detach_scale)
 
 
 @register
-def srresnet_reactnet(scale: int, bn: bool = False, channels: int = 64, units: int = 32, rprelu_position: str = "after_add") -> nn.Module:
+def srresnet_reactnet(
+    scale: int, bn: bool = False, channels: int = 64, units: int = 32, rprelu_position: str = "after_add", detach_scale: bool = True
+) -> nn.Module:
     """Binary SRResNet (the residual blocks' 32 convs binary), ReActNet scheme."""
-    return _network(BinarySRResNet, "reactnet", scale, bn, channels, units, rprelu_position)
+    return _network(BinarySRResNet, "reactnet", scale, bn, channels, units, rprelu_position, detach_scale)

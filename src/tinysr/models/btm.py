@@ -49,7 +49,15 @@ from .registry import register
 
 
 def btm_conv(
-    cin: int, cout: int, kernel, padding, dilation=1, binary: bool = True, act: str = "approx", weight: str = "higher_order"
+    cin: int,
+    cout: int,
+    kernel,
+    padding,
+    dilation=1,
+    binary: bool = True,
+    act: str = "approx",
+    weight: str = "higher_order",
+    detach_scale: bool = True,
 ) -> nn.Conv2d:
     if not binary:  # the full-precision teacher of the same layout
         return nn.Conv2d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False)
@@ -61,7 +69,7 @@ def btm_conv(
         dilation=dilation,
         bias=False,
         act_quantizer=SignActivation(act),
-        weight_quantizer=XnorWeight(weight),
+        weight_quantizer=XnorWeight(weight, detach_scale=detach_scale),
     )
 
 
@@ -143,11 +151,21 @@ INITS = ("xavier", "default")
 
 
 def _build(
-    network: type, block: type, n_blocks: int, scale: int, channels: int, binary: bool, act: str, weight: str, init: str
+    network: type,
+    block: type,
+    n_blocks: int,
+    scale: int,
+    channels: int,
+    binary: bool,
+    act: str,
+    weight: str,
+    init: str,
+    detach_scale: bool,
 ) -> nn.Module:
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    body = nn.Sequential(*[block(channels, binary=binary, act=act, weight=weight) for _ in range(n_blocks)])
+    conv_kw = {"binary": binary, "act": act, "weight": weight, "detach_scale": detach_scale}
+    body = nn.Sequential(*[block(channels, **conv_kw) for _ in range(n_blocks)])
     model = InputNormalized(network(scale, body, channels))
     return xavier_init(model) if init == "xavier" else model
 
@@ -155,7 +173,8 @@ def _build(
 # One registered function per named network. ``binary=False`` builds the full-precision teacher of
 # the same layout; ``init`` is ``xavier`` (BTM's rule) or ``default`` (PyTorch's conv
 # initialisation): Xavier keeps each conv's output variance, so in a full-precision residual stack
-# without BN the stream grows block after block.
+# without BN the stream grows block after block. ``detach_scale=False`` lets the weight gradient
+# through XNOR's scale too.
 @register
 def edsr_btm(
     scale: int,
@@ -165,9 +184,10 @@ def edsr_btm(
     act: str = "approx",
     weight: str = "higher_order",
     init: str = "xavier",
+    detach_scale: bool = True,
 ) -> nn.Module:
     """EDSR-style binary network (BBCU's skeleton, 16 blocks of two binary convs) trained with BTM."""
-    return _build(BinaryEDSR, BTMBlock, blocks, scale, channels, binary, act, weight, init)
+    return _build(BinaryEDSR, BTMBlock, blocks, scale, channels, binary, act, weight, init, detach_scale)
 
 
 @register
@@ -179,9 +199,10 @@ def vdsr_btm(
     act: str = "approx",
     weight: str = "higher_order",
     init: str = "xavier",
+    detach_scale: bool = True,
 ) -> nn.Module:
     """Binary VDSR (9 blocks = 18 binary layers) trained with BTM."""
-    return _build(BinaryVDSR, BTMBlock, blocks, scale, channels, binary, act, weight, init)
+    return _build(BinaryVDSR, BTMBlock, blocks, scale, channels, binary, act, weight, init, detach_scale)
 
 
 @register
@@ -193,9 +214,10 @@ def edsr_ibtm(
     act: str = "approx",
     weight: str = "higher_order",
     init: str = "xavier",
+    detach_scale: bool = True,
 ) -> nn.Module:
     """EDSR-style IBTM network: MRB blocks (equation 3)."""
-    return _build(BinaryEDSR, MRBBlock, blocks, scale, channels, binary, act, weight, init)
+    return _build(BinaryEDSR, MRBBlock, blocks, scale, channels, binary, act, weight, init, detach_scale)
 
 
 @register
@@ -207,9 +229,10 @@ def vdsr_ibtm(
     act: str = "approx",
     weight: str = "higher_order",
     init: str = "xavier",
+    detach_scale: bool = True,
 ) -> nn.Module:
     """VDSR-style IBTM network: 9 MRB blocks."""
-    return _build(BinaryVDSR, MRBBlock, blocks, scale, channels, binary, act, weight, init)
+    return _build(BinaryVDSR, MRBBlock, blocks, scale, channels, binary, act, weight, init, detach_scale)
 
 
 @register_callback("input_stats")

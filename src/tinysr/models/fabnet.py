@@ -80,9 +80,10 @@ class FrequencyBinaryModule(nn.Module):
     recalibrated one) tells the schedule which coefficient applies.
     """
 
-    def __init__(self, channels: int, branch: str, t: float, recalibrated: bool = False):
+    def __init__(self, channels: int, branch: str, t: float, recalibrated: bool = False, weights: dict | None = None):
         super().__init__()
         self.branch = "recalibrated" if recalibrated else branch
+        weights = {"estimator": "higher_order", **(weights or {})}
 
         def unit_conv():
             return BinaryConv2d(
@@ -92,7 +93,7 @@ class FrequencyBinaryModule(nn.Module):
                 padding=1,
                 bias=False,
                 act_quantizer=RSign(channels, kind="dynamic", t=t),
-                weight_quantizer=XnorWeight("higher_order"),
+                weight_quantizer=XnorWeight(**weights),
             )
 
         self.conv1, self.act1 = unit_conv(), nn.PReLU(channels)
@@ -102,20 +103,60 @@ class FrequencyBinaryModule(nn.Module):
         return x + self.act2(self.conv2(self.act1(self.conv1(x))))
 
 
+INITS = ("default", "official")
+
+
 class FABNet(nn.Module):
-    def __init__(self, scale: int, channels: int, blocks: int, recalibrated_high: bool = False):
+    """FABNet (see the module docstring). The training options of the official code are options
+    here: ``weight_estimator`` (``higher_order``, the paper's; ``clip``, the code's), ``init``
+    (``default``: PyTorch's; ``official``: binary weights drawn from U(0, 0.001), so every module
+    starts near the identity) and ``pixel_range`` (1: pixels in [0, 1]; 255: the network works on
+    [0, 255] inside, as the official code does, which matters because the activation estimator's
+    window ``|x| < 2/t`` is in absolute units). The weight scale is detached by default, as there.
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        channels: int,
+        blocks: int,
+        recalibrated_high: bool = False,
+        weight_estimator: str = "higher_order",
+        detach_scale: bool = True,
+        init: str = "default",
+        pixel_range: float = 1.0,
+    ):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if pixel_range <= 0:
+            raise ValueError(f"pixel_range must be positive, got {pixel_range}")
+        self.pixel_range = float(pixel_range)
+        weights = {"estimator": weight_estimator, "detach_scale": detach_scale}
         self.upsample = Bicubic(scale)
         self.head = conv(3, channels)
-        self.low = nn.ModuleList([FrequencyBinaryModule(channels, "low", t=1.0) for _ in range(blocks)])
+        self.low = nn.ModuleList([FrequencyBinaryModule(channels, "low", t=1.0, weights=weights) for _ in range(blocks)])
         self.fusion = WeightedSum(blocks + 1)
         # B8C96: every fourth HBRM recalibrates (the official code's groups of three plain HBRMs and one with attention)
         self.high = nn.Sequential(
-            *[FrequencyBinaryModule(3 * channels, "high", t=2.0, recalibrated=recalibrated_high and i % 4 == 3) for i in range(2 * blocks)]
+            *[
+                FrequencyBinaryModule(3 * channels, "high", t=2.0, recalibrated=recalibrated_high and i % 4 == 3, weights=weights)
+                for i in range(2 * blocks)
+            ]
         )
         self.tail = conv(channels, 3)
+        if init == "official":
+            with torch.no_grad():
+                for m in self.modules():
+                    if isinstance(m, BinaryConv2d):
+                        m.weight.uniform_(0.0, 0.001)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pixel_range != 1.0:
+            return self.features(x * self.pixel_range) / self.pixel_range
+        return self.features(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         base = self.upsample(x)
         feat = self.head(base)
         ll, high = haar_dwt(feat)
@@ -151,27 +192,63 @@ def fabnet_nosplit(scale: int, channels: int = 24, modules: int = 5) -> nn.Modul
 
 
 @register
-def fabnet_b4c12(scale: int, blocks: int = 4, channels: int = 12, recalibrated_high: bool = False) -> nn.Module:
+def fabnet_b4c12(
+    scale: int,
+    blocks: int = 4,
+    channels: int = 12,
+    recalibrated_high: bool = False,
+    weight_estimator: str = "higher_order",
+    detach_scale: bool = True,
+    init: str = "default",
+    pixel_range: float = 1.0,
+) -> nn.Module:
     """FABNet-B4C12 (PReLU everywhere)."""
-    return FABNet(scale, channels, blocks, recalibrated_high)
+    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range)
 
 
 @register
-def fabnet_b4c24(scale: int, blocks: int = 4, channels: int = 24, recalibrated_high: bool = False) -> nn.Module:
+def fabnet_b4c24(
+    scale: int,
+    blocks: int = 4,
+    channels: int = 24,
+    recalibrated_high: bool = False,
+    weight_estimator: str = "higher_order",
+    detach_scale: bool = True,
+    init: str = "default",
+    pixel_range: float = 1.0,
+) -> nn.Module:
     """FABNet-B4C24 (PReLU everywhere)."""
-    return FABNet(scale, channels, blocks, recalibrated_high)
+    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range)
 
 
 @register
-def fabnet_b4c36(scale: int, blocks: int = 4, channels: int = 36, recalibrated_high: bool = False) -> nn.Module:
+def fabnet_b4c36(
+    scale: int,
+    blocks: int = 4,
+    channels: int = 36,
+    recalibrated_high: bool = False,
+    weight_estimator: str = "higher_order",
+    detach_scale: bool = True,
+    init: str = "default",
+    pixel_range: float = 1.0,
+) -> nn.Module:
     """FABNet-B4C36 (PReLU everywhere)."""
-    return FABNet(scale, channels, blocks, recalibrated_high)
+    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range)
 
 
 @register
-def fabnet_b8c96(scale: int, blocks: int = 8, channels: int = 96, recalibrated_high: bool = True) -> nn.Module:
+def fabnet_b8c96(
+    scale: int,
+    blocks: int = 8,
+    channels: int = 96,
+    recalibrated_high: bool = True,
+    weight_estimator: str = "higher_order",
+    detach_scale: bool = True,
+    init: str = "default",
+    pixel_range: float = 1.0,
+) -> nn.Module:
     """FABNet-B8C96 (the second activation of every fourth HBRM recalibrated)."""
-    return FABNet(scale, channels, blocks, recalibrated_high)
+    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range)
 
 
 @register_callback("fabnet_schedule")

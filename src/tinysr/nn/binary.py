@@ -11,9 +11,12 @@ The quantizers differ in their backward (the estimator ``d sign(x) / dx`` is rep
 =================  ==========================================================================
 
 Weights: ``sign(W) * alpha`` with ``alpha`` the per-output-channel mean ``|W|`` (XNOR-Net). The
-gradient reaches ``W`` through ``alpha`` (magnitude-aware, Bi-Real) and through the sign estimator:
-``ste`` (``1`` on ``|w| <= 1``) or ``higher_order`` (``4 + 8w`` on ``-0.5 < w <= 0``, ``4 - 8w``
-on ``0 < w <= 0.5``, else 0; FABNet's weight estimator, the dynamic one with t = 4).
+gradient reaches ``W`` through the sign estimator: ``ste`` (``1`` on ``|w| <= 1``),
+``higher_order`` (``4 + 8w`` on ``-0.5 < w <= 0``, ``4 - 8w`` on ``0 < w <= 0.5``, else 0; FABNet's
+paper, the dynamic estimator with t = 4) or ``clip`` (the official FABNet code's: the gradient of
+``clamp(W, -1, 1)`` taken as that of the scaled binary weight ``alpha * sign(W)``, so it is not
+multiplied by alpha). ``alpha`` is detached by default, as in Bi-Real Net's, ReActNet's, BBCU's
+and FABNet's code; ``detach_scale=False`` also lets the gradient through ``alpha``.
 
 **The quantizer protocol.** :class:`BinaryConv2d` and the bit-packed layer (``nn/packed.py``)
 know no concrete quantizer; they ask the quantizers what a 1-bit conv needs:
@@ -59,6 +62,21 @@ class _SignWithGrad(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         return grad * sign_derivative(x, ctx.kind, float(ctx.t)), None, None
+
+
+class _ClippedScaledSign(torch.autograd.Function):
+    """sign forward; backward ``1[|w| <= 1] / alpha``: with the conv scaling by alpha after, the
+    weight's gradient is that of ``clamp(W)`` standing in for ``alpha * sign(W)`` (the ``clip`` estimator)."""
+
+    @staticmethod
+    def forward(ctx, w, alpha):
+        ctx.save_for_backward(w, alpha)
+        return hard_sign(w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        w, alpha = ctx.saved_tensors
+        return grad * (w.abs() <= 1).to(grad.dtype) / alpha.clamp_min(torch.finfo(alpha.dtype).tiny), None
 
 
 def sign_derivative(x: torch.Tensor, kind: str, t: float = 2.0) -> torch.Tensor:
@@ -178,27 +196,37 @@ def channel_scale(weight: torch.Tensor) -> torch.Tensor:
     return weight.abs().mean(dim=tuple(range(1, weight.dim())), keepdim=True)
 
 
+WEIGHT_ESTIMATORS = ("ste", "higher_order", "clip")
+
+
 class XnorWeight(WeightQuantizer):
     """Weight quantizer ``sign(W) * mean|W|`` per output channel (XNOR-Net scaling).
 
-    ``estimator`` is ``ste`` (clip STE) or ``higher_order`` (FABNet); ``scale=False`` gives plain
-    ``sign(W)`` (BNN without scaling).
+    ``estimator`` is ``ste`` (clip STE), ``higher_order`` (FABNet's paper) or ``clip`` (FABNet's
+    code; see the module docstring); ``scale=False`` gives plain ``sign(W)`` (BNN without
+    scaling); ``detach_scale`` (default True, the papers' code) stops the gradient through alpha.
     """
 
-    def __init__(self, estimator: str = "ste", scale: bool = True):
+    def __init__(self, estimator: str = "ste", scale: bool = True, detach_scale: bool = True):
         super().__init__()
-        if estimator not in ("ste", "higher_order"):
-            raise ValueError(f"XnorWeight: unknown estimator {estimator!r} (ste, higher_order)")
-        self.estimator, self.scale = estimator, scale
+        if estimator not in WEIGHT_ESTIMATORS:
+            raise ValueError(f"XnorWeight: unknown estimator {estimator!r} ({', '.join(WEIGHT_ESTIMATORS)})")
+        self.estimator, self.scale, self.detach_scale = estimator, scale, detach_scale
 
     def signs(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.estimator == "clip":
+            alpha = channel_scale(weight).detach() if self.scale else torch.ones_like(weight[:, :1, :1, :1])
+            return _ClippedScaledSign.apply(weight, alpha)
         return binary_sign(weight, self.estimator)
 
     def alpha(self, weight: torch.Tensor) -> torch.Tensor | None:
-        return channel_scale(weight) if self.scale else None
+        if not self.scale:
+            return None
+        alpha = channel_scale(weight)
+        return alpha.detach() if self.detach_scale else alpha
 
     def extra_repr(self) -> str:
-        return f"estimator={self.estimator}, scale={self.scale}"
+        return f"estimator={self.estimator}, scale={self.scale}, detach_scale={self.detach_scale}"
 
 
 class BinaryConv2d(nn.Conv2d):
