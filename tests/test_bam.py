@@ -169,3 +169,25 @@ def test_packed_bam_matches_float_and_reloads(name, tmp_path):
             torch.testing.assert_close(set_kernel(packed, kernel)(x), want, rtol=0, atol=1e-4)
         tinysr.save(packed, tmp_path / "p.safetensors")
         assert torch.equal(tinysr.load(tmp_path / "p.safetensors")(x), packed(x))
+
+
+@pytest.mark.parametrize("activation_scale", ["abs_mean", "mean"])
+def test_activation_scale_is_the_mean_magnitude_or_the_papers_literal_mean(activation_scale):
+    """b_k = b^scale * E(|A_k|) by default; ``mean``: E(A_k) as the paper writes it."""
+    torch.manual_seed(1)
+    model = tinysr.create_model("vdsr_bam", scale=2, channels=8, units=2, activation_scale=activation_scale).eval()
+    convs = _conv_quantizers(model)
+    inputs, signs = {}, {}
+    hooks = [c.register_forward_pre_hook(lambda m, a, i=i: inputs.__setitem__(i, a[0])) for i, c in enumerate(convs)]
+    hooks.append(convs[1].act_quantizer.register_forward_hook(lambda m, a, out: signs.__setitem__("out", out)))
+    with torch.no_grad():
+        model(torch.rand(2, 3, 9, 9) - 0.3)
+        scale = (lambda a: a.abs()) if activation_scale == "abs_mean" else (lambda a: a)
+        total = sum(
+            c.act_quantizer.scale.view(1, -1, 1, 1) * scale(inputs[i]).mean((2, 3), keepdim=True) * inputs[i] for i, c in enumerate(convs)
+        )
+        assert torch.equal(signs["out"], torch.where(convs[1].act_quantizer.norm(total) >= 0, 1.0, -1.0))
+    for h in hooks:
+        h.remove()
+    with pytest.raises(ValueError, match="activation_scale"):
+        tinysr.create_model("vdsr_bam", scale=2, activation_scale="median")

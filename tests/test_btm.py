@@ -117,7 +117,16 @@ def test_kd_loss_matches_its_formula_at_the_papers_pixel_range(tmp_path):
 
     with pytest.raises(tinysr.TinySRError, match="pixel_range"):
         MultiStageDistillation("t.safetensors", pixel_range=0)
-    with pytest.raises(tinysr.TinySRError, match="last_stage must be one of features, softmax, got 'raw'"):
+    # The notes' other reading: the beta term on the SR outputs, in pixels like the l1 term.
+    with torch.no_grad():
+        teacher_sr, student_sr = teacher(lr), student(lr)
+    on_outputs = 0.5 * (student_sr - teacher_sr).abs().mean() + 2.0 * kl / 255.0
+    kd = MultiStageDistillation(str(tmp_path / "teacher.safetensors"), beta=0.5, gamma=2.0, stages=[1, 3], last_stage="output")
+    kd.setup(FakeTrainer)
+    loss = kd(Step(0, lr, None, student(lr)))
+    torch.testing.assert_close(loss.detach(), on_outputs, rtol=1e-4, atol=1e-7)
+
+    with pytest.raises(tinysr.TinySRError, match="last_stage must be one of features, softmax, output, got 'raw'"):
         MultiStageDistillation("t.safetensors", last_stage="raw")
 
 

@@ -193,3 +193,14 @@ def test_official_training_options():
     assert any(float(m.weight.detach().min()) < 0 for m in default.modules() if isinstance(m, BinaryConv2d))
     with pytest.raises(ValueError, match="init"):
         tinysr.create_model("fabnet_b4c12", scale=2, init="xavier")
+
+
+def test_paper_schedule_preset_runs_the_low_branch_from_a_quarter():
+    model = tinysr.create_model("fabnet_b4c12", scale=2)
+    cb = DynamicEstimatorSchedule(preset="paper")
+    for iteration, low_t in ((0, 0.25), (49, 0.25), (50, 0.5), (100, 1.0), (150, 2.0), (200, 4.0)):
+        cb.on_step_start(FakeTrainer(model, 1000), iteration)
+        assert activation_gradient(model, "low", x=0.1) == pytest.approx(low_t - low_t * low_t / 2 * 0.1), iteration
+    assert cb.schedules["high"] == DynamicEstimatorSchedule().schedules["high"]
+    with pytest.raises(tinysr.TinySRError, match="unknown preset"):
+        DynamicEstimatorSchedule(preset="table3")

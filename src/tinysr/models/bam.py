@@ -17,7 +17,9 @@ accumulated ones (``nn/bam.py``), followed by BN and a full-precision identity s
 counts (every weight, binary or not, one parameter; per-channel BN/scales excluded), against the
 paper's 1216K. ``tinysr profile`` counts binary weights as 1/32 (SPEC §3) and shows both.
 
-``accumulate=False`` gives the same networks without accumulation (the ablation). The
+``accumulate=False`` gives the same networks without accumulation (the ablation);
+``activation_scale="mean"`` weighs the accumulated activations by ``E(A)`` as the paper writes it
+instead of ``E(|A|)`` (``nn/bam.py`` says why the magnitude is the default). The
 ``bam_solve`` callback refreshes the weight coefficients (``every`` iterations, default 100).
 """
 
@@ -53,21 +55,21 @@ class BAMUnit(nn.Module):
         return self.norm(self.conv(x)) + x
 
 
-def bam_body(channels: int, units: int, accumulate: bool) -> nn.Sequential:
-    weights, acts = AccumulationGroup(accumulate), AccumulationGroup(accumulate)
+def bam_body(channels: int, units: int, accumulate: bool, activation_scale: str = "abs_mean") -> nn.Sequential:
+    weights, acts = AccumulationGroup(accumulate), AccumulationGroup(accumulate, activation_scale)
     return nn.Sequential(*[BAMUnit(bam_conv(channels, channels, 3, weights, acts)) for _ in range(units)])
 
 
 @register
-def vdsr_bam(scale: int, channels: int = 64, units: int = 18, accumulate: bool = True) -> nn.Module:
+def vdsr_bam(scale: int, channels: int = 64, units: int = 18, accumulate: bool = True, activation_scale: str = "abs_mean") -> nn.Module:
     """Binary VDSR (18 binary layers) with bit accumulation over all of them."""
-    return BinaryVDSR(scale, bam_body(channels, units, accumulate), channels)
+    return BinaryVDSR(scale, bam_body(channels, units, accumulate, activation_scale), channels)
 
 
 @register
-def srresnet_bam(scale: int, channels: int = 64, units: int = 32, accumulate: bool = True) -> nn.Module:
+def srresnet_bam(scale: int, channels: int = 64, units: int = 32, accumulate: bool = True, activation_scale: str = "abs_mean") -> nn.Module:
     """Binary SRResNet (16 blocks x 2 binary units) with bit accumulation over all of them."""
-    return BinarySRResNet(scale, bam_body(channels, units, accumulate), channels)
+    return BinarySRResNet(scale, bam_body(channels, units, accumulate, activation_scale), channels)
 
 
 class LBBlock(nn.Module):

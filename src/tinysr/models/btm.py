@@ -23,7 +23,8 @@ output) is the PReLU that ends every block here. Two choices, with their reasons
   and teacher features"), not their softmax as SPEC §5.4's formula writes ``G^n``: the term is there
   for per-pixel accuracy, which a softmax over ~1000 positions erases (its L1 is orders of
   magnitude below that of the raw features; ``benchmarks/kd_gradients.py`` measures both).
-  ``last_stage: softmax`` gives the formula as written.
+  ``last_stage: softmax`` gives the formula as written, and ``last_stage: output`` the notes' other
+  reading, a per-pixel L1 between the student's and the teacher's SR outputs.
 * ``pixel_range`` (default 255): the paper's weights were set in the EDSR codebase, whose pixels
   are in [0, 255], where ``L1(SR, HR)`` is 255x what it is here; the features (behind BTM's input
   normalisation) and the softmaxes do not depend on the range. Dividing the distillation terms by
@@ -266,10 +267,12 @@ class MultiStageDistillation:
     ``teacher``: model file of the full-precision teacher; ``stages``: body block indices whose
     outputs are distilled (default: every 4th block and the last); ``pixel_range``: the pixel range
     the weights were chosen for (255: the paper's); ``last_stage``: what the beta term compares,
-    ``features`` (``F^n``, the default) or ``softmax`` (``G^n``, SPEC §5.4's formula as written).
+    ``features`` (``F^n``, the default), ``softmax`` (``G^n``, SPEC §5.4's formula as written) or
+    ``output`` (the SR images: ``beta * L1(SR_S, SR_T)``, in pixels like the recipe's ``l1`` term, so
+    it is not divided by ``pixel_range``: in the paper's [0, 255] both terms carry the same factor).
     """
 
-    LAST_STAGE_FORMS = ("features", "softmax")
+    LAST_STAGE_FORMS = ("features", "softmax", "output")
 
     def __init__(
         self,
@@ -304,13 +307,18 @@ class MultiStageDistillation:
 
     def __call__(self, step) -> torch.Tensor:
         with torch.no_grad():
-            self.teacher(step.lr_image)
+            teacher_sr = self.teacher(step.lr_image)
+        kl = sum(self._kl(self.student_feats[i], self.teacher_feats[i]) for i in self.stages)
+        if self.last_stage == "output":
+            return self.beta * F.l1_loss(step.sr, teacher_sr.float()) + self.gamma * kl / self.pixel_range
         last = self.stages[-1]
         fs, ft = self.student_feats[last], self.teacher_feats[last]
         if self.last_stage == "softmax":
             fs, ft = spatial_softmax(fs), spatial_softmax(ft)
-        loss = self.beta * F.l1_loss(fs, ft)
-        for i in self.stages:
-            gs, gt = spatial_softmax(self.student_feats[i]), spatial_softmax(self.teacher_feats[i])
-            loss = loss + self.gamma * (gs * (torch.log(gs + 1e-12) - torch.log(gt + 1e-12))).sum(-1).mean()
-        return loss / self.pixel_range
+        return (self.beta * F.l1_loss(fs, ft) + self.gamma * kl) / self.pixel_range
+
+    @staticmethod
+    def _kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """``KL(G_S || G_T)`` of the spatially softmaxed maps, summed over positions, averaged over channels and samples."""
+        gs, gt = spatial_softmax(student), spatial_softmax(teacher)
+        return (gs * (torch.log(gs + 1e-12) - torch.log(gt + 1e-12))).sum(-1).mean()

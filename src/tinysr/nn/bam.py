@@ -29,7 +29,10 @@ optimum). Cost: O(L * N log N) per refresh for L coefficients over N weights.
     A_n^B = sign(BN(b_1 A_1 + ... + b_n A_n)),   b_k = b_k^scale * E(|A_k|)
 
 with ``A_k`` the k-th conv's input in this forward pass (the group keeps the running sum, reset
-by its first conv), ``E(|A_k|)`` the mean magnitude per sample and channel, and ``b^scale`` the
+by its first conv), ``E(|A_k|)`` the mean magnitude per sample and channel (the paper writes
+``E(A_k)``; read literally, the mean of an activation that is centred near zero can vanish or flip
+the sign of its term, so the default takes the magnitude, as XNOR-Net's scale and the paper's
+weight formula ``E(|W_n|)`` do; ``activation_scale="mean"`` gives the literal ``E(A_k)``), and ``b^scale`` the
 only trained part: a learnable ``C x 1`` array per conv (one scale per channel, shared over the
 spatial positions: a spatial array cannot follow the image size). BN is per-channel, without
 affine parameters (its running statistics serve at inference).
@@ -48,12 +51,20 @@ from torch import nn
 from ..plugins import no_macs, register_cost
 from .binary import ActivationQuantizer, WeightQuantizer, binary_sign, channel_scale  # E(|W|): XNOR-Net's per-channel scale
 
+ACTIVATION_SCALES = ("abs_mean", "mean")
+
 
 class AccumulationGroup:
-    """The convs of one accumulation group, in forward order, and the running activation sum."""
+    """The convs of one accumulation group, in forward order, and the running activation sum.
 
-    def __init__(self, accumulate: bool = True):
-        self.accumulate = accumulate
+    ``activation_scale`` (activation groups): ``abs_mean`` weighs each term by ``E(|A_k|)``,
+    ``mean`` by ``E(A_k)`` (see the module docstring).
+    """
+
+    def __init__(self, accumulate: bool = True, activation_scale: str = "abs_mean"):
+        if activation_scale not in ACTIVATION_SCALES:
+            raise ValueError(f"activation_scale must be one of {', '.join(ACTIVATION_SCALES)}, got {activation_scale!r}")
+        self.accumulate, self.activation_scale = accumulate, activation_scale
         self.convs: list[nn.Module] = []
         self.act_sum: torch.Tensor | None = None
 
@@ -62,7 +73,7 @@ class AccumulationGroup:
         return len(self.convs) - 1
 
     def __deepcopy__(self, memo):  # copied with the model; the conv references follow the copy
-        new = AccumulationGroup(self.accumulate)
+        new = AccumulationGroup(self.accumulate, self.activation_scale)
         memo[id(self)] = new
         new.convs = copy.deepcopy(self.convs, memo)
         return new
@@ -176,7 +187,8 @@ class AccumulatedSign(ActivationQuantizer):
 
     def pre_sign(self, a: torch.Tensor) -> torch.Tensor:
         """``BN(b_1 A_1 + ... + b_n A_n)``, the value whose sign is the activation (a packed conv signs it itself)."""
-        term = self.scale.view(1, -1, 1, 1) * a.abs().mean(dim=(2, 3), keepdim=True) * a
+        magnitude = a.abs() if self.group.activation_scale == "abs_mean" else a
+        term = self.scale.view(1, -1, 1, 1) * magnitude.mean(dim=(2, 3), keepdim=True) * a
         if self.index == 0 or not self.group.accumulate:
             total = term
         else:
