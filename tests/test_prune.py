@@ -10,7 +10,7 @@ from tinysr.cli import main
 from tinysr.compress import apply_widths, l1_plan, prune
 from tinysr.compress.assl import ASSL, required_iterations
 from tinysr.compress.channels import channel_groups
-from tinysr.compress.prune import WeightNormConv2d, fold_weight_norm, insert_weight_norm
+from tinysr.compress.prune import WeightNormConv2d, fold_weight_norm, insert_weight_norm, kept_count
 from tinysr.errors import TinySRError
 from tinysr.train import load_config
 from train_helpers import make_folders, tiny_recipe, write_recipe
@@ -96,7 +96,8 @@ def test_pruned_model_profiles_like_a_fresh_dense_model_and_round_trips(tmp_path
 
 def test_paper_sizes_edsr_baseline_ratios_and_asslN():
     """SPEC §6: EDSR-baseline x2 at ratio 0.5 -> 381.8K / 88.9G, 0.9 -> 26.9K / 7.3G (1280x720 output);
-    LEDSR with every layer at 48 channels -> ASSLN's 692K / 159.1G."""
+    LEDSR with every layer at 48 channels -> the paper's ASSLN column, 692K / 159.1G; at the official
+    runs' ratio 207/256 (ceil of the pruned count) it keeps 49 -> 721.4K / 165.8G."""
     edsr = tinysr.create_model("edsr_baseline", scale=2)
     for ratio, params, flops in [(0.5, 381.8e3, 88.9e9), (0.9, 26.9e3, 7.3e9)]:
         cost = tinysr.profile(prune(edsr, l1_plan(edsr, ratio)), (360, 640))
@@ -104,6 +105,18 @@ def test_paper_sizes_edsr_baseline_ratios_and_asslN():
     ledsr = tinysr.create_model("ledsr", scale=2)
     cost = tinysr.profile(apply_widths(ledsr, {g.key: 48 for g in channel_groups(ledsr)}), (360, 640))
     assert abs(cost.params - 692e3) / 692e3 < 0.001 and abs(cost.flops - 159.1e9) / 159.1e9 < 0.001
+    ledsr = tinysr.create_model("ledsr", scale=2)
+    plan = l1_plan(ledsr, 207 / 256)
+    assert {len(idx) for idx in plan.values()} == {49}
+    cost = tinysr.profile(prune(ledsr, plan), (360, 640))
+    assert round(cost.params / 1e3, 1) == 721.4 and round(cost.flops / 1e9, 1) == 165.8
+
+
+def test_kept_count_takes_the_ceiling_of_the_pruned_count():
+    """The official code prunes ceil(C * ratio) filters."""
+    assert kept_count(256, 207 / 256) == 49 and kept_count(256, 0.8125) == 48
+    assert kept_count(10, 0.44) == 5  # 4.4 pruned -> 5; rounding the kept 5.6 would keep 6
+    assert kept_count(64, 0.9) == 6 and kept_count(64, 0.5) == 32 and kept_count(10, 0.95) == 1
 
 
 def test_assl_alpha_schedule_is_algorithm_1():

@@ -178,7 +178,7 @@ def _paper_entries() -> tuple[Entry, ...]:
             entries.append(Entry(f"fabnet_{variant}_x{scale}", BINARY, f"fabnet_{variant}_x{scale}.yaml", deploy="pack"))
         entries.append(Entry(f"ledsr_x{scale}", FULL, f"ledsr_x{scale}.yaml"))
         entries.append(
-            Entry(f"asslN_x{scale}", PRUNING, f"asslN_ledsr_x{scale}.yaml", prune=Prune(f"ledsr_x{scale}", 0.8125), paper="asslN")
+            Entry(f"asslN_x{scale}", PRUNING, f"asslN_ledsr_x{scale}.yaml", prune=Prune(f"ledsr_x{scale}", 207 / 256), paper="asslN")
         )
         for rep in ("ecbsr_m4c16", "ecbsr_m4c32", "repsr_m4c16", "repsr_m4c32"):
             entries.append(Entry(f"{rep}_x{scale}", REP, f"{rep}_x{scale}.yaml", deploy="merge", paper=rep))

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -72,10 +73,13 @@ def fold_weight_norm(model: nn.Module) -> nn.Module:
 
 
 def kept_count(channels: int, ratio: float) -> int:
-    """Filters kept when pruning ``ratio`` of ``channels`` (at least one)."""
+    """Filters kept when pruning ``ratio`` of ``channels`` (at least one): the pruned count is
+    ``ceil(channels * ratio)``, as in the official ASSL code (ASSLN: 256 channels at ratio
+    207/256 keep 49)."""
     if not 0.0 <= ratio < 1.0:
         raise TinySRError(f"pruning ratio must be in [0, 1), got {ratio}")
-    return max(1, int(round(channels * (1.0 - ratio))))
+    pruned = math.ceil(round(channels * ratio, 9))  # round first: 64 * 0.9 must not become 58 by float noise
+    return max(1, channels - pruned)
 
 
 def filter_scores(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
