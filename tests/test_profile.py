@@ -87,6 +87,11 @@ def test_cli_profile_json(tmp_path, capsys):
     assert "body.0" in table and "total: params" in table
 
 
-def test_cli_profile_rejects_indivisible_hr_size(capsys):
-    assert main(["profile", "--model", "vdsr", "--scale", "3", "--hr-size", "1280x720"]) == 2
-    assert "not divisible" in capsys.readouterr().err
+def test_cli_profile_floors_an_hr_size_the_scale_does_not_divide(tmp_path, capsys):
+    """The papers' x3 Mult-Adds at 1280x720 are counted on a 426x240 LR input."""
+    assert main(["profile", "--model", "edsr_baseline", "--scale", "3", "--hr-size", "1280x720", "--json", str(tmp_path / "p.json")]) == 0
+    got = json.loads((tmp_path / "p.json").read_text())
+    assert got["lr_size"] == [426, 240]
+    assert got["flops"] == profile(create_model("edsr_baseline", scale=3), (240, 426)).flops
+    assert main(["profile", "--model", "vdsr", "--scale", "3", "--hr-size", "2x2"]) == 2
+    assert "smaller than --scale 3" in capsys.readouterr().err

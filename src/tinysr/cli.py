@@ -113,12 +113,13 @@ def _human(n: float) -> str:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-
     if args.hr_size is not None:
         h, w = args.hr_size
-        if h % args.scale or w % args.scale:
-            raise TinySRError(f"--hr-size {w}x{h} is not divisible by --scale {args.scale}")
+        # An HR size the scale does not divide is floored, as the papers do (1280x720 at x3: a
+        # 426x240 LR input, 1278x720 output).
         lr_size = (h // args.scale, w // args.scale)
+        if min(lr_size) < 1:
+            raise TinySRError(f"--hr-size {w}x{h} is smaller than --scale {args.scale}")
     else:
         lr_size = args.lr_size
     model = resolve_model(args.model, args.scale, warn=False)
@@ -126,7 +127,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(args.json, {"model": args.model, "scale": args.scale, "lr_size": [lr_size[1], lr_size[0]], **result.summary()})
         return 0
-    print(f"{args.model} x{args.scale}, LR input {lr_size[1]}x{lr_size[0]}")
+    hr = f" (HR {lr_size[1] * args.scale}x{lr_size[0] * args.scale})" if args.hr_size is not None else ""
+    print(f"{args.model} x{args.scale}, LR input {lr_size[1]}x{lr_size[0]}{hr}")
     print(f"{'layer':<40}{'type':<20}{'params':>10}{'binary':>10}{'MACs':>10}{'BOPs':>10}")
     for layer in result.layers:
         print(
@@ -298,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", "-s", type=_scale, required=True)
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--lr-size", type=_size, metavar="WxH", help="LR input size (binary SR tables use 320x180)")
-    size.add_argument("--hr-size", type=_size, metavar="WxH", help="HR output size (FP SR tables use 1280x720)")
+    size.add_argument("--hr-size", type=_size, metavar="WxH", help="HR output size, floored to the scale (FP SR tables use 1280x720)")
     p.add_argument("--json", metavar="FILE", help="write the totals as JSON")
     p.set_defaults(func=cmd_profile)
 
