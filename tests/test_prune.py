@@ -200,3 +200,35 @@ def test_init_must_match_the_recipe_model(tmp_path, data_dir):
         from tinysr.train import train as run_train
 
         run_train(load_config(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["ssa", "flipped"])
+def test_ssa_aligns_the_kept_sets_of_tied_layers(sign):
+    """Descending L_SSA alone makes the layers of a constrained group agree on which filters are
+    large: the overlap of their kept index sets grows. Ascending it (a flipped sign) does not.
+    Plain gradient steps, so the test sees the loss's gradient itself (Adam's per-element step
+    normalisation would move every gamma alike)."""
+    torch.manual_seed(0)
+    model = tinysr.create_model("edsr_baseline", scale=2, channels=16, blocks=3)
+    cb = ASSL(ratio=0.5)
+    cb.groups = channel_groups(model)
+    cb.wn = insert_weight_norm(model, [p for g in cb.groups for p in g.producers])
+    group = next(g for g in cb.groups if g.constrained and len(g.producers) >= 3)
+    gammas = [cb.wn[p].gamma for p in group.producers]
+    n_kept = group.channels - cb._n_pruned(group)
+
+    def overlap() -> float:
+        kept = [set(torch.topk(g.detach(), n_kept).indices.tolist()) for g in gammas]
+        return sum(len(a & b) for i, a in enumerate(kept) for b in kept[i + 1 :]) / (n_kept * len(kept) * (len(kept) - 1) / 2)
+
+    before = overlap()
+    optimizer = torch.optim.SGD(gammas, lr=1.0)
+    for _ in range(200):
+        optimizer.zero_grad()
+        (sign * cb.alignment_loss(group)).backward()
+        optimizer.step()
+    after = overlap()
+    if sign > 0:
+        assert after > before + 0.25 and after > 0.8
+    else:
+        assert after <= before + 0.05

@@ -127,3 +127,23 @@ def test_cli_deploy(tmp_path, capsys):
         assert (plain(x) - model(x)).abs().max() <= 1e-4
     tinysr.save(tinysr.create_model("vdsr", scale=2, depth=3), tmp_path / "vdsr.safetensors")
     assert main(["deploy", "-m", str(tmp_path / "vdsr.safetensors"), "-o", str(tmp_path / "x.safetensors")]) == 2
+
+
+def test_ecb_masks_are_the_official_sobel_and_laplacian_filters():
+    """The values of the official ECBSR code's masks (a merge test holds for any mask, so pin them)."""
+    sobel_x = torch.tensor([[1.0, 0, -1], [2, 0, -2], [1, 0, -1]])
+    sobel_y = torch.tensor([[1.0, 2, 1], [0, 0, 0], [-1, -2, -1]])
+    laplacian = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]])
+    block = ECB(4, 6)
+    for edge, mask in zip(block.edges, (sobel_x, sobel_y, laplacian)):
+        assert torch.equal(edge.mask, mask)
+
+
+def test_ecbsr_widths_are_the_official_ones_by_default():
+    """The conv1x1 -> conv3x3 branch expands to depth_multiplier x the block's *output* width."""
+    model = tinysr.create_model("ecbsr_m4c16", scale=2)
+    assert (model.head.expand.out_channels, model.body[0].expand.out_channels, model.tail.expand.out_channels) == (32, 32, 24)
+    other = tinysr.create_model("ecbsr", scale=2, mid_width="input")
+    assert (other.head.expand.out_channels, other.body[0].expand.out_channels, other.tail.expand.out_channels) == (6, 32, 32)
+    # both merge into the same plain network
+    assert tinysr.profile(reparameterize(model), (18, 32)).params == tinysr.profile(reparameterize(other), (18, 32)).params

@@ -67,8 +67,11 @@ def repsr(scale: int, channels: int = 16, blocks: int = 4, expansion: int = 2) -
 
 
 @register
-def ecbsr(scale: int, channels: int = 16, blocks: int = 4, depth_multiplier: int = 2, identity: bool = False) -> nn.Module:
-    return BaseNet(scale, channels, blocks, "ecb", depth_multiplier=depth_multiplier, identity=identity)
+def ecbsr(
+    scale: int, channels: int = 16, blocks: int = 4, depth_multiplier: int = 2, identity: bool = False, mid_width: str = "output"
+) -> nn.Module:
+    """ECBSR: every conv an ECB; ``mid_width`` ``output`` (the official widths) or ``input``."""
+    return BaseNet(scale, channels, blocks, "ecb", depth_multiplier=depth_multiplier, identity=identity, mid_width=mid_width)
 
 
 @register

@@ -149,13 +149,23 @@ def edge_branch_cost(m: EdgeBranch, inputs, out) -> tuple[int, int]:
     return out.numel() * 9, 0
 
 
-class ECB(nn.Module):
-    """ECBSR's edge-oriented convolution block (Zhang et al., ACM MM 2021), SPEC §7."""
+ECB_MID_WIDTHS = ("output", "input")
 
-    def __init__(self, in_channels: int, out_channels: int, depth_multiplier: int = 2, identity: bool = False):
+
+class ECB(nn.Module):
+    """ECBSR's edge-oriented convolution block (Zhang et al., ACM MM 2021), SPEC §7.
+
+    The conv1x1 -> conv3x3 branch expands to ``depth_multiplier`` times the block's output width
+    (``mid_width="output"``, the official code's ``mid = out_planes * depth_multiplier``: 32 in a
+    16-channel head, 24 in an x2 tail of 12 outputs) or its input width (``"input"``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, depth_multiplier: int = 2, identity: bool = False, mid_width: str = "output"):
         super().__init__()
+        if mid_width not in ECB_MID_WIDTHS:
+            raise ValueError(f"mid_width must be one of {', '.join(ECB_MID_WIDTHS)}, got {mid_width!r}")
         self.conv3 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        mid = depth_multiplier * in_channels
+        mid = depth_multiplier * (out_channels if mid_width == "output" else in_channels)
         self.expand = nn.Conv2d(in_channels, mid, 1)
         self.expand3 = nn.Conv2d(mid, out_channels, 3)
         self.edges = nn.ModuleList(EdgeBranch(in_channels, out_channels, m) for m in (_SOBEL_X, _SOBEL_Y, _LAPLACIAN))
