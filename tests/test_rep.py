@@ -147,3 +147,27 @@ def test_ecbsr_widths_are_the_official_ones_by_default():
     assert (other.head.expand.out_channels, other.body[0].expand.out_channels, other.tail.expand.out_channels) == (6, 32, 32)
     # both merge into the same plain network
     assert tinysr.profile(reparameterize(model), (18, 32)).params == tinysr.profile(reparameterize(other), (18, 32)).params
+
+
+def test_y_only_ecbsr_super_resolves_the_luma_and_upsamples_chroma_bicubically(tmp_path):
+    """colors=1, the official ECBSR's setting: the net sees Y in [0, 1]; Cb/Cr are MATLAB bicubic."""
+    from tinysr.io import rgb_to_ycbcr
+
+    torch.manual_seed(6)
+    model = randomize(tinysr.create_model("ecbsr", scale=2, colors=1), edge_scale=0.05).eval()
+    assert model.net.head.conv3.in_channels == 1 and model.net.tail.conv3.out_channels == 4
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        out = rgb_to_ycbcr(model(x)) / 255
+        ycc = rgb_to_ycbcr(x) / 255
+        torch.testing.assert_close(out[:, :1], model.net(ycc[:, :1]), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[:, 1:], tinysr.imresize(ycc[:, 1:], 2), rtol=1e-5, atol=1e-5)
+        merged = reparameterize(model)
+        assert (merged(x) - model(x)).abs().max() <= 1e-4
+    # merged Y-only M4C16 x2: head 1->16, four 16->16, tail 16->4, as 3x3 convs with biases, and 5 PReLUs
+    assert tinysr.profile(merged, (18, 32)).params == (9 * 16 + 16) + 4 * (9 * 256 + 16) + (9 * 64 + 4) + 5 * 16
+    tinysr.save(merged, tmp_path / "y.safetensors")
+    with torch.no_grad():
+        assert torch.equal(tinysr.load(tmp_path / "y.safetensors")(x), merged(x))
+    with pytest.raises(ValueError, match="colors"):
+        tinysr.create_model("ecbsr", scale=2, colors=2)

@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import rgb_to_ycbcr, ycbcr_to_rgb
 from ..nn.rep import ECB, FreezableBatchNorm2d, RepSRBlock, RepVGGBlock
 from ..plugins import Callback, register_callback
+from .bicubic import Bicubic
 from .registry import register
 
 
@@ -34,18 +36,18 @@ BLOCKS = {
 
 
 class BaseNet(nn.Module):
-    def __init__(self, scale: int, channels: int = 16, blocks: int = 4, block: str = "conv", **block_kw):
+    def __init__(self, scale: int, channels: int = 16, blocks: int = 4, block: str = "conv", colors: int = 3, **block_kw):
         super().__init__()
         self.scale, self.channels, self.blocks = scale, channels, blocks
 
         def make(cin, cout):
             return BLOCKS[block](cin, cout, **block_kw)
 
-        self.head = make(3, channels)
+        self.head = make(colors, channels)
         self.head_act = nn.PReLU(channels)
         self.body = nn.ModuleList(make(channels, channels) for _ in range(blocks))
         self.body_acts = nn.ModuleList(nn.PReLU(channels) for _ in range(blocks))
-        self.tail = make(channels, 3 * scale * scale)
+        self.tail = make(channels, colors * scale * scale)
         self.shuffle = nn.PixelShuffle(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,28 +57,62 @@ class BaseNet(nn.Module):
         return self.shuffle(self.tail(y)) + F.interpolate(x, scale_factor=self.scale, mode="nearest")
 
 
+class YChannelOnly(nn.Module):
+    """Super-resolves the luma only, as the official ECBSR does (``colors: 1``): ``net`` maps the Y
+    channel (BT.601, SPEC §1, scaled to [0, 1]) to its HR Y; Cb and Cr are upsampled by MATLAB
+    bicubic; the result is returned as RGB, so the rest of tinysr sees an RGB model."""
+
+    def __init__(self, net: nn.Module, scale: int):
+        super().__init__()
+        self.net = net
+        self.chroma = Bicubic(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ycc = rgb_to_ycbcr(x) / 255.0
+        y = self.net(ycc[:, :1])
+        return ycbcr_to_rgb(torch.cat([y, self.chroma(ycc[:, 1:])], dim=1) * 255.0)
+
+
+COLORS = (1, 3)
+
+
+def _base_net(scale: int, channels: int, blocks: int, block: str, colors: int, **block_kw) -> nn.Module:
+    if colors not in COLORS:
+        raise ValueError(f"colors must be 1 (the Y channel) or 3 (RGB), got {colors}")
+    net = BaseNet(scale, channels, blocks, block, colors, **block_kw)
+    return YChannelOnly(net, scale) if colors == 1 else net
+
+
+# ``colors``: 3 (RGB, the default) or 1 (the Y channel only, Cb/Cr by bicubic: YChannelOnly).
 @register
-def basenet(scale: int, channels: int = 16, blocks: int = 4) -> nn.Module:
+def basenet(scale: int, channels: int = 16, blocks: int = 4, colors: int = 3) -> nn.Module:
     """The plain network (and what every training form below deploys to)."""
-    return BaseNet(scale, channels, blocks)
+    return _base_net(scale, channels, blocks, "conv", colors)
 
 
 @register
-def repsr(scale: int, channels: int = 16, blocks: int = 4, expansion: int = 2) -> nn.Module:
-    return BaseNet(scale, channels, blocks, "repsr", expansion=expansion)
+def repsr(scale: int, channels: int = 16, blocks: int = 4, expansion: int = 2, colors: int = 3) -> nn.Module:
+    return _base_net(scale, channels, blocks, "repsr", colors, expansion=expansion)
 
 
 @register
 def ecbsr(
-    scale: int, channels: int = 16, blocks: int = 4, depth_multiplier: int = 2, identity: bool = False, mid_width: str = "output"
+    scale: int,
+    channels: int = 16,
+    blocks: int = 4,
+    depth_multiplier: int = 2,
+    identity: bool = False,
+    mid_width: str = "output",
+    colors: int = 3,
 ) -> nn.Module:
-    """ECBSR: every conv an ECB; ``mid_width`` ``output`` (the official widths) or ``input``."""
-    return BaseNet(scale, channels, blocks, "ecb", depth_multiplier=depth_multiplier, identity=identity, mid_width=mid_width)
+    """ECBSR: every conv an ECB; ``mid_width`` ``output`` (the official widths) or ``input``;
+    ``colors=1`` is the official Y-only ECBSR."""
+    return _base_net(scale, channels, blocks, "ecb", colors, depth_multiplier=depth_multiplier, identity=identity, mid_width=mid_width)
 
 
 @register
-def repvgg_sr(scale: int, channels: int = 16, blocks: int = 4) -> nn.Module:
-    return BaseNet(scale, channels, blocks, "repvgg")
+def repvgg_sr(scale: int, channels: int = 16, blocks: int = 4, colors: int = 3) -> nn.Module:
+    return _base_net(scale, channels, blocks, "repvgg", colors)
 
 
 # The papers' named sizes: M4 (4 body blocks) with C16 / C32 channels.
