@@ -154,7 +154,9 @@ def test_assl_penalty_drives_the_pruned_gammas_down(data_dir, tmp_path):
 
     train, val = make_folders(data_dir, tmp_path)
     recipe = tiny_recipe(train, val, iterations=25, lr=1e-2)
-    recipe["callbacks"] = [{"name": "assl", "kwargs": {"delta": 2.0, "every": 1, "tau": 4.0, "ssa_iterations": 0}}]
+    recipe["callbacks"] = [
+        {"name": "assl", "kwargs": {"delta": 2.0, "every": 1, "tau": 4.0, "ssa_iterations": 0, "convention": "unscaled"}}
+    ]
     trainer = Trainer(parse_config(recipe), tmp_path / "r", progress=False)
     trainer._build()  # run() builds again from the same seed: the same initial gammas
     before = {k: m.gamma.detach().clone() for k, m in trainer.callbacks[0].wn.items()}
@@ -232,3 +234,78 @@ def test_ssa_aligns_the_kept_sets_of_tied_layers(sign):
         assert after > before + 0.25 and after > 0.8
     else:
         assert after <= before + 0.05
+
+
+def _assl_on(model, **options):
+    """An ASSL callback set up on ``model`` without a trainer: WN inserted, every group's prune set chosen."""
+    cb = ASSL(**options)
+    cb.groups = channel_groups(model)
+    cb.wn = insert_weight_norm(model, [p for g in cb.groups for p in g.producers])
+    cb.prune_sets = {g.key: cb._lowest(g) for g in cb.groups}
+    return cb
+
+
+def test_paper_convention_has_the_official_codes_relative_strength():
+    """The official code: pixels in [0, 255], mean L1, alpha * gamma and alpha * bias added to the
+    gradients. Relative to the data gradient, tinysr's paper-convention penalty on [0, 1] pixels
+    must push gamma and bias exactly as hard: compare (penalty gradient / data gradient) in both."""
+    torch.manual_seed(0)
+    net = tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1)
+    cb = _assl_on(net, ratio=0.5)
+    group = next(g for g in cb.groups if not g.constrained)
+    wn = cb.wn[group.key]
+    with torch.no_grad():
+        wn.conv.bias.normal_(0, 0.1)
+    lr_img, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
+    alpha = 1e-4
+    # tinysr, [0, 1] pixels
+    data = torch.nn.functional.l1_loss(net(lr_img), hr)
+    g_gamma, g_bias = torch.autograd.grad(data, [wn.gamma, wn.conv.bias])
+    p_gamma, p_bias = torch.autograd.grad(cb.sparsity_penalty(group, alpha), [wn.gamma, wn.conv.bias])
+    idx = torch.tensor(cb.prune_sets[group.key])
+    # the official computation on the same network in [0, 255]: every bias and the mean shift scale by 255
+    official = copy.deepcopy(net)
+    with torch.no_grad():
+        for m in official.modules():
+            if isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+                m.bias.mul_(255)
+        official.sub_mean.shift.mul_(255)
+        official.add_mean.shift.mul_(255)
+    owm = dict(official.named_modules())[group.key]
+    data255 = torch.nn.functional.l1_loss(official(255 * lr_img), 255 * hr)
+    o_gamma, o_bias = torch.autograd.grad(data255, [owm.gamma, owm.conv.bias])
+    torch.testing.assert_close(official(255 * lr_img), 255 * net(lr_img), rtol=1e-4, atol=1e-3)  # the same network
+    ours = (p_gamma[idx] / g_gamma[idx], p_bias[idx] / g_bias[idx])
+    theirs = (alpha * owm.gamma[idx] / o_gamma[idx], alpha * owm.conv.bias[idx] / o_bias[idx])
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=2e-3, atol=0)
+
+
+@pytest.mark.parametrize("convention", ["paper", "unscaled"])
+def test_a_fully_regularised_network_prunes_losslessly_only_when_its_biases_decay(convention):
+    """Driving L_SI to its minimum zeroes gamma_S; only the paper convention also zeroes the biases of
+    S, and only then does removing S leave the function unchanged."""
+    torch.manual_seed(1)
+    net = tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=2)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.bias.normal_(0, 0.05)
+    cb = _assl_on(net, ratio=0.5, convention=convention)
+    params = [p for g in cb.groups for name in g.producers for p in (cb.wn[name].gamma, cb.wn[name].conv.bias)]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    for step in range(1500):
+        optimizer.zero_grad()
+        sum(cb.sparsity_penalty(g, 1.0) for g in cb.groups).backward()
+        optimizer.step()
+        for group in optimizer.param_groups:  # anneal, so the iterates settle at the minimum
+            group["lr"] = 1e-2 * 0.995**step
+    x = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        regularised = net(x)
+        pruned = cb.pruned_model(net)(x)
+    gap = float((pruned - regularised).abs().max())
+    if convention == "paper":
+        assert gap < 1e-4, gap
+    else:
+        assert gap > 1e-2, gap

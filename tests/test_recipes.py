@@ -18,6 +18,10 @@ RESOLVED_BEFORE = json.loads((Path(__file__).parent / "data" / "recipes_resolved
 CHANGED_SINCE = {
     # BBCU's in-branch placement keeps its BN-free unit now that ReActNet's default has BN
     "edsr_reactnet_inbranch_x2_cpu": {"model": {"name": "edsr_reactnet", "kwargs": {"rprelu_position": "in_branch", "bn": False}}},
+    # its compressed ASSL schedule was chosen in the unscaled convention, kept now that paper strength is the default
+    "edsr_baseline_x2_prune_cpu": {
+        "callbacks": [{"name": "assl", "kwargs": {"delta": 0.01, "every": 20, "ssa_iterations": 500, "tau": 0.5, "convention": "unscaled"}}]
+    },
 }
 
 

@@ -16,6 +16,16 @@ At the start (the recipe's ``init`` is the trained network): a WN layer after ev
   by the summed filter norms of its layers (one S for all of them: identical kept indices);
   after it, ``L_SI`` with ``alpha = min(tau, Delta * (i // T - N_SSA // T))``.
 
+**Strength** (``convention``). The official code trains on pixels in [0, 255] with a mean L1 loss
+and adds ``alpha * gamma`` and ``alpha * bias`` of the filters in S to their *gradients* (a penalty
+``alpha/2 * x^2``); there the data gradient on gamma is 255 times what it is on tinysr's [0, 1]
+pixels, and a bias is 255 times larger. ``convention: paper`` (the default) keeps the official
+relative strength on [0, 1] pixels, so the paper's Delta = 1e-4, tau = 0.5 mean what they mean
+there: ``L_SI = alpha/2 * sum_S (gamma^2 / R + R * bias^2)`` and ``L_SSA`` weighted by ``1/R``, with
+``R = pixel_range`` (255). Decaying the biases too is what makes the surgery lossless: a filter
+with gamma = 0 still adds its bias to every pixel. ``convention: unscaled`` is tinysr's former
+form, ``alpha * sum_S gamma^2`` and ``L_SSA`` at its weight, without the biases.
+
 The penalties are pure functions of the iteration and the S sets are callback state, so a
 resumed run continues exactly. Model files written during the run hold the WN folded back
 (exact). At the end (every alpha at tau: :func:`required_iterations`), the callback folds WN,
@@ -35,6 +45,7 @@ from .channels import channel_groups
 from .prune import WeightNormConv2d, fold_weight_norm, insert_weight_norm, kept_count, kept_indices, lowest, prune
 
 PRUNED_FILE = "pruned.safetensors"
+CONVENTIONS = ("paper", "unscaled")
 
 
 def required_iterations(delta: float, every: int, tau: float, ssa_iterations: int) -> int:
@@ -54,12 +65,17 @@ class ASSL(Callback):
         ssa_iterations: int = 1000,
         ssa_weight: float = 1.0,
         output: str = PRUNED_FILE,
+        convention: str = "paper",
+        pixel_range: float = 255.0,
     ):
         kept_count(64, ratio)  # validates the ratio
         if delta <= 0 or every < 1 or tau <= 0 or ssa_iterations < 0:
             raise TinySRError("assl: need delta > 0, every >= 1, tau > 0, ssa_iterations >= 0")
+        if convention not in CONVENTIONS or pixel_range <= 0:
+            raise TinySRError(f"assl: convention must be one of {', '.join(CONVENTIONS)} and pixel_range positive")
         self.ratio, self.delta, self.every, self.tau = ratio, delta, every, tau
         self.ssa_iterations, self.ssa_weight, self.output = ssa_iterations, ssa_weight, output
+        self.convention, self.pixel_range = convention, float(pixel_range)
         self.prune_sets: dict[str, list[int]] = {}  # group key -> filter indices to remove
 
     @property
@@ -105,14 +121,23 @@ class ASSL(Callback):
     def loss(self, step) -> torch.Tensor:
         i = step.iteration
         total = step.sr.new_zeros(())
+        ssa_scale = 1.0 / self.pixel_range if self.convention == "paper" else 1.0
         for g in self.groups:
             if g.constrained and i < self.ssa_iterations:
-                total = total + self.ssa_weight * self.alignment_loss(g)
+                total = total + self.ssa_weight * ssa_scale * self.alignment_loss(g)
             alpha = self.alpha(g.constrained, i)
             if alpha > 0 and g.key in self.prune_sets:
-                idx = torch.tensor(self.prune_sets[g.key], device=total.device)
-                total = total + alpha * sum((self.wn[p].gamma[idx] ** 2).sum() for p in g.producers)
+                total = total + self.sparsity_penalty(g, alpha)
         return total
+
+    def sparsity_penalty(self, group, alpha: float) -> torch.Tensor:
+        """``L_SI`` of one group's prune set at ``alpha`` (the module docstring's two conventions)."""
+        idx = torch.tensor(self.prune_sets[group.key], dtype=torch.long, device=self.wn[group.key].gamma.device)
+        gammas = sum((self.wn[p].gamma[idx] ** 2).sum() for p in group.producers)
+        if self.convention == "unscaled":
+            return alpha * gammas
+        biases = sum((self.wn[p].conv.bias[idx] ** 2).sum() for p in group.producers if self.wn[p].conv.bias is not None)
+        return alpha / 2 * (gammas / self.pixel_range + self.pixel_range * biases)
 
     def alignment_loss(self, group) -> torch.Tensor:
         """``-(1/K) sum (M M^T)`` over the soft masks of the group's layers (see the module docstring)."""
