@@ -309,3 +309,40 @@ def test_a_fully_regularised_network_prunes_losslessly_only_when_its_biases_deca
         assert gap < 1e-4, gap
     else:
         assert gap > 1e-2, gap
+
+
+def test_assl_official_choices_ranking_repick_stabilisation_and_threshold():
+    torch.manual_seed(2)
+    net = tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=2)
+    cb = _assl_on(net, ratio=0.5, ssa_iterations=5)
+    constrained = next(g for g in cb.groups if g.constrained)
+    free = next(g for g in cb.groups if not g.constrained)
+    head, others = constrained.producers[0], constrained.producers[1:]
+    with torch.no_grad():  # the head ranks filters 0..7 one way, the other tied layers the opposite way
+        cb.wn[head].gamma.copy_(torch.arange(8.0) + 1)
+        for p in others:
+            cb.wn[p].gamma.copy_(10 * (8 - torch.arange(8.0)))
+    assert sorted(cb._lowest(constrained)) == [0, 1, 2, 3]  # "first": the head's ranking (the official code's)
+    summed = ASSL(ratio=0.5, constrained_ranking="sum")
+    summed.wn = cb.wn
+    assert sorted(summed._lowest(constrained)) == [4, 5, 6, 7]
+    # the free groups pick S again at N_SSA (and only then)
+    first_pick = list(cb.prune_sets[free.key])
+    with torch.no_grad():
+        cb.wn[free.key].gamma.copy_(torch.arange(8.0, 0, -1))
+    cb.on_step_start(None, 4)
+    assert cb.prune_sets[free.key] == first_pick
+    cb.on_step_start(None, 5)
+    assert sorted(cb.prune_sets[free.key]) == [4, 5, 6, 7]
+    # stabilisation lengthens the run by its iterations
+    assert ASSL(stabilize_iterations=100).iterations == ASSL().iterations + 100 == required_iterations(1e-4, 20, 0.5, 1000, 100)
+    # the official SSA threshold keeps its gradient; the default is detached
+    for threshold, threshold_moves in (("smallest_kept", True), ("largest_pruned", False)):
+        torch.manual_seed(3)
+        probe = _assl_on(tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=2), ratio=0.5, ssa_threshold=threshold)
+        g = next(g for g in probe.groups if g.constrained)
+        gammas = [probe.wn[p].gamma for p in g.producers]
+        grads = torch.autograd.grad(probe.alignment_loss(g), gammas)
+        kept_min = [int(x.detach().sort().indices[probe._n_pruned(g)]) for x in gammas]
+        pushed_down = all(float(gr[k]) > 0 for gr, k in zip(grads, kept_min))  # descending raises the others, lowers it
+        assert pushed_down == threshold_moves, threshold

@@ -18,9 +18,35 @@ RESOLVED_BEFORE = json.loads((Path(__file__).parent / "data" / "recipes_resolved
 CHANGED_SINCE = {
     # BBCU's in-branch placement keeps its BN-free unit now that ReActNet's default has BN
     "edsr_reactnet_inbranch_x2_cpu": {"model": {"name": "edsr_reactnet", "kwargs": {"rprelu_position": "in_branch", "bn": False}}},
-    # its compressed ASSL schedule was chosen in the unscaled convention, kept now that paper strength is the default
+    # its compressed ASSL schedule was chosen in the unscaled convention and with the summed ranking and no re-pick;
+    # it keeps them now that the official choices are the defaults
     "edsr_baseline_x2_prune_cpu": {
-        "callbacks": [{"name": "assl", "kwargs": {"delta": 0.01, "every": 20, "ssa_iterations": 500, "tau": 0.5, "convention": "unscaled"}}]
+        "callbacks": [
+            {
+                "name": "assl",
+                "kwargs": {
+                    "delta": 0.01,
+                    "every": 20,
+                    "ssa_iterations": 500,
+                    "tau": 0.5,
+                    "convention": "unscaled",
+                    "constrained_ranking": "sum",
+                    "repick_free": False,
+                },
+            }
+        ]
+    },
+    # ASSLN: the official runs' SSA length and stabilisation phase
+    **{
+        f"asslN_ledsr_x{s}": {
+            "callbacks": [
+                {
+                    "name": "assl",
+                    "kwargs": {"delta": 0.0001, "every": 20, "ssa_iterations": 17260, "tau": 0.5, "stabilize_iterations": 43150},
+                }
+            ]
+        }
+        for s in (2, 3, 4)
     },
 }
 

@@ -10,11 +10,19 @@ At the start (the recipe's ``init`` is the trained network): a WN layer after ev
 * constrained groups (convs joined by residual adds; found by tracing, ``channels.py``): for
   ``i < N_SSA`` the alignment loss ``L_SSA = -(1/K) sum_k (M M^T)_k`` where the rows of M are the
   group's soft masks ``m = sigmoid(gamma - gamma_th)`` and K = L^2 the number of entries of the
-  L x L matrix ``M M^T``. ``gamma_th`` is not specified by the paper; we use each layer's n-th
-  smallest gamma (n = filters to prune, detached), so a mask is ~0.5 at the cut and the loss
-  rewards layers whose large-gamma filters coincide. At ``i = N_SSA`` the group's S is chosen
-  by the summed filter norms of its layers (one S for all of them: identical kept indices);
-  after it, ``L_SI`` with ``alpha = min(tau, Delta * (i // T - N_SSA // T))``.
+  L x L matrix ``M M^T``. ``gamma_th`` is not specified by the paper. tinysr takes each layer's
+  largest *pruned* gamma, detached (``ssa_threshold: largest_pruned``, the default), so a mask is
+  ~0.5 at the cut and the loss rewards layers whose large-gamma filters coincide. The official
+  code takes the smallest *kept* gamma with its gradient (``smallest_kept``); then L_SSA also pushes
+  that one filter down, every step, and descending L_SSA alone aligns the kept sets far less
+  (BENCHMARKS.md, the ASSL section), so it is an option, not the default. At
+  ``i = N_SSA`` the group's S is chosen (one S for all its layers: identical kept indices) by the
+  gammas of its first layer, the head in EDSR (``constrained_ranking: first``, the official code's)
+  or by their sum over the group's layers (``sum``), and the free groups pick their S again
+  (``repick_free``, the official code's); after it, ``L_SI`` with
+  ``alpha = min(tau, Delta * (i // T - N_SSA // T))``. Once every alpha is at tau the official
+  code holds it for a stabilisation phase (``stabilize_iterations``; 43,150 in its runs) before
+  pruning.
 
 **Strength** (``convention``). The official code trains on pixels in [0, 255] with a mean L1 loss
 and adds ``alpha * gamma`` and ``alpha * bias`` of the filters in S to their *gradients* (a penalty
@@ -48,10 +56,15 @@ PRUNED_FILE = "pruned.safetensors"
 CONVENTIONS = ("paper", "unscaled")
 
 
-def required_iterations(delta: float, every: int, tau: float, ssa_iterations: int) -> int:
-    """Iterations until every alpha reaches tau (the last constrained increment, plus one step)."""
+def required_iterations(delta: float, every: int, tau: float, ssa_iterations: int, stabilize_iterations: int = 0) -> int:
+    """Iterations until every alpha reaches tau (the last constrained increment, plus one step),
+    then the stabilisation phase that holds it there."""
     steps = math.ceil(tau / delta - 1e-9)
-    return every * (ssa_iterations // every + steps) + 1
+    return every * (ssa_iterations // every + steps) + 1 + stabilize_iterations
+
+
+SSA_THRESHOLDS = ("smallest_kept", "largest_pruned")
+CONSTRAINED_RANKINGS = ("first", "sum")
 
 
 @register_callback("assl")
@@ -67,6 +80,10 @@ class ASSL(Callback):
         output: str = PRUNED_FILE,
         convention: str = "paper",
         pixel_range: float = 255.0,
+        stabilize_iterations: int = 0,
+        ssa_threshold: str = "largest_pruned",
+        constrained_ranking: str = "first",
+        repick_free: bool = True,
     ):
         kept_count(64, ratio)  # validates the ratio
         if delta <= 0 or every < 1 or tau <= 0 or ssa_iterations < 0:
@@ -75,12 +92,19 @@ class ASSL(Callback):
             raise TinySRError(f"assl: convention must be one of {', '.join(CONVENTIONS)} and pixel_range positive")
         self.ratio, self.delta, self.every, self.tau = ratio, delta, every, tau
         self.ssa_iterations, self.ssa_weight, self.output = ssa_iterations, ssa_weight, output
+        if stabilize_iterations < 0 or ssa_threshold not in SSA_THRESHOLDS or constrained_ranking not in CONSTRAINED_RANKINGS:
+            raise TinySRError(
+                f"assl: need stabilize_iterations >= 0, ssa_threshold in {', '.join(SSA_THRESHOLDS)}, "
+                f"constrained_ranking in {', '.join(CONSTRAINED_RANKINGS)}"
+            )
         self.convention, self.pixel_range = convention, float(pixel_range)
+        self.stabilize_iterations, self.ssa_threshold = stabilize_iterations, ssa_threshold
+        self.constrained_ranking, self.repick_free = constrained_ranking, repick_free
         self.prune_sets: dict[str, list[int]] = {}  # group key -> filter indices to remove
 
     @property
     def iterations(self) -> int:
-        return required_iterations(self.delta, self.every, self.tau, self.ssa_iterations)
+        return required_iterations(self.delta, self.every, self.tau, self.ssa_iterations, self.stabilize_iterations)
 
     # ------------------------------------------------------------------------------ set-up
     def on_train_start(self, trainer) -> None:
@@ -102,7 +126,9 @@ class ASSL(Callback):
         return group.channels - kept_count(group.channels, self.ratio)
 
     def _lowest(self, group) -> list[int]:
-        return lowest(filter_scores_wn(self.wn, group), self._n_pruned(group)).tolist()
+        layers = group.producers[:1] if group.constrained and self.constrained_ranking == "first" else group.producers
+        scores = sum(self.wn[p].gamma.detach().abs().cpu() for p in layers)
+        return lowest(scores, self._n_pruned(group)).tolist()
 
     # ------------------------------------------------------------------------- the penalties
     def alpha(self, constrained: bool, iteration: int) -> float:
@@ -116,6 +142,8 @@ class ASSL(Callback):
         if iteration >= self.ssa_iterations:
             for g in self.groups:
                 if g.constrained and g.key not in self.prune_sets:
+                    self.prune_sets[g.key] = self._lowest(g)
+                elif not g.constrained and self.repick_free and iteration == self.ssa_iterations:
                     self.prune_sets[g.key] = self._lowest(g)
 
     def loss(self, step) -> torch.Tensor:
@@ -145,7 +173,10 @@ class ASSL(Callback):
         masks = []
         for p in group.producers:
             gamma = self.wn[p].gamma
-            threshold = gamma.detach().sort().values[max(n - 1, 0)]
+            if self.ssa_threshold == "smallest_kept":
+                threshold = gamma.sort().values[n]  # with its gradient, as in the official code
+            else:
+                threshold = gamma.detach().sort().values[max(n - 1, 0)]
             masks.append(torch.sigmoid(gamma - threshold))
         m = torch.stack(masks)
         return -(m @ m.t()).sum() / m.shape[0] ** 2
@@ -170,8 +201,3 @@ class ASSL(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.prune_sets = {k: list(v) for k, v in state["prune_sets"].items()}
-
-
-def filter_scores_wn(wn: dict[str, WeightNormConv2d], group) -> torch.Tensor:
-    """Filter importance of a group during ASSL: |gamma| summed over its (weight-normalised) layers."""
-    return sum(wn[p].gamma.detach().abs().cpu() for p in group.producers)
