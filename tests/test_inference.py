@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,7 @@ from PIL import Image
 import tinysr
 from tinysr.cli import main
 from tinysr.inference import super_resolve
-from tinysr.io import read_image
+from tinysr.io import read_image, write_image
 
 
 @pytest.fixture
@@ -70,3 +72,35 @@ def test_cli_upscale_errors(tmp_path, capsys):
     assert "--scale" in capsys.readouterr().err
     assert main(["upscale", "-i", str(tmp_path / "x.png"), "-o", str(tmp_path / "o.png"), "-m", "bicubic", "-s", "2"]) == 2
     assert "x.png" in capsys.readouterr().err
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_upscale_never_replaces_an_input_unless_told(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_image(src / "a.png", np.full((6, 5, 3), 90, np.uint8))
+    before = _snapshot(tmp_path)
+    for out in (src / "a.png", tmp_path / "in" / ".." / "in" / "a.png"):
+        assert main(["upscale", "-i", str(src / "a.png"), "-o", str(out), "-m", "bicubic", "-s", "2", "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "would replace the input" in err[0] and "a.png" in err[0]
+    assert main(["upscale", "-i", str(src), "-o", str(src), "-m", "bicubic", "-s", "2", "-q"]) == 2
+    assert "would replace the input" in capsys.readouterr().err
+    assert _snapshot(tmp_path) == before  # nothing changed
+    assert main(["upscale", "-i", str(src / "a.png"), "-o", str(src / "a.png"), "-m", "bicubic", "-s", "2", "-q", "--overwrite"]) == 0
+    assert read_image(src / "a.png").shape == (12, 10, 3)
+
+
+def test_upscale_gives_inputs_that_share_a_name_distinct_outputs(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_image(src / "x.png", np.full((4, 4, 3), 10, np.uint8))
+    Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).save(src / "x.jpg", quality=95)
+    write_image(src / "y.png", np.full((4, 4, 3), 50, np.uint8))
+    assert main(["upscale", "-i", str(src), "-o", str(tmp_path / "out"), "-m", "bicubic", "-s", "2", "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_jpg.png", "x_png.png", "y.png"]
+    assert read_image(tmp_path / "out" / "x_png.png").mean() < 30 < 150 < read_image(tmp_path / "out" / "x_jpg.png").mean()
+    assert "3 images written" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import tinysr
 from tinysr import TinySRError, create_model, list_models, load, save
 from tinysr.model_file import read_metadata
 from tinysr.models import registry
-from train_helpers import change_builder_default
+from train_helpers import change_builder_default, run_bounded
 
 SMALL = {"edsr": {"blocks": 2}, "ledsr": {"blocks": 2}}  # the full-width giants, kept short for speed
 
@@ -138,3 +139,22 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
         save(create_model("vdsr", scale=2, depth=3), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+@pytest.mark.slow
+def test_a_model_saved_in_two_processes_gives_the_same_bytes(tmp_path):
+    """safetensors writes its metadata in hash-map order; tinysr.save sorts the header, so files are reproducible."""
+    script = (
+        "import sys, torch, tinysr\n"
+        "torch.manual_seed(0)\n"
+        "tinysr.save(tinysr.create_model('edsr_baseline', scale=2, channels=8, blocks=1), sys.argv[1])\n"
+    )
+    outputs = []
+    for i in range(3):
+        out = tmp_path / f"m{i}.safetensors"
+        res = run_bounded([sys.executable, "-c", script, str(out)], timeout=120)
+        assert res.returncode == 0, res.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+    model = tinysr.load(tmp_path / "m0.safetensors")  # and the file still loads
+    assert model.tinysr_spec.name == "edsr_baseline"

@@ -171,3 +171,17 @@ def test_y_only_ecbsr_super_resolves_the_luma_and_upsamples_chroma_bicubically(t
         assert torch.equal(tinysr.load(tmp_path / "y.safetensors")(x), merged(x))
     with pytest.raises(ValueError, match="colors"):
         tinysr.create_model("ecbsr", scale=2, colors=2)
+
+
+def test_deploy_never_replaces_the_model_it_deploys_unless_told(tmp_path, capsys):
+    model = tinysr.create_model("ecbsr_m4c16", scale=2)
+    path = tmp_path / "m.safetensors"
+    tinysr.save(model, path)
+    before = path.read_bytes()
+    assert main(["deploy", "-m", str(path), "-o", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would replace the model it deploys" in err[0] and "m.safetensors" in err[0]
+    assert main(["deploy", "-m", str(path), "-o", str(tmp_path / "." / "m.safetensors")]) == 2
+    assert path.read_bytes() == before
+    assert main(["deploy", "-m", str(path), "-o", str(path), "--overwrite"]) == 0
+    assert tinysr.load(path).tinysr_spec.transformed_by("reparameterize")

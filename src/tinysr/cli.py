@@ -174,13 +174,34 @@ def _ratio(text: str) -> float:
     return value
 
 
-def cmd_upscale(args: argparse.Namespace) -> int:
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through links, '..' and the like)."""
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.resolve() == b.resolve()
 
+
+def _output_names(images: list[Path], folder: Path) -> list[tuple[Path, Path]]:
+    """One PNG per input image in ``folder``; inputs that share a stem (x.png, x.jpg) get their
+    extension in the name (x_png.png, x_jpg.png), so no result replaces another."""
+    stems = [p.stem for p in images]
+    return [(p, folder / (f"{p.stem}_{p.suffix.lstrip('.').lower()}.png" if stems.count(p.stem) > 1 else f"{p.stem}.png")) for p in images]
+
+
+def _refuse_overwriting_inputs(pairs: list[tuple[Path, Path]], overwrite: bool) -> None:
+    if overwrite:
+        return
+    for image, out in pairs:
+        if _same_file(image, out):
+            raise TinySRError(f"-o {out} would replace the input {image}; choose another output or pass --overwrite")
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
         raise TinySRError(f"-i {src}: no such file or folder")
     if src.is_dir():
-        pairs = [(p, dst / f"{p.stem}.png") for p in list_images(src)]
+        pairs = _output_names(list_images(src), dst)
         if not pairs:
             raise TinySRError(f"-i {src}: no images in this folder")
     else:
@@ -188,6 +209,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             raise TinySRError(f"-i {src}: not an image file (PNG/BMP/JPEG/TIFF)")
         out = dst / f"{src.stem}.png" if dst.is_dir() or args.output.endswith(("/", "\\")) else dst
         pairs = [(src, out)]
+    _refuse_overwriting_inputs(pairs, args.overwrite)
     model = resolve_model(args.model, args.scale, device=args.device)
 
     for image_path, out_path in tqdm(pairs, desc="upscale", disable=args.quiet or len(pairs) == 1):
@@ -200,6 +222,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    if not args.overwrite and _same_file(Path(args.model), Path(args.output)):
+        raise TinySRError(f"-o {args.output} would replace the model it deploys ({args.model}); choose another output or pass --overwrite")
     model = load(args.model)
     form = deploy_form(model, "pack" if args.pack else "auto")
     deployed = deployable(model, form)
@@ -317,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="LR context around each tile (>= receptive radius for exact results; default 16)",
     )
+    p.add_argument("--overwrite", action="store_true", help="allow an output to replace an input image")
     _add_device_and_quiet(p, default_device="cpu")
     p.set_defaults(func=cmd_upscale)
 
@@ -353,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pack", action="store_true", help="bit-pack the binary convs (the default for every model without re-parameterizable blocks)"
     )
+    p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input model file")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("export", help="export a model to ONNX (checked with onnxruntime)")

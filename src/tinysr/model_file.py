@@ -41,7 +41,30 @@ def save(model: nn.Module, path: str | Path) -> None:
         "scale": str(spec.scale),
         "tinysr_version": __version__,
     }
-    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+    def write(tmp: str) -> None:
+        save_file(tensors, tmp, metadata=metadata)
+        canonicalize_header(tmp)
+
+    atomic_write(Path(path), write)
+
+
+def canonicalize_header(path: str | Path) -> None:
+    """Rewrite a safetensors file's JSON header with its keys sorted, in place.
+
+    safetensors writes the metadata in hash-map order, which differs between processes, so the
+    same model saved twice would give other bytes (and a teacher retrained to the same weights
+    would look changed to a run's input digests). Sorting keeps every character, so the header
+    keeps its length and the tensors their offsets.
+    """
+    with open(path, "r+b") as f:
+        length = int.from_bytes(f.read(8), "little")
+        raw = f.read(length)
+        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(canonical) > length:  # cannot happen for a header safetensors wrote; never corrupt the file
+            raise TinySRError(f"{path}: unexpected safetensors header")
+        f.seek(8)
+        f.write(canonical.ljust(length, b" "))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
