@@ -432,3 +432,57 @@ def test_dataloader_workers_do_not_change_the_result(tmp_path, folders):
     recipe["data"]["workers"] = 2
     b = train(parse_config(recipe), tmp_path / "w2", device="cpu", progress=False)
     assert_same_weights(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_stops_training_with_a_checkpoint_and_resume_is_exact(tmp_path, folders, signum):
+    """SIGINT / SIGTERM stop after the iteration in progress and save it (the recipe checkpoints only
+    every 30 iterations); resuming ends with the weights of an uninterrupted run."""
+    recipe = tiny_recipe(*folders, iterations=40, checkpoint_every=30, val_every=20, log_every=1)
+    recipe["callbacks"] = [{"name": "slow", "kwargs": {"seconds": 0.05}}]
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    full = _run_cli(["train", "-c", str(path), "-o", str(tmp_path / "full"), "-q"])
+    assert full.returncode == 0, full.stderr
+
+    cmd = [sys.executable, str(HELPER), "train", "-c", str(path), "-o", str(tmp_path / "cut"), "-q"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "cut" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 7):
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint" in err and "saved" in err
+    stopped_at = load_state(tmp_path / "cut")["iteration"]
+    assert 7 <= stopped_at < 30  # saved on the signal, not at a checkpoint interval
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    resumed = _run_cli(["train", "-o", str(tmp_path / "cut"), "--resume", "-q"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(tmp_path / "full" / "model.safetensors", tmp_path / "cut" / "model.safetensors")
+
+
+def test_a_damaged_validation_image_is_an_error_before_training(tmp_path, folders):
+    train_dir, val = folders
+    bad_val = tmp_path / "val"
+    shutil.copytree(val, bad_val)
+    (bad_val / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(TinySRError, match="broken.png"):
+        train(parse_config(tiny_recipe(train_dir, bad_val, iterations=4)), tmp_path / "run", device="cpu", progress=False)
+    assert not state_path(tmp_path / "run").exists()
+
+
+def test_a_fresh_run_starts_its_own_log_and_files_follow_the_umask(tmp_path, folders):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"iter": 999, "loss": 1.0}\n')  # left by a run stopped before its first checkpoint
+    mask = os.umask(0o022)
+    try:
+        train(parse_config(tiny_recipe(*folders, iterations=4)), run, device="cpu", progress=False)
+    finally:
+        os.umask(mask)
+    iters = [json.loads(line)["iter"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert 999 not in iters and iters == sorted(iters)
+    for name in ("model.safetensors", "config.yaml", "inputs.json", "checkpoints/state.pt"):
+        assert (run / name).stat().st_mode & 0o777 == 0o644, name

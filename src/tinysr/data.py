@@ -123,6 +123,12 @@ class BenchmarkSet:
     def name(self) -> str:
         return self.folder.name
 
+    def check(self) -> None:
+        """Read every image of the set once (the LR ones cached), so a damaged file is an error
+        naming it before any training time is spent."""
+        for _ in self:
+            pass
+
     def __len__(self) -> int:
         return len(self.hr_paths)
 

@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,28 @@ from .schedule import lr_at
 
 class NonFiniteLoss(TinySRError):
     pass
+
+
+@contextmanager
+def stop_requests():
+    """While inside: the first SIGINT or SIGTERM only asks the loop to stop (``flag[0]`` set), so it
+    stops between iterations with a checkpoint written; a second one interrupts at once."""
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def ask(signum, frame):
+        if flag[0]:
+            raise KeyboardInterrupt
+        flag[0] = True
+
+    previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -107,6 +131,8 @@ class Trainer:
         say = (lambda msg: print(msg, file=sys.stderr)) if self.dist.is_main else (lambda msg: None)
         self.train_data = TrainPatches(c.data.train, c.scale, c.data.patch_size, c.data.repeat, c.seed, cache, warn=say)
         self.val_data = BenchmarkSet(c.data.val, c.scale, cache=cache, max_images=c.data.val_max_images) if c.data.val else None
+        if self.val_data is not None and self.dist.is_main:
+            self.val_data.check()  # a damaged validation image is an error now, not val_every iterations in
         self.loss_terms = [(t.name, t.weight, build_loss(t.name, t.kwargs)) for t in c.train.loss]
         self.callbacks = [build_callback(cb.name, cb.kwargs) for cb in c.callbacks]
         for cb in self.callbacks:  # may change the model (e.g. insert layers) before the optimizer sees it
@@ -194,7 +220,8 @@ class Trainer:
         path = self.run_dir / LOG_NAME
         if self.resume:
             truncate_log(path, self.iteration)
-        self._log_file = open(path, "a", buffering=1)
+        # a fresh run starts its own log (a folder left by a run stopped before its first checkpoint may hold one)
+        self._log_file = open(path, "a" if self.resume else "w", buffering=1)
         self._tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -300,6 +327,46 @@ class Trainer:
             cb.on_step_end(self, self.iteration, logs)
         return logs
 
+    def _loop(self, bar, stop: list[bool]) -> None:
+        """The iterations from ``self.iteration`` to the recipe's end: step, log, validate, checkpoint.
+
+        A stop request (``stop[0]``, set by SIGINT or SIGTERM) ends the loop after the iteration in
+        progress, with a checkpoint of it, and raises ``KeyboardInterrupt``.
+        """
+        c = self.config
+        start_iter, samples = self.iteration, c.train.batch_size * self.dist.world_size
+        for lr_image, hr_image in self._batches():
+            logs = self.train_step(lr_image.to(self.device, non_blocking=True), hr_image.to(self.device, non_blocking=True))
+            bar.update(1)
+            it = self.iteration
+            if it % c.train.log_every == 0 or it == c.train.iterations:
+                elapsed = time.perf_counter() - self._start_time
+                rate = (it - start_iter) / max(elapsed, 1e-9)
+                self.log({"iter": it, **logs, "it_s": rate, "img_s": rate * samples, "time": elapsed})
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+            if it % c.train.val_every == 0 or it == c.train.iterations:
+                scores = self.validate()
+                if scores:
+                    bar.write(f"iter {it}: {self.val_data.name} PSNR {scores['val_psnr']:.3f} SSIM {scores['val_ssim']:.4f}")
+            if it % c.train.checkpoint_every == 0 or it == c.train.iterations:
+                self._save_checkpoint()
+            if it < c.train.iterations and self._stop_requested(stop):
+                if it % c.train.checkpoint_every != 0 and it != c.train.iterations:
+                    self._save_checkpoint()
+                if self.dist.is_main:
+                    print(
+                        f"tinysr: stopped at iteration {it}; checkpoint {state_path(self.run_dir)} saved (--resume continues)",
+                        file=sys.stderr,
+                    )
+                raise KeyboardInterrupt
+
+    def _stop_requested(self, stop: list[bool]) -> bool:
+        if not self.dist.enabled:
+            return stop[0]
+        flag = torch.tensor([float(stop[0])], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)  # every rank stops at the same iteration
+        return bool(flag.item())
+
     def run(self) -> Path:
         """Train to ``train.iterations``; returns the path of the final model file."""
         c = self.config
@@ -322,24 +389,11 @@ class Trainer:
                 desc="train",
             )
             self._start_time = time.perf_counter()
-            start_iter, samples = self.iteration, c.train.batch_size * self.dist.world_size
-            for lr_image, hr_image in self._batches():
-                logs = self.train_step(lr_image.to(self.device, non_blocking=True), hr_image.to(self.device, non_blocking=True))
-                bar.update(1)
-                it = self.iteration
-                if it % c.train.log_every == 0 or it == c.train.iterations:
-                    elapsed = time.perf_counter() - self._start_time
-                    rate = (it - start_iter) / max(elapsed, 1e-9)
-                    self.log({"iter": it, **logs, "it_s": rate, "img_s": rate * samples, "time": elapsed})
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
-                if it % c.train.val_every == 0 or it == c.train.iterations:
-                    scores = self.validate()
-                    if scores:
-                        bar.write(f"iter {it}: {self.val_data.name} PSNR {scores['val_psnr']:.3f} SSIM {scores['val_ssim']:.4f}")
-                if it % c.train.checkpoint_every == 0 or it == c.train.iterations:
-                    self._save_checkpoint()
+            with stop_requests() as stop:
+                self._loop(bar, stop)
             bar.close()
             in_sync = weights_in_sync(self.dist, self.model, self.device)
+
             final = self.run_dir / FINAL_NAME
             if self.dist.is_main:
                 save(self.exported_model(), final)
