@@ -85,3 +85,34 @@ def test_console_entry_point_and_help():
         assert res.stdout.strip()
     res = run_bounded([sys.executable, "-m", "tinysr", "models"], timeout=120)
     assert "edsr_baseline" in res.stdout.split()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["upscale", "-i", "x.png", "-o", "y.png", "-m", "bicubic", "-s", "2", "--tile", "0"], "--tile"),
+        (["upscale", "-i", "x.png", "-o", "y.png", "-m", "bicubic", "-s", "2", "--tile", "-5"], "--tile"),
+        (["upscale", "-i", "x.png", "-o", "y.png", "-m", "bicubic", "-s", "2", "--tile-pad", "-1"], "--tile-pad"),
+        (["upscale", "-i", "x.png", "-o", "y.png", "-m", "bicubic", "-s", "2", "--device", "foo"], "not a torch device"),
+        (["train", "-c", "edsr_bnn_x2_cpu", "-o", "r", "--device", "foo"], "not a torch device"),
+        (["train", "-c", "edsr_bnn_x2_cpu", "-o", "r", "--set", "train.iterations=[1"], "not valid YAML"),
+    ],
+)
+def test_bad_options_are_one_line_errors(argv, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own refusals exit from the parser
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tinysr: error:") and needle in err[0], err
+
+
+def test_file_system_errors_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path / "a_file" / "profile.json"  # the parent is a file
+    assert main(["profile", "-m", "bicubic", "-s", "2", "--lr-size", "8x8", "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tinysr: error:") and "a_file" in err[0], err
+    assert (tmp_path / "a_file").read_text() == "x"

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from ._version import __version__
@@ -46,6 +47,32 @@ def _size(text: str) -> tuple[int, int]:
     if w < 1 or h < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
     return h, w
+
+
+def _count(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value}: must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def _device(text: str) -> str:
+    """A torch device this machine has."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available here")
+    return text
 
 
 def _scale(text: str) -> int:
@@ -297,7 +324,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_device_and_quiet(p: argparse.ArgumentParser, default_device: str | None = None) -> None:
     """The options every command that runs a model shares."""
     where = "cpu" if default_device == "cpu" else "cuda if available, else cpu"
-    p.add_argument("--device", default=default_device, help=f"torch device (default: {where})")
+    p.add_argument("--device", type=_device, default=default_device, help=f"torch device (default: {where})")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
@@ -333,10 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, help="output file, or folder (for a folder input, or ending in /)")
     p.add_argument("--model", "-m", required=True, help="model file (or a registry name with --scale, e.g. bicubic)")
     p.add_argument("--scale", "-s", type=_scale, help="scale (taken from the model file when omitted)")
-    p.add_argument("--tile", "-t", type=int, metavar="N", help="process N x N LR tiles to bound memory")
+    p.add_argument("--tile", "-t", type=_count(1), metavar="N", help="process N x N LR tiles to bound memory")
     p.add_argument(
         "--tile-pad",
-        type=int,
+        type=_count(0),
         default=16,
         metavar="P",
         help="LR context around each tile (>= receptive radius for exact results; default 16)",
@@ -426,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except TinySRError as exc:
         print(f"tinysr: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only folder, a full disk, a file where a folder is needed: say which, in one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"tinysr: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tinysr: interrupted", file=sys.stderr)

@@ -191,7 +191,10 @@ def _apply_override(tree: dict, assignment: str, source: str) -> None:
         if not isinstance(child, dict):
             raise TinySRError(f"--set {key}: {part!r} is not a section of {source}")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise TinySRError(f"--set {assignment!r}: the value is not valid YAML ({exc.__class__.__name__})") from exc
 
 
 def parse_config(tree: dict, source: str = "<config>", overrides: list[str] | tuple[str, ...] = ()) -> Config:
