@@ -6,10 +6,13 @@ import sys
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 import tinysr
+import tinysr.io
 from tinysr import TinySRError, create_model, list_models, load, save
+from tinysr.cli import main
 from tinysr.model_file import read_metadata
 from tinysr.models import registry
 from train_helpers import change_builder_default, run_bounded
@@ -158,3 +161,41 @@ def test_a_model_saved_in_two_processes_gives_the_same_bytes(tmp_path):
     assert outputs[0] == outputs[1] == outputs[2]
     model = tinysr.load(tmp_path / "m0.safetensors")  # and the file still loads
     assert model.tinysr_spec.name == "edsr_baseline"
+
+
+def _file_with_metadata(path, **overrides) -> None:
+    torch.manual_seed(0)
+    tinysr.save(create_model("edsr_baseline", scale=2, channels=8, blocks=1), path)
+    with safe_open(str(path), framework="pt") as f:
+        metadata, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    for key, value in overrides.items():
+        if value is None:
+            metadata.pop(key, None)
+        else:
+            metadata[key] = value
+    save_file(tensors, str(path), metadata=metadata)
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        ({"kwargs": None}, "no 'kwargs'"),
+        ({"name": None}, "no model 'name'"),
+        ({"kwargs": "{not json"}, "'kwargs' is not JSON"),
+        ({"kwargs": "[1, 2]"}, "'kwargs' must be a JSON object"),
+        ({"transforms": '"pack"'}, "'transforms' must be a JSON list"),
+        ({"kwargs": json.dumps({"scale": 2, "channels": 100000, "blocks": 1})}, "declares a model of"),
+    ],
+    ids=["no-kwargs", "no-name", "kwargs-not-json", "kwargs-list", "transforms-string", "declared-bomb"],
+)
+def test_malformed_metadata_is_a_one_line_error_naming_the_file(overrides, needle, tmp_path, capsys):
+    path = tmp_path / "m.safetensors"
+    _file_with_metadata(path, **overrides)
+    with pytest.raises(TinySRError, match=needle) as info:
+        load(path)
+    assert "m.safetensors" in str(info.value)
+    image = tmp_path / "x.png"
+    tinysr.io.write_image(image, torch.zeros(3, 4, 4))
+    assert main(["upscale", "-i", str(image), "-o", str(tmp_path / "o.png"), "-m", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle.split("'")[0] in err[0] and "m.safetensors" in err[0]

@@ -82,16 +82,64 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return metadata
 
 
+# A file may declare a model this much larger than itself (a pruned file holds a fraction of the
+# network it is cut from); beyond it, the declared sizes are not believed and nothing is built.
+MAX_DECLARED_RATIO = 100
+MAX_DECLARED_FLOOR = 4 * 2**30
+
+
+def _spec_fields(metadata: dict[str, str], path: Path) -> tuple[str, dict, list]:
+    """The registry name, options and transforms a file's metadata declares, checked for form."""
+
+    def field(key: str, default: str | None = None):
+        if key not in metadata and default is None:
+            raise TinySRError(f"{path}: its metadata has no {key!r}")
+        try:
+            return json.loads(metadata.get(key, default))
+        except ValueError:
+            raise TinySRError(f"{path}: its metadata {key!r} is not JSON") from None
+
+    name = metadata.get("name")
+    if not name:
+        raise TinySRError(f"{path}: its metadata has no model 'name'")
+    kwargs, transforms = field("kwargs"), field("transforms", "[]")
+    if not isinstance(kwargs, dict):
+        raise TinySRError(f"{path}: its metadata 'kwargs' must be a JSON object, got {type(kwargs).__name__}")
+    if not isinstance(transforms, list) or not all(isinstance(t, dict) for t in transforms):
+        raise TinySRError(f"{path}: its metadata 'transforms' must be a JSON list of objects")
+    return name, kwargs, transforms
+
+
+def _check_declared_size(name: str, kwargs: dict, path: Path) -> None:
+    """Build the declared model on the meta device (no memory) and refuse one far larger than the file."""
+    with torch.device("meta"):
+        try:
+            meta = create_model(name, **kwargs)
+        except TinySRError as exc:  # e.g. an option this version's builder no longer has
+            raise TinySRError(f"{path}: {exc}") from exc
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise TinySRError(f"{path}: cannot build {name!r} with its recorded options ({exc})") from exc
+    declared = sum(t.numel() * t.element_size() for t in meta.state_dict().values())
+    if declared > max(MAX_DECLARED_FLOOR, MAX_DECLARED_RATIO * path.stat().st_size):
+        raise TinySRError(f"{path}: declares a model of {declared / 2**30:.1f} GiB of weights in a file of {path.stat().st_size} bytes")
+
+
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model stored in ``path`` and load its weights (strictly), in eval mode."""
+    """Rebuild the model stored in ``path`` and load its weights (strictly), in eval mode.
+
+    The metadata is checked for form and the declared model is first built on the ``meta``
+    device, so a file whose metadata claims an enormous network is refused before any memory is
+    allocated for it.
+    """
     path = Path(path)
     metadata = read_metadata(path)
-    kwargs = json.loads(metadata["kwargs"])
+    name, kwargs, transforms = _spec_fields(metadata, path)
+    _check_declared_size(name, kwargs, path)
     try:
-        model = create_model(metadata["name"], **kwargs)
+        model = create_model(name, **kwargs)
     except TinySRError as exc:  # e.g. an option this version's builder no longer has
         raise TinySRError(f"{path}: {exc}") from exc
-    for transform in json.loads(metadata.get("transforms", "[]")):
+    for transform in transforms:
         model = rebuild(model, transform, str(path))
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
