@@ -1,6 +1,7 @@
 """Structured pruning and ASSL (SPEC §6): WN folding, traced channel groups, surgery, the callback."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -346,3 +347,31 @@ def test_assl_official_choices_ranking_repick_stabilisation_and_threshold():
         kept_min = [int(x.detach().sort().indices[probe._n_pruned(g)]) for x in gammas]
         pushed_down = all(float(gr[k]) > 0 for gr, k in zip(grads, kept_min))  # descending raises the others, lowers it
         assert pushed_down == threshold_moves, threshold
+
+
+def test_a_pruning_run_stopped_as_its_regularisation_finishes_resumes(tmp_path, data_dir, monkeypatch):
+    """Killed between the regularisation phase's outputs, the run must resume, not fail on a missing
+    file: the pruned model is written before the final model, whose write marks the phase done."""
+    import tinysr.train.loop as loop
+
+    train, val = make_folders(data_dir, tmp_path)
+    source = tmp_path / "trained.safetensors"
+    tinysr.save(tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1), source)
+    recipe = tiny_recipe(train, val)
+    recipe["callbacks"] = [{"name": "assl", "kwargs": {"delta": 0.5, "every": 2, "tau": 1.0, "ssa_iterations": 4}}]
+    config = write_recipe(tmp_path / "ft.yaml", recipe)
+    args = ["prune", "-c", str(config), "-o", str(tmp_path / "run"), "--from", str(source), "--ratio", "0.5", "-q"]
+    real_save = loop.save
+
+    def killed_at_the_pruned_model(model, path):
+        if Path(path).name == "pruned.safetensors":
+            raise KeyboardInterrupt  # the process dies while the phase writes its outputs
+        real_save(model, path)
+
+    monkeypatch.setattr(loop, "save", killed_at_the_pruned_model)
+    assert main(args) == 130  # interrupted
+    assert not (tmp_path / "run" / "regularize" / "pruned.safetensors").exists()
+    monkeypatch.setattr(loop, "save", real_save)
+    assert main(args) == 0  # resumed from the last checkpoint, both outputs written, then fine-tuned
+    assert (tmp_path / "run" / "regularize" / "pruned.safetensors").is_file()
+    assert (tmp_path / "run" / "finetune" / "model.safetensors").is_file()

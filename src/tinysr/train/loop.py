@@ -395,11 +395,14 @@ class Trainer:
             in_sync = weights_in_sync(self.dist, self.model, self.device)
 
             final = self.run_dir / FINAL_NAME
+            # The callbacks' outputs (ASSL's pruned model) first, the final model last: its atomic
+            # write is the one step that marks the run finished, so a run stopped in between is
+            # resumed (from its last checkpoint) and writes both again, never left half-finished.
+            for cb in self.callbacks:
+                cb.on_train_end(self)
             if self.dist.is_main:
                 save(self.exported_model(), final)
                 self.log({"iter": self.iteration, "done": True, "ranks_in_sync": in_sync, "world_size": self.dist.world_size})
-            for cb in self.callbacks:
-                cb.on_train_end(self)
             barrier(self.dist)
             return final
         finally:
