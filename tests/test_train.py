@@ -486,3 +486,26 @@ def test_a_fresh_run_starts_its_own_log_and_files_follow_the_umask(tmp_path, fol
     assert 999 not in iters and iters == sorted(iters)
     for name in ("model.safetensors", "config.yaml", "inputs.json", "checkpoints/state.pt"):
         assert (run / name).stat().st_mode & 0o777 == 0o644, name
+
+
+@pytest.mark.slow
+def test_two_trainings_into_one_folder_cannot_run_at_once(tmp_path, folders):
+    """The run folder is locked: the second process stops with one line, the first finishes alone."""
+    recipe = tiny_recipe(*folders, iterations=30, checkpoint_every=10, val_every=30)
+    recipe["callbacks"] = [{"name": "slow", "kwargs": {"seconds": 0.05}}]
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    cmd = [sys.executable, str(HELPER), "train", "-c", str(path), "-o", str(tmp_path / "run"), "-q"]
+    first = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "run" / "log.jsonl").is_file():
+        time.sleep(0.05)
+    second = _run_cli(["train", "-c", str(path), "-o", str(tmp_path / "run"), "-q"])
+    resumed = _run_cli(["train", "-o", str(tmp_path / "run"), "--resume", "-q"])
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    for other in (second, resumed):
+        assert other.returncode == 2
+        lines = other.stderr.strip().splitlines()
+        assert len(lines) == 1 and "in use by another tinysr process" in lines[0], other.stderr
+    iters = [json.loads(line)["iter"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert iters == sorted(iters)  # one run's log, not two interleaved

@@ -33,7 +33,7 @@ from ..compress import deployable
 from ..data import BenchmarkSet, LRCache, make_lr, mod_crop
 from ..errors import TinySRError
 from ..evaluate import evaluate
-from ..files import atomic_write
+from ..files import atomic_write, folder_lock
 from ..inference import super_resolve
 from ..io import read_image, write_image
 from ..model_file import load
@@ -169,9 +169,13 @@ def run_bench(
     plots: bool = True,
     log=print,
 ) -> list[dict]:
-    """Run ``suite`` into ``out_dir``; returns the rows (also written as results.csv / results.md)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Run ``suite`` into ``out_dir`` (locked while it runs); returns the rows (also written as
+    results.csv / results.md)."""
+    with folder_lock(out_dir, "bench folder"):
+        return _run_bench(suite, Path(out_dir), test_sets, device, progress, plots, log)
+
+
+def _run_bench(suite: Suite, out_dir: Path, test_sets, device, progress: bool, plots: bool, log) -> list[dict]:
     test_sets = list(test_sets or suite.test_sets)
     for folder in test_sets:
         if not Path(folder).is_dir():

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from ..data import BenchmarkSet, LRCache, TrainPatches
 from ..errors import TinySRError
 from ..evaluate import evaluate
+from ..files import folder_lock
 from ..model_file import load, save
 from ..models import create_model
 from ..plugins import Step, build_callback, build_loss
@@ -95,7 +96,6 @@ class Trainer:
         self.device = torch.device(f"cuda:{self.dist.local_rank}" if device.startswith("cuda") and self.dist.enabled else device)
         self.iteration = 0
         self.best = {"psnr": -math.inf, "iteration": -1}
-        self._check_run_dir()
 
     # ------------------------------------------------------------------ what callbacks may read
     @property
@@ -368,7 +368,16 @@ class Trainer:
         return bool(flag.item())
 
     def run(self) -> Path:
-        """Train to ``train.iterations``; returns the path of the final model file."""
+        """Train to ``train.iterations``; returns the path of the final model file.
+
+        The run folder is locked for the run (rank 0 holds the lock), so a second process aimed at
+        it stops with an error instead of mixing its recipe, weights and log with this one's.
+        """
+        with folder_lock(self.run_dir) if self.dist.is_main else nullcontext():
+            self._check_run_dir()  # every rank, and under the lock: what the folder holds cannot change while we look
+            return self._run()
+
+    def _run(self) -> Path:
         c = self.config
         try:
             self._build()

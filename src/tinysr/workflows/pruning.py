@@ -26,6 +26,7 @@ import torch
 from ..compress.assl import ASSL, PRUNED_FILE
 from ..compress.prune import apply_widths, l1_plan, prune
 from ..errors import TinySRError
+from ..files import folder_lock
 from ..model_file import load, save
 from ..models import create_model
 from ..train import train_or_reuse
@@ -93,6 +94,13 @@ def run_pruning(
 ) -> Path:
     """Prune ``source`` by ``method`` then fine-tune with ``config``; returns the final model file."""
     run_dir, source = Path(run_dir), Path(source)
+    with folder_lock(run_dir, "pruning run folder"):
+        return _prune_and_finetune(config, run_dir, source, ratio, method, prune_lr, device, progress)
+
+
+def _prune_and_finetune(
+    config: Config, run_dir: Path, source: Path, ratio: float, method: str, prune_lr: float, device: str | None, progress: bool
+) -> Path:
     pruned = pruned_model_file(config, run_dir, source, ratio, method, prune_lr, device, progress)
     spec = load(pruned).tinysr_spec
     finetune = dataclasses.replace(
