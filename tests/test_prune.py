@@ -130,14 +130,19 @@ def test_assl_alpha_schedule_is_algorithm_1():
     assert cb.alpha(True, cb.iterations - 1) == 0.25
 
 
-def test_assl_regularises_aligns_and_prunes(tmp_path, data_dir):
+def _assl_prune_command(tmp_path, data_dir) -> list[str]:
+    """``tinysr prune`` arguments for a tiny ASSL run of an 8-channel EDSR-baseline (fast schedule)."""
     train, val = make_folders(data_dir, tmp_path)
     source = tmp_path / "trained.safetensors"
     tinysr.save(tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1), source)
     recipe = tiny_recipe(train, val)
     recipe["callbacks"] = [{"name": "assl", "kwargs": {"delta": 0.5, "every": 2, "tau": 1.0, "ssa_iterations": 4}}]
     config = write_recipe(tmp_path / "ft.yaml", recipe)
-    args = ["prune", "-c", str(config), "-o", str(tmp_path / "run"), "--from", str(source), "--ratio", "0.5", "-q"]
+    return ["prune", "-c", str(config), "-o", str(tmp_path / "run"), "--from", str(source), "--ratio", "0.5", "-q"]
+
+
+def test_assl_regularises_aligns_and_prunes(tmp_path, data_dir):
+    args = _assl_prune_command(tmp_path, data_dir)
     assert main(args) == 0
     pruned = tinysr.load(tmp_path / "run" / "regularize" / "pruned.safetensors")
     widths = pruned.tinysr_spec.transforms[0]["widths"]
@@ -354,13 +359,7 @@ def test_a_pruning_run_stopped_as_its_regularisation_finishes_resumes(tmp_path, 
     file: the pruned model is written before the final model, whose write marks the phase done."""
     import tinysr.train.loop as loop
 
-    train, val = make_folders(data_dir, tmp_path)
-    source = tmp_path / "trained.safetensors"
-    tinysr.save(tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1), source)
-    recipe = tiny_recipe(train, val)
-    recipe["callbacks"] = [{"name": "assl", "kwargs": {"delta": 0.5, "every": 2, "tau": 1.0, "ssa_iterations": 4}}]
-    config = write_recipe(tmp_path / "ft.yaml", recipe)
-    args = ["prune", "-c", str(config), "-o", str(tmp_path / "run"), "--from", str(source), "--ratio", "0.5", "-q"]
+    args = _assl_prune_command(tmp_path, data_dir)
     real_save = loop.save
 
     def killed_at_the_pruned_model(model, path):
