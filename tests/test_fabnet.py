@@ -17,6 +17,13 @@ def activation_gradient(model, branch: str, x: float = 0.1) -> float:
     return float(inp.grad)
 
 
+def zero_binary_weights(model) -> None:
+    """Every binary weight zero: alpha = mean|W| = 0, so each LBRM/HBRM is the identity."""
+    for m in model.modules():
+        if isinstance(m, BinaryConv2d):
+            m.weight.zero_()
+
+
 class FakeTrainer:
     def __init__(self, model, iterations):
         self.model = model
@@ -73,9 +80,7 @@ def test_zero_binary_weights_reduce_fabnet_to_its_wavelet_skeleton():
     torch.manual_seed(0)
     model = tinysr.create_model("fabnet_b4c12", scale=2).eval()
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, BinaryConv2d):
-                m.weight.zero_()
+        zero_binary_weights(model)
         model.fusion.weights.copy_(torch.tensor([1.0, 0, 0, 0, 0]))
         x = torch.rand(1, 3, 7, 9)
         base = model.upsample(x)
@@ -102,9 +107,7 @@ def test_nosplit_control_with_zero_binary_weights_is_its_skeleton():
     torch.manual_seed(0)
     model = tinysr.create_model("fabnet_nosplit", scale=2, channels=6, modules=2).eval()
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, BinaryConv2d):
-                m.weight.zero_()
+        zero_binary_weights(model)
         x = torch.rand(1, 3, 7, 9)
         base = model.upsample(x)
         torch.testing.assert_close(model(x), model.tail(2 * model.head(base)) + base, rtol=1e-5, atol=1e-5)
@@ -161,9 +164,7 @@ def test_zero_binary_weights_reduce_b8c96_to_its_wavelet_skeleton():
     torch.manual_seed(1)
     model = tinysr.create_model("fabnet_b8c96", scale=2, channels=8).eval()
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, BinaryConv2d):
-                m.weight.zero_()
+        zero_binary_weights(model)
         x = torch.rand(1, 3, 6, 5)
         base = model.upsample(x)
         feat = model.head(base)

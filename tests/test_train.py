@@ -285,13 +285,20 @@ def _run_cli(args):
     return run_bounded([sys.executable, str(HELPER), *args], cwd=REPO)
 
 
-@pytest.mark.slow
-def test_resume_after_kill_9_gives_identical_weights(tmp_path, folders):
-    recipe = tiny_recipe(*folders, iterations=40, checkpoint_every=4, val_every=20, ema=0.9)
+def _slow_recipe_trained_whole(tmp_path, folders, **train) -> Path:
+    """A 40-iteration recipe slowed to 0.05 s a step (so a signal can land mid-run), written to
+    ``r.yaml`` and trained uninterrupted into ``full`` for comparison; returns the recipe's path."""
+    recipe = tiny_recipe(*folders, iterations=40, val_every=20, **train)
     recipe["callbacks"] = [{"name": "slow", "kwargs": {"seconds": 0.05}}]
     path = write_recipe(tmp_path / "r.yaml", recipe)
     full = _run_cli(["train", "-c", str(path), "-o", str(tmp_path / "full"), "-q"])
     assert full.returncode == 0, full.stderr
+    return path
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_gives_identical_weights(tmp_path, folders):
+    path = _slow_recipe_trained_whole(tmp_path, folders, checkpoint_every=4, ema=0.9)
 
     cmd = [sys.executable, str(HELPER), "train", "-c", str(path), "-o", str(tmp_path / "cut"), "-q"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -439,11 +446,7 @@ def test_dataloader_workers_do_not_change_the_result(tmp_path, folders):
 def test_a_signal_stops_training_with_a_checkpoint_and_resume_is_exact(tmp_path, folders, signum):
     """SIGINT / SIGTERM stop after the iteration in progress and save it (the recipe checkpoints only
     every 30 iterations); resuming ends with the weights of an uninterrupted run."""
-    recipe = tiny_recipe(*folders, iterations=40, checkpoint_every=30, val_every=20, log_every=1)
-    recipe["callbacks"] = [{"name": "slow", "kwargs": {"seconds": 0.05}}]
-    path = write_recipe(tmp_path / "r.yaml", recipe)
-    full = _run_cli(["train", "-c", str(path), "-o", str(tmp_path / "full"), "-q"])
-    assert full.returncode == 0, full.stderr
+    path = _slow_recipe_trained_whole(tmp_path, folders, checkpoint_every=30, log_every=1)
 
     cmd = [sys.executable, str(HELPER), "train", "-c", str(path), "-o", str(tmp_path / "cut"), "-q"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
