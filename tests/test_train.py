@@ -281,8 +281,8 @@ def test_a_finished_run_is_refused_once_its_models_builtin_default_changed(tmp_p
     assert tinysr.load(final).tinysr_spec.kwargs["res_scale"] == 1.0  # the file still rebuilds the model it holds
 
 
-def _run_cli(args):
-    return run_bounded([sys.executable, str(HELPER), *args], cwd=REPO)
+def _run_cli(args, timeout: float = 300):
+    return run_bounded([sys.executable, str(HELPER), *args], cwd=REPO, timeout=timeout)
 
 
 def _slow_recipe_trained_whole(tmp_path, folders, **train) -> Path:
@@ -493,22 +493,33 @@ def test_a_fresh_run_starts_its_own_log_and_files_follow_the_umask(tmp_path, fol
 
 @pytest.mark.slow
 def test_two_trainings_into_one_folder_cannot_run_at_once(tmp_path, folders):
-    """The run folder is locked: the second process stops with one line, the first finishes alone."""
-    recipe = tiny_recipe(*folders, iterations=30, checkpoint_every=10, val_every=30)
+    """The run folder is locked: while one training runs, a second one and a resume of the same folder
+    each stop with one line; the first is still running then (it is stopped by a signal afterwards,
+    so it cannot finish before the others try) and its log is one run's log."""
+    recipe = tiny_recipe(*folders, iterations=100_000, checkpoint_every=10, val_every=100_000, log_every=1)
     recipe["callbacks"] = [{"name": "slow", "kwargs": {"seconds": 0.05}}]
     path = write_recipe(tmp_path / "r.yaml", recipe)
     cmd = [sys.executable, str(HELPER), "train", "-c", str(path), "-o", str(tmp_path / "run"), "-q"]
     first = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "run" / "log.jsonl").is_file():
-        time.sleep(0.05)
-    second = _run_cli(["train", "-c", str(path), "-o", str(tmp_path / "run"), "-q"])
-    resumed = _run_cli(["train", "-o", str(tmp_path / "run"), "--resume", "-q"])
-    _, err = first.communicate(timeout=120)
-    assert first.returncode == 0, err
+    log = tmp_path / "run" / "log.jsonl"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (log.is_file() and log.read_text().strip()):
+            time.sleep(0.05)
+        # Refused at once or never done: a training the lock failed to stop would run for hours.
+        second = _run_cli(["train", "-c", str(path), "-o", str(tmp_path / "run"), "-q"], timeout=60)
+        resumed = _run_cli(["train", "-o", str(tmp_path / "run"), "--resume", "-q"], timeout=60)
+        assert first.poll() is None, "the first training ended before the others were tried"
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 130, err
     for other in (second, resumed):
         assert other.returncode == 2
         lines = other.stderr.strip().splitlines()
         assert len(lines) == 1 and "in use by another tinysr process" in lines[0], other.stderr
-    iters = [json.loads(line)["iter"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    iters = [json.loads(line)["iter"] for line in log.read_text().splitlines()]
     assert iters == sorted(iters)  # one run's log, not two interleaved
