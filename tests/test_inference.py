@@ -104,3 +104,61 @@ def test_upscale_gives_inputs_that_share_a_name_distinct_outputs(tmp_path, capsy
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_jpg.png", "x_png.png", "y.png"]
     assert read_image(tmp_path / "out" / "x_png.png").mean() < 30 < 150 < read_image(tmp_path / "out" / "x_jpg.png").mean()
     assert "3 images written" in capsys.readouterr().out
+
+
+def _quick(name: str) -> torch.nn.Module:
+    """The family's network at a width and depth that keep the test quick; its wiring (and so its
+    kind of reach) unchanged."""
+    import inspect
+
+    from tinysr.models.registry import _REGISTRY
+
+    params = inspect.signature(_REGISTRY[name]).parameters
+    shrink = {"channels": 16, "blocks": 2, "depth": 6, "units": 4, "hpb_blocks": 1, "lb_blocks": 2}
+    return tinysr.create_model(name, scale=2, **{k: v for k, v in shrink.items() if k in params}).eval()
+
+
+@pytest.mark.parametrize("name", tinysr.list_models())
+def test_default_tile_pad_makes_tiles_equal_the_whole_image(name):
+    """For every registered model the default pad (from the structure, checked by a probe) gives the
+    whole image's output, to float rounding (a few 1e-6, which can move a uint8 value by one where
+    it sits on a rounding boundary); a model with image-wide statistics says so instead."""
+    import warnings
+
+    from tinysr.inference import ImageWideContext, default_tile_pad, reaches_beyond
+
+    torch.manual_seed(0)
+    model = _quick(name)
+    with torch.no_grad():  # trained-like weights: every branch and attention path alive
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    img = np.random.default_rng(3).integers(0, 256, (40, 46, 3), dtype=np.uint8)
+    pad, exact = default_tile_pad(model)
+    assert pad % 8 == 0
+    assert (name in IMAGE_WIDE) == (not exact)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiled = super_resolve(model, img, tile=16)
+    if exact:
+        assert not caught
+        torch.testing.assert_close(tiled, super_resolve(model, img), rtol=0, atol=1e-4)
+        assert not reaches_beyond(model, pad)
+    else:
+        assert [w.category for w in caught] == [ImageWideContext]
+
+
+# BAM normalises each activation by its image-wide mean magnitude; B8C96's recalibrated units pool globally.
+IMAGE_WIDE = {"vdsr_bam", "srresnet_bam", "bsrn", "fabnet_b8c96"}
+
+
+def test_reach_bound_is_the_structure_summed():
+    """EDSR-baseline x2: head 1 + 16 blocks x 2 + body conv 1 + upsampler conv 1 + HR tail 1/2 (rounded up) = 36."""
+    from tinysr.inference import reach_bound
+
+    assert reach_bound(tinysr.create_model("edsr_baseline", scale=2).eval()) == 36
+    assert reach_bound(tinysr.create_model("bicubic", scale=3)) == 2  # the cubic kernel's 2 LR pixels
+    # A pad below the true reach is caught by the probe, so the bound's check can fail.
+    from tinysr.inference import reaches_beyond
+
+    small = tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1).eval()
+    assert reach_bound(small) == 6 and reaches_beyond(small, 3) and not reaches_beyond(small, 6)

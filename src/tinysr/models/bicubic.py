@@ -12,6 +12,8 @@ from .registry import register
 class Bicubic(nn.Module):
     """Upsample by ``scale`` with :func:`tinysr.imresize` (SPEC §1); also VDSR/FABNet's pre-upsampler."""
 
+    spatial_reach = 2  # the 4-tap cubic kernel, in input pixels: how far tiling must look (inference.py)
+
     def __init__(self, scale: int):
         super().__init__()
         self.scale = scale

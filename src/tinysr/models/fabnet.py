@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TinySRError
-from ..nn import BinaryConv2d, RSign, SignActivation, WeightedSum, XnorWeight, conv, haar_dwt, haar_idwt, pad_to_even
+from ..nn import BinaryConv2d, HaarDWT, HaarIDWT, RSign, SignActivation, WeightedSum, XnorWeight, conv, pad_to_even
 from ..plugins import Callback, register_callback
 from .bicubic import Bicubic
 from .registry import register
@@ -134,6 +134,7 @@ class FABNet(nn.Module):
         self.pixel_range = float(pixel_range)
         weights = {"estimator": weight_estimator, "detach_scale": detach_scale}
         self.upsample = Bicubic(scale)
+        self.dwt, self.idwt = HaarDWT(), HaarIDWT()
         self.head = conv(3, channels)
         self.low = nn.ModuleList([FrequencyBinaryModule(channels, "low", t=1.0, weights=weights) for _ in range(blocks)])
         self.fusion = WeightedSum(blocks + 1)
@@ -159,12 +160,12 @@ class FABNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         base = self.upsample(x)
         feat = self.head(base)
-        ll, high = haar_dwt(feat)
+        ll, high = self.dwt(feat)
         outs = [ll]
         for module in self.low:
             outs.append(module(outs[-1]))
         high = high + self.high(high)
-        return self.tail(haar_idwt(self.fusion(outs), high, size=feat.shape[-2:])) + base
+        return self.tail(self.idwt(self.fusion(outs), high, size=feat.shape[-2:])) + base
 
 
 class FABNetNoSplit(nn.Module):

@@ -61,12 +61,16 @@ def haar_idwt(ll: torch.Tensor, high: torch.Tensor, size: tuple[int, int] | None
 class HaarDWT(nn.Module):
     """Module form of :func:`haar_dwt` (no parameters)."""
 
+    spatial_reach = 1  # a 2x2 window: how far tiling must look (inference.py)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return haar_dwt(x)
 
 
 class HaarIDWT(nn.Module):
     """Module form of :func:`haar_idwt` (no parameters)."""
+
+    spatial_reach = 1
 
     def forward(self, ll: torch.Tensor, high: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         return haar_idwt(ll, high, size)

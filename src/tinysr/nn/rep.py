@@ -121,6 +121,8 @@ _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 class EdgeBranch(nn.Module):
     """conv1x1 C_in->C_out, then a fixed depthwise 3x3 edge mask with learned per-channel scale and bias."""
 
+    spatial_reach = 1  # the functional 3x3: how far tiling must look (inference.py)
+
     def __init__(self, in_channels: int, out_channels: int, mask: torch.Tensor):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 1)
