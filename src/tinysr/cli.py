@@ -23,9 +23,9 @@ from .data import BenchmarkSet, LRCache
 from .errors import TinySRError
 from .evaluate import evaluate
 from .export import check_onnx, export_onnx
-from .files import atomic_write
-from .inference import upscale
-from .io import is_image_file, list_images, read_image, write_image
+from .files import atomic_write, remove_stale_temps
+from .inference import AUTO_TILE, AUTO_TILE_PIXELS, default_tile_pad, tile_size, upscale
+from .io import MAX_PIXELS, is_image_file, list_images, read_image, write_image
 from .model_file import load, save
 from .models import create_model, list_models, model_spec
 from .models.registry import SUPPORTED_SCALES
@@ -237,15 +237,34 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         out = dst / f"{src.stem}.png" if dst.is_dir() or args.output.endswith(("/", "\\")) else dst
         pairs = [(src, out)]
     _refuse_overwriting_inputs(pairs, args.overwrite)
-    model = resolve_model(args.model, args.scale, device=args.device)
+    model = resolve_model(args.model, args.scale, device=args.device).eval()
 
+    pad, unreadable = args.tile_pad, []
     for image_path, out_path in tqdm(pairs, desc="upscale", disable=args.quiet or len(pairs) == 1):
-        write_image(out_path, upscale(model, read_image(image_path), tile=args.tile, tile_pad=args.tile_pad))
+        try:
+            image = read_image(image_path, max_pixels=args.max_pixels)
+        except TinySRError as exc:
+            if len(pairs) == 1:
+                raise
+            print(f"tinysr: error: {exc}", file=sys.stderr)  # one line per bad image; the good ones go on
+            unreadable.append(image_path)
+            continue
+        if pad is None and tile_size(image.shape, args.tile) is not None:
+            pad, exact = default_tile_pad(model)  # measured once, on the first image that is tiled
+            if not exact:
+                print(
+                    f"tinysr: warning: {args.model} uses image-wide statistics: tiled output differs slightly from "
+                    f"the whole image's (tile pad {pad})",
+                    file=sys.stderr,
+                )
+        remove_stale_temps(out_path.parent, {out_path.name})  # a killed earlier write of this output
+        write_image(out_path, upscale(model, image, tile=args.tile, tile_pad=pad))
         if len(pairs) == 1:
             print(out_path)
     if len(pairs) > 1:
-        print(f"{len(pairs)} images written to {dst}")
-    return 0
+        written = len(pairs) - len(unreadable)
+        print(f"{written} images written to {dst}" + (f"; {len(unreadable)} could not be read (see above)" if unreadable else ""))
+    return 2 if unreadable else 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -360,13 +379,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, help="output file, or folder (for a folder input, or ending in /)")
     p.add_argument("--model", "-m", required=True, help="model file (or a registry name with --scale, e.g. bicubic)")
     p.add_argument("--scale", "-s", type=_scale, help="scale (taken from the model file when omitted)")
-    p.add_argument("--tile", "-t", type=_count(1), metavar="N", help="process N x N LR tiles to bound memory")
+    p.add_argument(
+        "--tile",
+        "-t",
+        type=_count(1),
+        metavar="N",
+        help=f"process N x N LR tiles to bound memory (default: images over {AUTO_TILE_PIXELS / 1e6:.0f} Mpixel in {AUTO_TILE} x {AUTO_TILE} tiles)",
+    )
     p.add_argument(
         "--tile-pad",
         type=_count(0),
-        default=16,
         metavar="P",
-        help="LR context around each tile (>= receptive radius for exact results; default 16)",
+        help="LR context around each tile (default: the model's receptive radius, measured, so tiles equal the whole image)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=_count(1),
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse input images that declare more pixels (decompression bombs; default {MAX_PIXELS:,})",
     )
     p.add_argument("--overwrite", action="store_true", help="allow an output to replace an input image")
     _add_device_and_quiet(p, default_device="cpu")

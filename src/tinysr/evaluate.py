@@ -42,8 +42,11 @@ def evaluate(model: nn.Module, dataset: BenchmarkSet, save_dir: str | Path | Non
                 f"{dataset.name}/{sample.name}: model output {tuple(sr.shape[-2:])} does not match HR {sample.hr.shape[:2]}; "
                 f"is the model made for x{dataset.scale}?"
             )
-        psnrs.append(psnr(sr, sample.hr, crop_border=dataset.scale))
-        ssims.append(ssim(sr, sample.hr, crop_border=dataset.scale))
+        try:
+            psnrs.append(psnr(sr, sample.hr, crop_border=dataset.scale))
+            ssims.append(ssim(sr, sample.hr, crop_border=dataset.scale))
+        except ValueError as exc:  # an image too small for the protocol's crop and SSIM window
+            raise TinySRError(f"{dataset.name}/{sample.name}: {exc}") from None
         if save_dir is not None:
             write_image(Path(save_dir) / dataset.name / f"x{dataset.scale}" / f"{sample.name}.png", sr)
     return Score(dataset.name, dataset.scale, float(np.mean(psnrs)), float(np.mean(ssims)), len(psnrs))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 LOCK_NAME = ".tinysr.lock"
+# atomic_write's temporary files: "." + the target's name + "." + mkstemp's 8 random characters + ".tmp"
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
@@ -40,6 +43,32 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
         raise
 
 
+def remove_stale_temps(folder: str | Path, targets: set[str] | None = None) -> list[Path]:
+    """Delete the temporary files that killed :func:`atomic_write` calls left in ``folder``.
+
+    With ``targets``, only those of files with these names directly in ``folder``; without, every
+    one in ``folder`` and its subfolders, except subfolders holding their own lock file (another
+    run folder, cleaned under its own lock). Call it only where no other process is writing: under
+    :func:`folder_lock`, or for outputs this process is about to write. Returns what was deleted.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for root, dirs, files in os.walk(folder):
+        if targets is not None:
+            dirs.clear()
+        else:
+            dirs[:] = [d for d in dirs if not (Path(root) / d / LOCK_NAME).exists()]
+        for name in files:
+            match = _TEMP_NAME.match(name)
+            if match and (targets is None or match.group("target") in targets):
+                path = Path(root) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -58,7 +87,8 @@ def folder_lock(folder: str | Path, what: str = "run folder") -> Iterator[None]:
 
     Another tinysr process that asks for the same folder gets a one-line error instead of mixing
     its files with this one's. The lock is on an open file, so the kernel releases it when the
-    process ends, however it ends: a killed run leaves no stale lock behind.
+    process ends, however it ends: a killed run leaves no stale lock behind. Its half-written temp
+    files are deleted when the next process takes the lock.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,6 +100,7 @@ def folder_lock(folder: str | Path, what: str = "run folder") -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise TinySRError(f"{folder}: this {what} is in use by another tinysr process; wait for it or choose another folder") from None
+        remove_stale_temps(folder)  # ours alone now: any temp file here is a killed write's
         try:
             yield
         finally:

@@ -6,6 +6,8 @@ This is the only module that touches files of pixels. Everything it returns is R
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,9 @@ from .errors import TinySRError
 from .files import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+# Pixels an image may declare before it is refused unread: above the largest camera sensors, below
+# what a small header can make the decoder allocate without bound (a decompression bomb).
+MAX_PIXELS = 150_000_000
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -48,24 +53,61 @@ def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Read PNG/BMP/JPEG/TIFF into an RGB uint8 array of shape (H, W, 3).
 
     Grayscale and palette images are expanded to RGB, an alpha channel is dropped, 16-bit
     images are scaled to 8 bits (grayscale by rounding v/65535*255; 16-bit colour PNGs by
     Pillow, which keeps the high byte), and the EXIF orientation is applied. A missing, corrupt or
-    unreadable file raises :class:`TinySRError` naming the file.
+    unreadable file raises :class:`TinySRError` naming the file, and so does one whose header
+    declares more than ``max_pixels`` pixels (``None``: no limit), before any pixel is decoded.
     """
     path = Path(path)
     if not path.is_file():
         raise TinySRError(f"{path}: no such image file")
     try:
-        with Image.open(path) as img:
+        with _pillow_limit(max_pixels), Image.open(path) as img:
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise Image.DecompressionBombError(f"{width}x{height}")
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb_uint8(img)
+    except Image.DecompressionBombError as exc:
+        raise TinySRError(
+            f"{path}: the image declares more pixels than the limit of {max_pixels:,} ({_declared_size(exc)}); "
+            "raise the limit (--max-pixels) if it is real"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise TinySRError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from exc
+
+
+def _declared_size(exc: Exception) -> str:
+    """``WxH`` (our check) or Pillow's pixel count (its own refusal, before the size is known)."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return f"{int(found.group(1)):,} pixels" if found else str(exc)
+
+
+class _pillow_limit:
+    """Pillow's own bomb check set to ours while an image opens: its warning silenced (we check the
+    size ourselves), its hard refusal raised to twice our limit so it never fires before ours.
+    Process-wide, restored on exit."""
+
+    def __init__(self, max_pixels: int | None):
+        self.max_pixels = max_pixels
+
+    def __enter__(self):
+        self.saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None if self.max_pixels is None else max(self.max_pixels, self.saved or 0)
+        self.quiet = warnings.catch_warnings()
+        self.quiet.__enter__()
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return self
+
+    def __exit__(self, *exc):
+        self.quiet.__exit__(*exc)
+        Image.MAX_IMAGE_PIXELS = self.saved
+        return False
 
 
 def write_image(path: str | Path, img: np.ndarray | torch.Tensor) -> None:
