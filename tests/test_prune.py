@@ -1,6 +1,7 @@
 """Structured pruning and ASSL (SPEC §6): WN folding, traced channel groups, surgery, the callback."""
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,30 @@ def test_a_pruning_run_stopped_as_its_regularisation_finishes_resumes(tmp_path, 
     assert main(args) == 0  # resumed from the last checkpoint, both outputs written, then fine-tuned
     assert (tmp_path / "run" / "regularize" / "pruned.safetensors").is_file()
     assert (tmp_path / "run" / "finetune" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("die_after", ["pruned.safetensors", "model.safetensors", "state.pt"])
+def test_a_pruning_process_killed_in_its_windows_resumes_to_the_same_model(tmp_path, data_dir, die_after):
+    """A real process dies (no cleanup, as under kill -9) right after writing the pruned model,
+    after the first phase's final model, and after its first checkpoint; rerunning the same command
+    finishes, and the fine-tuned model is the one an uninterrupted run gives."""
+    import sys
+
+    from train_helpers import run_bounded
+
+    helper = Path(__file__).with_name("train_helpers.py")
+    args = _assl_prune_command(tmp_path, data_dir)
+    whole_args = [a.replace(str(tmp_path / "run"), str(tmp_path / "whole")) for a in args]
+    cwd = Path(__file__).parents[1]
+    env = {**os.environ, "TINYSR_TEST_DIE_AFTER": die_after}
+    killed = run_bounded([sys.executable, str(helper), *args], cwd=cwd, env=env)
+    assert killed.returncode == 137, killed.stderr
+    assert not (tmp_path / "run" / "finetune" / "model.safetensors").exists()
+    resumed = run_bounded([sys.executable, str(helper), *args], cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = run_bounded([sys.executable, str(helper), *whole_args], cwd=cwd)
+    assert whole.returncode == 0, whole.stderr
+    a = tinysr.load(tmp_path / "run" / "finetune" / "model.safetensors").state_dict()
+    b = tinysr.load(tmp_path / "whole" / "finetune" / "model.safetensors").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

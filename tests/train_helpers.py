@@ -92,4 +92,23 @@ if __name__ == "__main__":
         def on_step_end(self, trainer, iteration, logs):
             time.sleep(self.seconds)
 
+    die_after = os.environ.get("TINYSR_TEST_DIE_AFTER")
+    if die_after:  # the process dies (no cleanup, as under kill -9) right after the trainer writes this file
+        import tinysr.train.loop as loop
+
+        real_save, real_save_state = loop.save, loop.save_state
+
+        def save_then_die(model, path):
+            real_save(model, path)
+            if Path(path).name == die_after:
+                os._exit(137)
+
+        def save_state_then_die(run_dir, state):
+            path = real_save_state(run_dir, state)
+            if path.name == die_after:
+                os._exit(137)
+            return path
+
+        loop.save, loop.save_state = save_then_die, save_state_then_die
+
     sys.exit(main(sys.argv[1:]))
