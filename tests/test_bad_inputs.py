@@ -4,13 +4,17 @@ before. The good cases beside them (unusual but valid images) give their outputs
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import tinysr
 from tinysr.cli import main
@@ -42,6 +46,19 @@ def _corpus(root: Path) -> None:
     model = tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1)
     tinysr.save(model, root / "m.safetensors")
     tinysr.save(tinysr.create_model("repsr_m4c16", scale=2), root / "rep.safetensors")
+    # the same weights under metadata that builds a wider model
+    metadata = safe_open(str(root / "m.safetensors"), "pt").metadata()
+    wider = {**metadata, "kwargs": json.dumps({**json.loads(metadata["kwargs"]), "channels": 16})}
+    save_file(load_file(root / "m.safetensors"), root / "mismatch.safetensors", metadata=wider)
+    torch.save({"x": _Pwn(str(root / "pwned"))}, root / "pickle.pt")  # would create a file if it were ever unpickled
+
+
+class _Pwn:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
 
 
 CASES = {
@@ -76,6 +93,11 @@ CASES = {
         ["upscale", "-i", "{root}/good.png", "-o", "{root}/o.png", "-m", "{root}/m.safetensors", "--device", "foo"],
         "foo",
     ),
+    "upscale_weights_of_another_shape": (
+        ["upscale", "-i", "{root}/good.png", "-o", "{root}/o.png", "-m", "{root}/mismatch.safetensors"],
+        "head.weight is [8, 3, 3, 3] in the file",
+    ),
+    "upscale_pickle_model": (["upscale", "-i", "{root}/good.png", "-o", "{root}/o.png", "-m", "{root}/pickle.pt"], "pickle.pt"),
     "test_json_parent_is_a_file": (
         ["test", "-m", "bicubic", "-d", "{root}/set", "-s", "2", "--no-cache", "-q", "--json", "{root}/a_file/s.json"],
         "a_file",
@@ -94,6 +116,11 @@ CASES = {
     "train_missing_recipe": (["train", "-c", "{root}/nope.yaml", "-o", "{root}/run"], "nope.yaml"),
     "bench_into_a_file": (["bench", "--suite", "cpu", "-o", "{root}/a_file"], "a_file"),
 }
+if not torch.cuda.is_available():
+    CASES["upscale_cuda_without_gpu"] = (
+        ["upscale", "-i", "{root}/good.png", "-o", "{root}/o.png", "-m", "{root}/m.safetensors", "--device", "cuda"],
+        "no CUDA device",
+    )
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -120,6 +147,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, corpus, capsys, 
     assert code == 2, err
     assert len(err) == 1 and err[0].startswith("tinysr: error:") and needle in err[0], err
     assert "Traceback" not in err[0]
+    assert not (corpus / "pwned").exists()  # no pickle ever executes
     after = _snapshot(corpus)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing that existed changed
     for new in set(after) - set(before):

@@ -124,6 +124,21 @@ def _check_declared_size(name: str, kwargs: dict, path: Path) -> None:
         raise TinySRError(f"{path}: declares a model of {declared / 2**30:.1f} GiB of weights in a file of {path.stat().st_size} bytes")
 
 
+def _state_mismatch(expected: dict, stored: dict) -> str:
+    """The first difference between the built model's state and the file's, in one phrase
+    (and how many more), or "" when every name and shape agrees."""
+    problems = [f"{k} missing from the file" for k in expected if k not in stored]
+    problems += [f"{k} in the file is not in the model" for k in stored if k not in expected]
+    problems += [
+        f"{k} is {list(stored[k].shape)} in the file, {list(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in stored and stored[k].shape != v.shape
+    ]
+    if not problems:
+        return ""
+    return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+
+
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model stored in ``path`` and load its weights (strictly), in eval mode.
 
@@ -144,7 +159,13 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
-        model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError) as exc:
-        raise TinySRError(f"{path}: weights do not match model {metadata['name']!r} ({exc})") from exc
+        raise TinySRError(f"{path}: cannot read the weights ({exc})") from exc
+    mismatch = _state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise TinySRError(f"{path}: weights do not match model {metadata['name']!r}: {mismatch}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # names and shapes agree; say the first line of what else does not
+        raise TinySRError(f"{path}: weights do not match model {metadata['name']!r}: {str(exc).strip().splitlines()[-1].strip()}") from exc
     return model.to(device).eval()
