@@ -218,3 +218,43 @@ def test_a_killed_writes_temp_files_are_cleaned(tmp_path):
     (out / ".b.png.k3j4h5g6.tmp").write_text("x")
     assert main(["upscale", "-i", str(tmp_path / "a.png"), "-o", str(out / "a.png"), "-m", "bicubic", "-s", "2", "-q"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [".b.png.k3j4h5g6.tmp", "a.png"]  # only the output's own temp
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_files(tmp_path, data_dir, capsys, monkeypatch):
+    """ENOSPC while an upscale writes its output, or while training writes a checkpoint: one line,
+    exit 2, the file that was there before intact and no temp file left."""
+    import errno
+
+    import tinysr.files as files
+    from train_helpers import make_folders, tiny_recipe, write_recipe
+
+    train, val = make_folders(data_dir, tmp_path)
+    write_image(tmp_path / "a.png", np.zeros((6, 6, 3), np.uint8))
+    write_image(tmp_path / "out.png", np.full((3, 3, 3), 7, np.uint8))
+    before = (tmp_path / "out.png").read_bytes()
+    real_write = files.atomic_write
+
+    def full_disk(path, write):
+        def partial(tmp):
+            Path(tmp).write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+        return real_write(path, partial)
+
+    monkeypatch.setattr("tinysr.io.atomic_write", full_disk)
+    assert main(["upscale", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "out.png"), "-m", "bicubic", "-s", "2", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0], err
+    assert (tmp_path / "out.png").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(train, val, iterations=6, checkpoint_every=3, val_every=6))
+    assert main(["train", "-c", str(recipe), "-o", str(tmp_path / "run"), "-q"]) == 0
+    state = (tmp_path / "run" / "checkpoints" / "state.pt").read_bytes()
+    monkeypatch.setattr("tinysr.train.checkpoint.atomic_write", full_disk)
+    assert main(["train", "-c", str(recipe), "-o", str(tmp_path / "run2"), "--set", "train.iterations=9", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0], err
+    assert (tmp_path / "run" / "checkpoints" / "state.pt").read_bytes() == state  # another run's files untouched
+    assert not list((tmp_path / "run2").rglob("*.tmp"))
