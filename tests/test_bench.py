@@ -67,7 +67,7 @@ def test_smoke_markdown_and_plots(smoke):
     text = (smoke / "results.md").read_text()
     assert "## 1-bit networks" in text and "## Full-precision networks" in text
     assert "| edsr_reactnet | x2 |" in text and "| ecbsr_m4c16 | x2 |" in text
-    for name in ("psnr_vs_ops_x2.png", "crops_x2.png"):
+    for name in ("psnr_vs_ops_x2.png", "psnr_vs_ms_x2.png", "crops_x2.png"):
         data = (smoke / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
 

@@ -308,7 +308,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.output)
     print(
         f"tables: {out / 'results.md'}, {out / 'results.csv'}"
-        + ("" if args.no_plots else f"; plots: {out}/psnr_vs_ops_x*.png, crops_x*.png")
+        + ("" if args.no_plots else f"; plots: {out}/psnr_vs_ops_x*.png, psnr_vs_ms_x*.png, crops_x*.png")
     )
     return 0
 

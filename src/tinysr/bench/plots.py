@@ -1,4 +1,4 @@
-"""The bench's figures (matplotlib, the ``plots`` extra): PSNR vs OPs, and zoomed crops side by side."""
+"""The bench's figures (matplotlib, the ``plots`` extra): PSNR vs OPs, PSNR vs CPU time, and zoomed crops side by side."""
 
 from __future__ import annotations
 
@@ -87,32 +87,50 @@ def _annotate_apart(ax, labels: list[tuple[str, float, float]], fontsize: float 
         )
 
 
-def plot_psnr_vs_ops(rows: list[dict], test_set: str, path: Path) -> None:
-    """PSNR on ``test_set`` against OPs at a 320x180 LR input (log x); bicubic as a dashed line."""
+def _plot_psnr_against(rows: list[dict], test_set: str, path: Path, x_key: str, x_label: str, title: str) -> None:
+    """PSNR on ``test_set`` against ``row[x_key]`` (log x), one marker per family; the reference
+    (bicubic) as a dashed level to beat."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 6))
     markers = dict(zip(FAMILIES, "s^oDv"))
     labels = []
     for family in FAMILIES:
-        points = [r for r in rows if r["family"] == family and r["ops_g"] > 0]
+        points = [r for r in rows if r["family"] == family and r[x_key] > 0]
         if points:
             ax.scatter(
-                [r["ops_g"] for r in points], [r[f"{test_set}_psnr"] for r in points], marker=markers[family], label=family, s=MARKER_SIZE
+                [r[x_key] for r in points], [r[f"{test_set}_psnr"] for r in points], marker=markers[family], label=family, s=MARKER_SIZE
             )
-            labels += [(_label(r["method"]), r["ops_g"], r[f"{test_set}_psnr"]) for r in points]
+            labels += [(_label(r["method"]), r[x_key], r[f"{test_set}_psnr"]) for r in points]
     for r in rows:
-        if r["family"] == REFERENCE:  # no OPs to place it by: a level to beat
+        if r["family"] == REFERENCE:
             ax.axhline(r[f"{test_set}_psnr"], linestyle="--", color="gray", linewidth=1, label=r["method"])
     ax.set_xscale("log")
-    ax.set_xlabel("OPs (G) at a 320x180 LR input (FLOPs + BOPs/64)")
+    ax.set_xlabel(x_label)
     ax.set_ylabel(f"{test_set} PSNR (dB, Y channel)")
-    ax.set_title(f"PSNR vs OPs, x{rows[0]['scale']}")
+    ax.set_title(f"{title}, x{rows[0]['scale']}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     _annotate_apart(ax, labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_psnr_vs_ops(rows: list[dict], test_set: str, path: Path) -> None:
+    """PSNR on ``test_set`` against OPs at a 320x180 LR input (log x); bicubic as a dashed line."""
+    _plot_psnr_against(rows, test_set, path, "ops_g", "OPs (G) at a 320x180 LR input (FLOPs + BOPs/64)", "PSNR vs OPs")
+
+
+def plot_psnr_vs_latency(rows: list[dict], test_set: str, path: Path, threads: int) -> None:
+    """PSNR on ``test_set`` against the CPU time of the deployable form (log x): what a user picks by."""
+    _plot_psnr_against(
+        rows,
+        test_set,
+        path,
+        "time_ms",
+        f"CPU ms per 320x180 LR input, deployable form ({threads} thread{'s' if threads > 1 else ''}, this machine)",
+        "PSNR vs CPU time",
+    )
 
 
 def plot_crops(hr: np.ndarray, crops: dict[str, np.ndarray], image_name: str, path: Path, columns: int = 6) -> None:

@@ -43,7 +43,7 @@ from ..train.config import load_config, recipes_dir
 from ..train.loop import train_or_reuse
 from ..workflows.pruning import run_pruning
 from . import paper
-from .plots import plot_crops, plot_psnr_vs_ops
+from .plots import plot_crops, plot_psnr_vs_latency, plot_psnr_vs_ops
 from .report import write_tables
 from .suites import Entry, Suite
 
@@ -216,6 +216,8 @@ def _run_bench(suite: Suite, out_dir: Path, test_sets, device, progress: bool, p
     if plots:
         for scale, by_method in crops.items():
             sheet = sheet_for(scale)
-            plot_psnr_vs_ops([r for r in rows if r["scale"] == scale], Path(test_sets[0]).name, out_dir / f"psnr_vs_ops_x{scale}.png")
+            at_scale = [r for r in rows if r["scale"] == scale]
+            plot_psnr_vs_ops(at_scale, Path(test_sets[0]).name, out_dir / f"psnr_vs_ops_x{scale}.png")
+            plot_psnr_vs_latency(at_scale, Path(test_sets[0]).name, out_dir / f"psnr_vs_ms_x{scale}.png", torch.get_num_threads())
             plot_crops(sheet.crop(sheet.hr), by_method, f"{Path(suite.crop_image).stem} x{scale}", out_dir / f"crops_x{scale}.png")
     return rows
