@@ -116,3 +116,35 @@ def test_file_system_errors_are_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tinysr: error:") and "a_file" in err[0], err
     assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_progress_off_a_terminal_is_plain_periodic_lines(monkeypatch):
+    """Written to a file or a CI log, progress is whole lines (no carriage returns), at most one per
+    period and one at the end; on a terminal it is tqdm's bar."""
+    import io
+
+    from tqdm import tqdm
+
+    from tinysr import progress as progress_module
+
+    clock = iter(range(0, 10_000, 7))  # each call to the clock 7 s later
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(progress_module.sys, "stderr", io.StringIO())
+    bar = progress_module.progress(total=100, desc="train")
+    for _ in range(100):
+        bar.update(1)
+    bar.set_postfix(loss="0.1")
+    bar.close()
+    text = progress_module.sys.stderr.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert 20 <= len(lines) <= 26  # one per 30 s of a 700 s run, plus the last
+    assert lines[-1].startswith("train: 100/100 (100%)") and lines[-1].endswith("loss=0.1")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(progress_module.sys, "stderr", Terminal())
+    assert isinstance(progress_module.progress(total=3, desc="x"), tqdm)
+    assert list(progress_module.progress([1, 2, 3], disable=True)) == [1, 2, 3]

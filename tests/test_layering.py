@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tinysr"
 # Bottom to top. A module belongs to the longest prefix listed; the top-level package (the public
 # API) and the CLI are the top layer.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("leaf", ("tinysr._version", "tinysr.errors", "tinysr.files", "tinysr.plugins", "tinysr.runtime", "tinysr.kernels")),
+    ("leaf", ("tinysr._version", "tinysr.errors", "tinysr.files", "tinysr.plugins", "tinysr.progress", "tinysr.runtime", "tinysr.kernels")),
     ("files", ("tinysr.io", "tinysr.resize", "tinysr.metrics", "tinysr.data", "tinysr.inference", "tinysr.evaluate")),
     ("nn", ("tinysr.nn",)),
     ("models", ("tinysr.models",)),

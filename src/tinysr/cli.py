@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ._version import __version__
 from .bench import get_suite, run_bench
@@ -30,6 +29,7 @@ from .model_file import load, save
 from .models import create_model, list_models, model_spec
 from .models.registry import SUPPORTED_SCALES
 from .profile import profile
+from .progress import progress
 from .runtime import retain_freed_memory
 from .train import load_config, train
 from .train.config import find_recipe, list_recipes
@@ -240,7 +240,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, args.scale, device=args.device).eval()
 
     pad, unreadable = args.tile_pad, []
-    for image_path, out_path in tqdm(pairs, desc="upscale", disable=args.quiet or len(pairs) == 1):
+    for image_path, out_path in progress(pairs, desc="upscale", disable=args.quiet or len(pairs) == 1):
         try:
             image = read_image(image_path, max_pixels=args.max_pixels)
         except TinySRError as exc:

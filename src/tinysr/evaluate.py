@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 from torch import nn
-from tqdm import tqdm
 
 from .data import BenchmarkSet
 from .errors import TinySRError
 from .inference import super_resolve
 from .io import write_image
 from .metrics import psnr, ssim
+from .progress import progress as progress_report
 
 
 @dataclass
@@ -34,7 +34,7 @@ def evaluate(model: nn.Module, dataset: BenchmarkSet, save_dir: str | Path | Non
     """PSNR/SSIM (Y channel, ``scale``-pixel border crop) of ``model`` on ``dataset``."""
     model.eval()
     psnrs, ssims = [], []
-    bar = tqdm(dataset, total=len(dataset), desc=f"{dataset.name} x{dataset.scale}", disable=not progress, leave=False)
+    bar = progress_report(dataset, total=len(dataset), desc=f"{dataset.name} x{dataset.scale}", disable=not progress, leave=False)
     for sample in bar:
         sr = super_resolve(model, sample.lr)
         if sr.shape[-2:] != sample.hr.shape[:2]:

@@ -31,7 +31,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..data import BenchmarkSet, LRCache, TrainPatches
 from ..errors import TinySRError
@@ -40,6 +39,7 @@ from ..files import folder_lock
 from ..model_file import load, save
 from ..models import create_model
 from ..plugins import Step, build_callback, build_loss
+from ..progress import progress
 from .checkpoint import load_state, save_state, state_path
 from .config import Config
 from .distributed import DistInfo, barrier, cleanup, init_distributed, weights_in_sync
@@ -390,12 +390,8 @@ class Trainer:
                 self._open_log()
             barrier(self.dist)
             self.model.train()
-            bar = tqdm(
-                total=c.train.iterations,
-                initial=self.iteration,
-                disable=not (self.progress and self.dist.is_main),
-                dynamic_ncols=True,
-                desc="train",
+            bar = progress(
+                total=c.train.iterations, initial=self.iteration, disable=not (self.progress and self.dist.is_main), desc="train"
             )
             self._start_time = time.perf_counter()
             with stop_requests() as stop:
