@@ -1,7 +1,7 @@
 """The README's main job, on the photographs scikit-image ships (installed by the test extra)."""
 
 from tinysr.io import read_image
-from tinysr.workflows.quickstart import run_quickstart, skimage_data_dir
+from tinysr.workflows.quickstart import LABEL_BAND, run_quickstart, skimage_data_dir
 
 
 def test_quickstart_end_to_end(tmp_path, capsys):
@@ -12,6 +12,10 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert result["model"].is_file()
     sheet = read_image(result["comparison"])
     assert sheet.shape[0] > 200 and sheet.shape[1] > 800  # 2 rows x 3 crops, enlarged
+    band = sheet[:LABEL_BAND]  # the labels: dark text in each column's part of the white band
+    width = sheet.shape[1] // 3
+    assert all((band[:, i * width : (i + 1) * width] < 128).any() for i in range(3))
+    assert (sheet[LABEL_BAND : LABEL_BAND + 4] > 0).any()
     scores = result["scores"]
     assert scores["bicubic"]["images"] == 2 and 25 < scores["bicubic"]["psnr"] < 40
     # A second call reuses the trained model instead of training again.

@@ -74,7 +74,8 @@ def _prepare_images(out: Path, data: str | None) -> tuple[Path, Path]:
 
 
 def _comparison_sheet(model, bicubic, test_dir: Path, scale: int, crop: int = 96, zoom: int = 3) -> np.ndarray:
-    """bicubic | model | ground truth, a centre crop of each held-apart image, enlarged by pixel repetition."""
+    """bicubic | model | ground truth, a centre crop of each held-apart image, enlarged by pixel
+    repetition, under a band labelling the columns."""
     rows = []
     for sample in BenchmarkSet(test_dir, scale):
         hr = sample.hr
@@ -84,7 +85,22 @@ def _comparison_sheet(model, bicubic, test_dir: Path, scale: int, crop: int = 96
         gap = np.full((crop, 4, 3), 255, np.uint8)
         rows.append(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1))
     sheet = np.concatenate([np.concatenate([r, np.full((4, r.shape[1], 3), 255, np.uint8)], axis=0) for r in rows], axis=0)
-    return sheet.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    sheet = sheet.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    return _with_labels(sheet, ["bicubic", "model", "ground truth"], column_width=(crop + 4) * zoom)
+
+
+LABEL_BAND = 24  # pixels of white above the sheet for the column labels
+
+
+def _with_labels(sheet: np.ndarray, labels: list[str], column_width: int) -> np.ndarray:
+    """The sheet under a white band naming each column (Pillow's built-in font: no extra dependency)."""
+    from PIL import Image, ImageDraw
+
+    band = Image.new("RGB", (sheet.shape[1], LABEL_BAND), "white")
+    draw = ImageDraw.Draw(band)
+    for i, label in enumerate(labels):
+        draw.text((i * column_width + 4, 6), label, fill=(0, 0, 0))
+    return np.concatenate([np.asarray(band), sheet], axis=0)
 
 
 def run_quickstart(
