@@ -36,6 +36,8 @@ CHANGED_SINCE = {
             }
         ]
     },
+    # BSRN: the figure's LB-blocks with an identity over each HPB and the bilinear input at the output
+    "bsrn_x2_cpu": {"model": {"name": "bsrn", "kwargs": {"hpb_skip": True, "image_skip": True, "out_relu": False}}},
     # FABNet: the official code's training choices (they beat the paper's reading by ~2 dB, BENCHMARKS)
     **{
         name: {"model": {"name": before["model"]["name"], "kwargs": {"init": "official", "weight_estimator": "clip", "pixel_range": 255.0}}}

@@ -9,12 +9,26 @@ convs in forward order (not a module: the convs stay where the network puts them
     W_n^B = sign(N(a_1 W_1 + ... + a_n W_n)) * E(|W_n|)
 
 ``N`` centres the tensor and divides by its standard deviation; ``E(|W_n|)`` is the mean absolute
-weight per output channel (XNOR scaling). The coefficients ``a`` are buffers, never trained: the
-``bam_solve`` callback re-solves them every ``every`` iterations (and at the start) to minimise
-``J(a) = ||W_n - W_n^B||^2`` with :func:`solve_coefficients`.
+weight per output channel (XNOR scaling). ``sign(N(u))`` depends on ``u`` only up to a positive
+factor, so ``a_n = 1`` is fixed and the earlier coefficients are what a group's
+``coefficients`` setting decides:
 
-*The solver.* ``sign(N(u))`` only depends on ``u - mean(u)`` up to a positive factor, so we fix
-``a_n = 1`` and search the others. With the per-channel scale ``e``, ``J = sum w^2 + sum e^2 -
+* ``"learned"`` (default): ``a_1..a_{n-1}`` are trained with the weights (straight-through through
+  the sign, exact through ``N``), starting at ``1/(n-1)`` each, so the earlier layers together
+  weigh as much as the layer's own weights. Algorithm 1 (``refs/bam_algorithm.png``) lists the
+  coefficients among what the forward computes, not what it updates; this is our reading of the
+  abstract's "accumulating multi-layer one-bit values" that keeps the accumulation alive (the
+  accumulated signs then differ from the layer's own in a real share of entries). BENCHMARKS.md
+  trains both readings at equal budget.
+* ``"solved"``: eq. 6 read literally. The coefficients are buffers that the ``bam_solve`` callback
+  re-solves every ``every`` iterations (and at the start) to minimise ``J(a) = ||W_n - W_n^B||^2``
+  with :func:`solve_coefficients`. **This reading is degenerate**: with the scale fixed at
+  ``E(|W_n|)``, ``J`` is minimised by ``sign(W_n)`` itself, so the optimum is ``a_{k<n} ~ 0`` and
+  the accumulated signs are the layer's own signs up to a fraction of a percent (on independent
+  64x64x3x3 layers the solve returns ``|a_k| < 0.01``): the network is plain XNOR weights plus
+  BAM's activation accumulation. It stays available for the paper's equations.
+
+*The solver.* With the per-channel scale ``e``, ``J = sum w^2 + sum e^2 -
 2 sum_i e_i w_i s_i``: minimising J is maximising the weighted sign agreement ``F = sum_i e_i
 w_i s_i`` of ``s = sign(N(u))`` with ``W_n``. Along one coefficient ``t`` (the others fixed),
 ``u_i(t) - mean = c_i + t d_i`` flips sign at ``t_i = -c_i / d_i``, so F is piecewise constant
@@ -52,19 +66,23 @@ from ..plugins import no_macs, register_cost
 from .binary import ActivationQuantizer, WeightQuantizer, binary_sign, channel_scale  # E(|W|): XNOR-Net's per-channel scale
 
 ACTIVATION_SCALES = ("abs_mean", "mean")
+WEIGHT_COEFFICIENTS = ("learned", "solved")
 
 
 class AccumulationGroup:
     """The convs of one accumulation group, in forward order, and the running activation sum.
 
     ``activation_scale`` (activation groups): ``abs_mean`` weighs each term by ``E(|A_k|)``,
-    ``mean`` by ``E(A_k)`` (see the module docstring).
+    ``mean`` by ``E(A_k)``; ``coefficients`` (weight groups): ``learned`` or ``solved`` weight
+    coefficients ``a`` (see the module docstring).
     """
 
-    def __init__(self, accumulate: bool = True, activation_scale: str = "abs_mean"):
+    def __init__(self, accumulate: bool = True, activation_scale: str = "abs_mean", coefficients: str = "learned"):
         if activation_scale not in ACTIVATION_SCALES:
             raise ValueError(f"activation_scale must be one of {', '.join(ACTIVATION_SCALES)}, got {activation_scale!r}")
-        self.accumulate, self.activation_scale = accumulate, activation_scale
+        if coefficients not in WEIGHT_COEFFICIENTS:
+            raise ValueError(f"weight coefficients must be one of {', '.join(WEIGHT_COEFFICIENTS)}, got {coefficients!r}")
+        self.accumulate, self.activation_scale, self.coefficients = accumulate, activation_scale, coefficients
         self.convs: list[nn.Module] = []
         self.act_sum: torch.Tensor | None = None
 
@@ -73,7 +91,7 @@ class AccumulationGroup:
         return len(self.convs) - 1
 
     def __deepcopy__(self, memo):  # copied with the model; the conv references follow the copy
-        new = AccumulationGroup(self.accumulate, self.activation_scale)
+        new = AccumulationGroup(self.accumulate, self.activation_scale, self.coefficients)
         memo[id(self)] = new
         new.convs = copy.deepcopy(self.convs, memo)
         return new
@@ -86,20 +104,36 @@ def normalized(u: torch.Tensor) -> torch.Tensor:
 
 
 class AccumulatedWeight(WeightQuantizer):
-    """Weight quantizer of the ``index``-th conv of ``group`` (see the module docstring)."""
+    """Weight quantizer of the ``index``-th conv of ``group`` (see the module docstring).
+
+    The coefficients ``a_1..a_n`` are :meth:`coefficients`: the buffer ``coeffs`` when solved, the
+    trained ``earlier`` (``a_1..a_{n-1}``) followed by the fixed ``a_n = 1`` when learned.
+    """
 
     def __init__(self, group: AccumulationGroup, index: int):
         super().__init__()
         self.group, self.index = group, index
-        coeffs = torch.zeros(index + 1)
-        coeffs[index] = 1.0
-        self.register_buffer("coeffs", coeffs)  # a_1..a_n, solved (never trained)
+        if group.coefficients == "learned":
+            if group.accumulate and index > 0:  # nothing to learn for the first conv or the ablation
+                self.earlier = nn.Parameter(torch.full((index,), 1.0 / index))
+        else:
+            coeffs = torch.zeros(index + 1)
+            coeffs[index] = 1.0
+            self.register_buffer("coeffs", coeffs)  # a_1..a_n, solved (never trained)
+
+    def coefficients(self) -> torch.Tensor:
+        if self.group.coefficients == "solved":
+            return self.coeffs
+        if not hasattr(self, "earlier"):
+            return torch.eye(self.index + 1)[-1]
+        return torch.cat([self.earlier, self.earlier.new_ones(1)])
 
     def accumulated(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.group.accumulate or self.index == 0:
-            return weight * self.coeffs[self.index]
+            return weight
+        coeffs = self.coefficients()
         earlier = [self.group.convs[k].weight for k in range(self.index)]
-        return sum(self.coeffs[k] * w for k, w in enumerate(earlier)) + self.coeffs[self.index] * weight
+        return sum(coeffs[k] * w for k, w in enumerate(earlier)) + coeffs[self.index] * weight
 
     def signs(self, weight: torch.Tensor) -> torch.Tensor:
         """``sign(N(a_1 W_1 + ... + a_n W_n))`` (straight-through in backward)."""
@@ -111,7 +145,8 @@ class AccumulatedWeight(WeightQuantizer):
 
     @torch.no_grad()
     def solve(self, sweeps: int = 2) -> None:
-        if not self.group.accumulate or self.index == 0:
+        """Re-solve eq. 6 (``solved`` coefficients only; learned ones train with the weights)."""
+        if not self.group.accumulate or self.index == 0 or self.group.coefficients != "solved":
             return
         weights = [self.group.convs[k].weight.detach() for k in range(self.index + 1)]
         self.coeffs.copy_(solve_coefficients(weights, self.coeffs, sweeps))
@@ -200,4 +235,6 @@ class AccumulatedSign(ActivationQuantizer):
 
 
 # b^scale: counted as parameters; the accumulation is element-wise work, not MACs.
+# Learned weight coefficients count as full-precision parameters of the training form; packing
+# bakes them into the signs, so a packed model has none.
 register_cost(AccumulatedSign, AccumulatedWeight)(no_macs)
