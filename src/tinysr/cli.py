@@ -250,7 +250,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             unreadable.append(image_path)
             continue
         if pad is None and tile_size(image.shape, args.tile) is not None:
-            pad, exact = default_tile_pad(model)  # measured once, on the first image that is tiled
+            pad, exact = default_tile_pad(model)  # found once, on the first image that is tiled
             if not exact:
                 print(
                     f"tinysr: warning: {args.model} uses image-wide statistics: tiled output differs slightly from "
@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile-pad",
         type=_count(0),
         metavar="P",
-        help="LR context around each tile (default: the model's receptive radius, measured, so tiles equal the whole image)",
+        help="LR context around each tile (default: the model's receptive reach, from its layers and checked on a probe, so tiles equal the whole image)",
     )
     p.add_argument(
         "--max-pixels",

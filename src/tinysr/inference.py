@@ -7,8 +7,8 @@ kept output pixel sees exactly the context it sees without tiling, so the result
 Tiles start on multiples of :data:`TILE_ALIGN` LR pixels, so models with strided stages (the
 Haar transform's stride 2) see each tile on the same grid as the whole image.
 
-By default the pad is the model's measured receptive radius (:func:`receptive_radius`), and
-images larger than :data:`AUTO_TILE_PIXELS` are tiled without being asked
+By default the pad is the model's reach (:func:`default_tile_pad`: a bound from its layers,
+checked on a probe image), and images larger than :data:`AUTO_TILE_PIXELS` are tiled without being asked
 (:data:`AUTO_TILE` LR pixels a side), so a huge input never needs a model-sized activation of its
 whole area. :func:`upscale` writes the tiles straight into a uint8 canvas: beyond the uint8 input
 and output, its memory does not grow with the image.
@@ -29,7 +29,7 @@ from .io import to_tensor, to_uint8
 TILE_ALIGN = 8
 AUTO_TILE_PIXELS = 1024 * 1024  # LR pixels above which an untiled request is tiled
 AUTO_TILE = 512
-PROBE_LIMIT = 64  # LR pixels: a model whose output reaches further counts as seeing the whole image
+PROBE_LIMIT = 64  # LR pixels: the pad used for models with image-wide statistics, where no pad is exact
 
 
 class ImageWideContext(UserWarning):
@@ -196,7 +196,7 @@ def upscale(model: nn.Module, image: np.ndarray, tile: int | None = None, tile_p
     """Super-resolve an RGB uint8 (H, W, 3) image; returns RGB uint8 (sH, sW, 3).
 
     ``tile`` (LR pixels) bounds memory; ``None`` tiles only images over :data:`AUTO_TILE_PIXELS`.
-    ``tile_pad=None`` takes the model's measured receptive radius, so the tiled result equals the
+    ``tile_pad=None`` takes :func:`default_tile_pad`, so the tiled result equals the
     untiled one (a model with image-wide statistics warns :class:`ImageWideContext`). Each tile is
     rounded to uint8 as it is made (the protocol's rounding, pixel by pixel, so the same bytes as
     rounding the whole) and written into the output canvas.
