@@ -64,6 +64,7 @@ GEOMETRIES = [
     (70, 9, (5, 1), 2, (2, 0), (2, 1)),
     (3, 17, 3, 2, 1, 2),
     (129, 130, 3, (2, 1), (0, 2), 1),
+    (288, 24, 3, 1, 1, 1),  # 45 words per output: the AVX2 byte counters are summed mid-pixel
 ]
 
 
@@ -82,6 +83,23 @@ def test_packed_conv_equals_float_simulation_exactly(path, cin, cout, kernel, st
         want, got = conv(x), packed(x)
     assert got.shape == want.shape
     assert torch.equal(got, want)  # the same float arithmetic: bit for bit
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_packed_conv_counts_every_bit_when_all_disagree(path):
+    """The worst case for any counter: every activation sign against every weight sign, 288
+    channels x 9 taps = 45 words per output, each adding 8 to every byte (the AVX2 path's byte
+    counters must be summed before they overflow)."""
+    conv = binary_conv(288, 24, 3, 1, 1, 1, threshold=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.rand_like(conv.weight) + 0.1)  # every sign +1
+    x = -torch.rand(1, 288, 6, 7) - 0.1  # every sign -1
+    packed = PackedBinaryConv2d.from_conv(conv)
+    packed.kernel = path
+    with torch.no_grad():
+        want, got = conv(x), packed(x)
+    assert torch.equal(got, want)
+    assert float(want[0, 0, 3, 3]) == pytest.approx(-288 * 9 * float(conv.weight_quantizer.alpha(conv.weight)[0]), rel=1e-5)
 
 
 @pytest.mark.parametrize("path", PATHS)
