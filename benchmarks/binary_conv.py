@@ -6,7 +6,10 @@ Part 1, one binary conv 64->64 3x3 (padding 1) on a 1x64x180x320 input, at 1 and
   same shape, in both memory layouts (oneDNN is faster on channels_last: the fair baseline);
 * ``packed, NHWC input``: binarize + bit-pack the input, XNOR-popcount conv, scale epilogue, as
   inside a packed network (whose activations stay channels_last);
-* ``packed, NCHW input``: the same plus the layout conversion of a plain NCHW tensor.
+* ``packed, NCHW input``: the same plus the layout conversion of a plain NCHW tensor;
+* ``packed, NHWC input, <path> path``: the first, with each native path this CPU runs forced
+  (``auto`` is AVX-512 where the CPU has VPOPCNTDQ, else AVX2; forcing ``avx2`` on an AVX-512 machine stands in for an AVX2-only
+  CPU, with ``ONEDNN_MAX_CPU_ISA=AVX2`` limiting the float baseline alike).
 
 Part 2, whole networks at a 320x180 LR input: packed vs float-simulated (the trained model as
 PyTorch runs it) vs the full-precision ``edsr_baseline``, with the bound the full-precision
@@ -61,6 +64,12 @@ def single_conv(repeat: int) -> None:
         "packed, NHWC input": lambda: packed(x_cl),
         "packed, NCHW input": lambda: packed(x),
     }
+    for path in available_paths():  # every native path this CPU runs, forced, on the NHWC input
+        if path in ("torch", "portable"):
+            continue
+        forced = PackedBinaryConv2d.from_conv(conv)
+        forced.kernel = path
+        fns[f"packed, NHWC input, {path} path"] = lambda forced=forced: forced(x_cl)
     times = best_times(fns, repeat)
     base = times["float conv2d (channels_last)"]
     for k, t in times.items():
