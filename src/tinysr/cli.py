@@ -36,6 +36,7 @@ from .train.config import find_recipe, list_recipes
 from .workflows.pruning import METHODS as PRUNE_METHODS
 from .workflows.pruning import run_pruning
 from .workflows.quickstart import run_quickstart
+from .zoo import default_upscaler, is_zoo_name, list_pretrained
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -90,11 +91,11 @@ def resolve_model(name_or_path: str, scale: int | None, device: str = "cpu", war
     """A model file (whose scale must be ``scale``, if given) or a registry name (built for ``scale``)."""
 
     path = Path(name_or_path)
-    if path.is_file() or path.suffix == ".safetensors":
-        model = load(path, device=device)  # a missing file is reported by load, naming it
+    if is_zoo_name(name_or_path) or path.is_file() or path.suffix == ".safetensors":
+        model = load(name_or_path, device=device)  # a missing file or zoo entry is reported by load, naming it
         file_scale = model_spec(model).scale
         if scale is not None and file_scale != scale:
-            raise TinySRError(f"{path}: model is for x{file_scale}, but --scale {scale} was asked for")
+            raise TinySRError(f"{name_or_path}: model is for x{file_scale}, but --scale {scale} was asked for")
         return model
     if name_or_path not in list_models():
         raise TinySRError(f"unknown model {name_or_path!r}: not a model file nor one of {', '.join(list_models())}")
@@ -237,7 +238,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         out = dst / f"{src.stem}.png" if dst.is_dir() or args.output.endswith(("/", "\\")) else dst
         pairs = [(src, out)]
     _refuse_overwriting_inputs(pairs, args.overwrite)
-    model = resolve_model(args.model, args.scale, device=args.device).eval()
+    model = resolve_model(args.model or default_upscaler(args.scale or 2), args.scale, device=args.device).eval()
 
     pad, unreadable = args.tile_pad, []
     for image_path, out_path in progress(pairs, desc="upscale", disable=args.quiet or len(pairs) == 1):
@@ -320,7 +321,16 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    print("\n".join(list_models()))
+    if not args.pretrained:
+        print("\n".join(list_models()))
+        return 0
+    print(f"{'name':<28}{'scale':>6}  {'form':<11}{'Set5':>8}{'Set14':>8}{'iterations':>12}  recipe")
+    for e in list_pretrained():
+        scores = e.get("scores", {})
+        set5, set14 = (f"{scores[k]['psnr']:.2f}" if k in scores else "-" for k in ("Set5", "Set14"))
+        print(
+            f"{'zoo:' + e['name']:<28}{'x' + str(e['scale']):>6}  {e.get('form', '-'):<11}{set5:>8}{set14:>8}{e.get('iterations', 0):>12,}  {e.get('recipe', '-')}"
+        )
     return 0
 
 
@@ -354,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("test", help="evaluate a model on benchmark sets (PSNR/SSIM, SPEC §1)")
-    p.add_argument("--model", "-m", required=True, help="registry name (e.g. bicubic) or model file")
+    p.add_argument("--model", "-m", required=True, help="registry name (e.g. bicubic), model file or zoo:NAME")
     p.add_argument("--data", "-d", nargs="+", required=True, metavar="DIR", help="benchmark folders (HR images, or holding HR/)")
     p.add_argument("--scale", "-s", nargs="+", type=_scale, required=True, metavar="S")
     p.add_argument("--json", metavar="FILE", help="write the scores as a JSON list")
@@ -366,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("profile", help="count params, FLOPs, BOPs and OPs (SPEC §3)")
-    p.add_argument("--model", "-m", required=True, help="registry name or model file")
+    p.add_argument("--model", "-m", required=True, help="registry name, model file or zoo:NAME")
     p.add_argument("--scale", "-s", type=_scale, required=True)
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--lr-size", type=_size, metavar="WxH", help="LR input size (binary SR tables use 320x180)")
@@ -377,8 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upscale", help="super-resolve an image or a folder of images")
     p.add_argument("--input", "-i", required=True, help="image file or folder")
     p.add_argument("--output", "-o", required=True, help="output file, or folder (for a folder input, or ending in /)")
-    p.add_argument("--model", "-m", required=True, help="model file (or a registry name with --scale, e.g. bicubic)")
-    p.add_argument("--scale", "-s", type=_scale, help="scale (taken from the model file when omitted)")
+    p.add_argument(
+        "--model",
+        "-m",
+        help="model file or zoo:NAME (or a registry name with --scale, e.g. bicubic); default: the zoo's default for the scale",
+    )
+    p.add_argument("--scale", "-s", type=_scale, help="scale (taken from the model file when omitted; 2 without a model)")
     p.add_argument(
         "--tile",
         "-t",
@@ -431,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "deploy", help="merge a re-parameterizable model (repsr, ecbsr, repvgg_sr) into a plain network, or bit-pack a 1-bit model"
     )
-    p.add_argument("--model", "-m", required=True, help="trained model file")
+    p.add_argument("--model", "-m", required=True, help="trained model file or zoo:NAME")
     p.add_argument("--output", "-o", required=True, help="output model file")
     p.add_argument(
         "--pack", action="store_true", help="bit-pack the binary convs (the default for every model without re-parameterizable blocks)"
@@ -440,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("export", help="export a model to ONNX (checked with onnxruntime)")
-    p.add_argument("--model", "-m", required=True, help="model file (or a registry name with --scale)")
+    p.add_argument("--model", "-m", required=True, help="model file or zoo:NAME (or a registry name with --scale)")
     p.add_argument("--output", "-o", required=True, help="output .onnx file")
     p.add_argument("--scale", "-s", type=_scale, help="scale (taken from the model file when omitted)")
     p.add_argument(
@@ -467,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_and_quiet(p)
     p.set_defaults(func=cmd_quickstart)
 
-    p = sub.add_parser("models", help="list the registered model names")
+    p = sub.add_parser("models", help="list the registered model names, or the trained ones the zoo ships")
+    p.add_argument("--pretrained", action="store_true", help="list the zoo's trained models (-m zoo:NAME) with their scores")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("recipes", help="list the shipped training recipes (train -c NAME takes a name or a YAML file)")

@@ -22,17 +22,25 @@ from .compress.transforms import rebuild
 from .errors import TinySRError
 from .files import atomic_write
 from .models.registry import create_model, model_spec
+from .zoo import is_zoo_name, zoo_path
 
 FORMAT_NAME = "tinysr-model"
 FORMAT_VERSION = "1"
 
 
-def save(model: nn.Module, path: str | Path) -> None:
-    """Write ``model`` (built by :func:`tinysr.create_model`) to ``path`` atomically."""
+def save(model: nn.Module, path: str | Path, extra: dict[str, str] | None = None, half: bool = False) -> None:
+    """Write ``model`` (built by :func:`tinysr.create_model`) to ``path`` atomically.
+
+    ``extra``: more metadata entries (the zoo's ``zoo`` record). ``half``: store floating-point
+    tensors as float16 (half the bytes; :func:`load` converts them back to the model's float32).
+    """
     spec = model_spec(model)
     # clone: safetensors refuses tensors that share storage (tied weights, views).
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     metadata = {
+        **(extra or {}),
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "name": spec.name,
@@ -144,9 +152,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
 
     The metadata is checked for form and the declared model is first built on the ``meta``
     device, so a file whose metadata claims an enormous network is refused before any memory is
-    allocated for it.
+    allocated for it. ``zoo:NAME`` loads the zoo's entry NAME (``zoo.py``).
     """
-    path = Path(path)
+    path = zoo_path(path) if is_zoo_name(path) else Path(path)
     metadata = read_metadata(path)
     name, kwargs, transforms = _spec_fields(metadata, path)
     _check_declared_size(name, kwargs, path)

@@ -1,0 +1,95 @@
+"""Publish a finished training run into the model zoo (``src/tinysr/zoo/NAME.safetensors``).
+
+The run's final model is put in the form it ships in (``--form deploy``: merged or bit-packed as
+``tinysr deploy`` would; ``--form train``: as trained), scored on the test sets under the
+protocol (SPEC §1), and stored in float16 when that moves no set's PSNR by 0.005 dB or more
+(``--precision auto``), else in float32. The file's ``zoo`` metadata records the recipe, the
+iterations, data, seed, form, precision and the scores of the stored file itself, and the table
+row printed at the end is the one README's zoo table takes.
+
+    python benchmarks/zoo_publish.py runs/zoo/ecbsr_m4c16_x2 ecbsr_m4c16_x2 --recipe ecbsr_m4c16_x2_cpu
+    python benchmarks/zoo_publish.py runs/zoo/ecbsr_m4c16_x2 ecbsr_m4c16_x2_train --recipe ecbsr_m4c16_x2_cpu --form train
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+import tinysr
+from tinysr.compress import deployable
+from tinysr.compress.deploy import deploy_form
+from tinysr.data import BenchmarkSet
+from tinysr.evaluate import evaluate
+from tinysr.profile import profile
+from tinysr.zoo import ZOO_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+FORM_NAMES = {"merge": "merged", "pack": "packed", "none": "trained"}
+HALF_TOLERANCE_DB = 0.005
+
+
+def scores_of(model, test_sets: list[Path], scale: int) -> dict:
+    scores = {}
+    for folder in test_sets:
+        score = evaluate(model, BenchmarkSet(folder, scale), progress=False)
+        scores[folder.name] = {"psnr": round(score.psnr, 4), "ssim": round(score.ssim, 5)}
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a finished run folder (holds model.safetensors and config.yaml)")
+    parser.add_argument("name", help="the zoo entry's name (zoo:NAME)")
+    parser.add_argument("--recipe", required=True, help="the shipped recipe the run was trained with")
+    parser.add_argument("--form", choices=("deploy", "train"), default="deploy")
+    parser.add_argument("--precision", choices=("auto", "float16", "float32"), default="auto")
+    parser.add_argument("--test", nargs="+", type=Path, default=[REPO.parent / "shared" / "data" / s for s in ("Set5", "Set14")])
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args()
+
+    target = ZOO_DIR / f"{args.name}.safetensors"
+    if target.exists() and not args.overwrite:
+        raise SystemExit(f"{target} exists; pass --overwrite to replace it")
+    trained = tinysr.load(args.run / "model.safetensors")
+    config = yaml.safe_load((args.run / "config.yaml").read_text())
+    form = deploy_form(trained, "auto") if args.form == "deploy" else "none"
+    model = deployable(trained, form)
+    scale = config["scale"]
+    record = {
+        "recipe": args.recipe,
+        "iterations": config["train"]["iterations"],
+        "seed": config.get("seed"),
+        "data": [Path(p).name for p in config["data"]["train"]],
+        "form": FORM_NAMES[form],
+        "trained_on": date.today().isoformat(),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        candidates = ["float16", "float32"] if args.precision == "auto" else [args.precision]
+        full = scores_of(model, args.test, scale)
+        for precision in candidates:
+            path = Path(tmp) / f"{precision}.safetensors"
+            tinysr.save(model, path, half=precision == "float16")
+            stored = scores_of(tinysr.load(path), args.test, scale)
+            moved = max(abs(stored[k]["psnr"] - full[k]["psnr"]) for k in full)
+            if precision == "float32" or moved < HALF_TOLERANCE_DB:
+                break
+            print(f"float16 moves PSNR by {moved:.4f} dB: stored as float32")
+        record.update(precision=precision, scores=stored)
+        tinysr.save(model, target, extra={"zoo": json.dumps(record, sort_keys=True)}, half=precision == "float16")
+    cost = profile(tinysr.load(target), (180, 320))
+    row = " | ".join(f"{stored[k]['psnr']:.2f} / {stored[k]['ssim']:.4f}" for k in stored)
+    print(f"{target} ({target.stat().st_size / 1e3:.1f} kB, {precision})")
+    print(
+        f"| zoo:{args.name} | x{scale} | {record['form']} | {cost.params / 1e3:.1f}K | {cost.ops / 1e9:.2f} | {row} | "
+        f"{record['iterations']:,} | {args.recipe} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
