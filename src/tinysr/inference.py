@@ -29,7 +29,7 @@ from .io import to_tensor, to_uint8
 TILE_ALIGN = 8
 AUTO_TILE_PIXELS = 1024 * 1024  # LR pixels above which an untiled request is tiled
 AUTO_TILE = 512
-PROBE_LIMIT = 64  # LR pixels: the pad used for models with image-wide statistics, where no pad is exact
+IMAGE_WIDE_PAD = 64  # LR pixels: the pad used for models with image-wide statistics, where no pad is exact
 
 
 class ImageWideContext(UserWarning):
@@ -122,23 +122,14 @@ def default_tile_pad(model: nn.Module) -> tuple[int, bool]:
     """The tile pad that makes tiled output equal the whole-image output, and whether one exists.
 
     :func:`reach_bound` plus two pixels, rounded up to :data:`TILE_ALIGN`, checked by
-    :func:`reaches_beyond`; ``(PROBE_LIMIT, False)`` when the check fails: the model uses
+    :func:`reaches_beyond`; ``(IMAGE_WIDE_PAD, False)`` when the check fails: the model uses
     image-wide statistics (a global mean, channel attention) or spatial work no module declares,
     so no pad is known to make tiles exact. The model must be in eval mode.
     """
     pad = _round_up(reach_bound(model) + 2, TILE_ALIGN)
     if reaches_beyond(model, pad):
-        return max(pad, PROBE_LIMIT), False
+        return max(pad, IMAGE_WIDE_PAD), False
     return pad, True
-
-
-def _tiles(h: int, w: int, tile: int, pad: int) -> Iterator[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
-    """``(kept box, padded box)`` pairs as ``(y0, y1, x0, x1)`` in LR pixels covering an h x w image."""
-    tile = _round_up(tile, TILE_ALIGN)
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            yield (y0, y1, x0, x1), (max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w))
 
 
 def _check_tiling(tile: int, tile_pad: int | None) -> None:
@@ -155,7 +146,7 @@ def _resolved_pad(model: nn.Module, tile_pad: int | None) -> int:
             f"{model.__class__.__name__} uses image-wide statistics: tiled output differs from the whole image's "
             f"(pad {pad} LR pixels used)",
             ImageWideContext,
-            stacklevel=3,
+            stacklevel=4,
         )
     return pad
 
@@ -169,6 +160,29 @@ def tile_size(image_shape: tuple[int, ...], tile: int | None) -> int | None:
     return None if h <= tile and w <= tile else tile
 
 
+def _tile_outputs(
+    model: nn.Module, image: np.ndarray, tile: int, tile_pad: int | None
+) -> Iterator[tuple[tuple[slice, slice], torch.Tensor]]:
+    """Each tile's kept output, clamped, on the CPU, with the HR rows and columns it covers.
+
+    Tiles of ``tile`` LR pixels (rounded up to :data:`TILE_ALIGN`) run with ``tile_pad`` pixels of
+    context (``None``: :func:`default_tile_pad`), read straight from the uint8 image.
+    """
+    _check_tiling(tile, tile_pad)
+    pad = _resolved_pad(model, tile_pad)
+    device, s = model_device(model), model_scale(model)
+    h, w = image.shape[:2]
+    step = _round_up(tile, TILE_ALIGN)
+    for y0 in range(0, h, step):
+        for x0 in range(0, w, step):
+            y1, x1 = min(y0 + step, h), min(x0 + step, w)
+            py0, px0 = max(y0 - pad, 0), max(x0 - pad, 0)
+            piece = model(to_tensor(image[py0 : min(y1 + pad, h), px0 : min(x1 + pad, w)]).to(device)).clamp_(0, 1).cpu()
+            oy, ox = (y0 - py0) * s, (x0 - px0) * s
+            kept = piece[..., oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
+            yield (slice(y0 * s, y1 * s), slice(x0 * s, x1 * s)), kept
+
+
 @torch.no_grad()
 def super_resolve(model: nn.Module, image: np.ndarray, tile: int | None = None, tile_pad: int | None = None) -> torch.Tensor:
     """SR of one RGB uint8 (H, W, 3) image as a float (1, 3, sH, sW) tensor in [0, 1] on the CPU.
@@ -176,18 +190,13 @@ def super_resolve(model: nn.Module, image: np.ndarray, tile: int | None = None, 
     ``tile=None`` runs the image whole (no automatic tiling: this form returns a float canvas of
     the whole output anyway); ``tile_pad=None`` uses :func:`default_tile_pad`.
     """
-    device = model_device(model)
     h, w = image.shape[:2]
     if tile is None or (h <= tile and w <= tile):
-        return model(to_tensor(image).to(device)).clamp_(0, 1).cpu()
-    _check_tiling(tile, tile_pad)
-    pad = _resolved_pad(model, tile_pad)
+        return model(to_tensor(image).to(model_device(model))).clamp_(0, 1).cpu()
     s = model_scale(model)
     out = torch.zeros(1, 3, h * s, w * s)
-    for (y0, y1, x0, x1), (py0, py1, px0, px1) in _tiles(h, w, tile, pad):
-        piece = model(to_tensor(image[py0:py1, px0:px1]).to(device)).clamp_(0, 1).cpu()
-        oy, ox = (y0 - py0) * s, (x0 - px0) * s
-        out[..., y0 * s : y1 * s, x0 * s : x1 * s] = piece[..., oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
+    for (ys, xs), piece in _tile_outputs(model, image, tile, tile_pad):
+        out[..., ys, xs] = piece
     return out
 
 
@@ -205,14 +214,9 @@ def upscale(model: nn.Module, image: np.ndarray, tile: int | None = None, tile_p
     tile = tile_size(image.shape, tile)
     if tile is None:
         return to_uint8(super_resolve(model, image))
-    _check_tiling(tile, tile_pad)
-    pad = _resolved_pad(model, tile_pad)
-    device = model_device(model)
     s = model_scale(model)
     h, w = image.shape[:2]
     out = np.empty((h * s, w * s, 3), np.uint8)
-    for (y0, y1, x0, x1), (py0, py1, px0, px1) in _tiles(h, w, tile, pad):
-        piece = to_uint8(model(to_tensor(image[py0:py1, px0:px1]).to(device)).clamp_(0, 1))
-        oy, ox = (y0 - py0) * s, (x0 - px0) * s
-        out[y0 * s : y1 * s, x0 * s : x1 * s] = piece[oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
+    for (ys, xs), piece in _tile_outputs(model, image, tile, tile_pad):
+        out[ys, xs] = to_uint8(piece)
     return out
