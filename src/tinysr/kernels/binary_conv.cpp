@@ -133,49 +133,164 @@ void conv_row_portable(const Geometry& g, const uint64_t* act, const uint64_t* w
   }
 }
 
-__attribute__((target("avx2"))) inline __m256i popcount_avx2(__m256i v) {
-  const __m256i lookup = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-  const __m256i low = _mm256_set1_epi8(0x0f);
-  __m256i lo = _mm256_shuffle_epi8(lookup, _mm256_and_si256(v, low));
-  __m256i hi = _mm256_shuffle_epi8(lookup, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
-  return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());  // 4 x int64 counts
+// Columns [lo, hi) whose taps all fall inside the image horizontally (no per-tap checks needed).
+inline void interior_columns(const Geometry& g, int64_t* lo, int64_t* hi) {
+  *lo = std::min(g.OW, (g.PW + g.SW - 1) / g.SW);
+  const int64_t last = g.W - 1 + g.PW - (g.KW - 1) * g.DW;  // ow * SW - PW + (KW-1) * DW <= W - 1
+  *hi = last < 0 ? *lo : std::max(*lo, std::min(g.OW, last / g.SW + 1));
 }
 
-// NV vectors of 4 output channels, starting at output channel o0.
+// AVX2 has no vector popcount. Each 64-bit word is counted by nibbles: vpshufb looks up the
+// popcount of every 4-bit index in a 16-entry table (Mula et al.). Because XOR commutes with
+// the nibble split, (a ^ w) & 0x0f = (a & 0x0f) ^ (w & 0x0f), weights and activations are split
+// into low and high nibbles once per call, and per 4 output channels and word the loop is
+// 2 xor, 2 lookups and 2 byte adds. Byte counters gain at most 8 per word, so they are widened
+// with vpsadbw (8 bytes -> one 64-bit lane sum) every kWordsPerFlush words and per pixel.
+constexpr int kWordsPerFlush = 31;  // 31 * 8 = 248 fits a byte
+constexpr int kAvx2Vectors = 8;     // output channels per block: 8 vectors of 4
+
+// Words split into nibbles: word i of each group of `group` words becomes words 2i (low
+// nibbles) and 2i + 1 (high nibbles) for activations (group 1); for weights (group Opad, one
+// group per tap and channel word) the group's low nibbles come first, then its high nibbles.
+std::vector<uint64_t> split_nibbles(const uint64_t* words, int64_t n, int64_t group, int nt) {
+  const uint64_t low = 0x0f0f0f0f0f0f0f0fULL;
+  std::vector<uint64_t> split(2 * n);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t first = 2 * (i - i % group) + i % group;
+    split[first] = words[i] & low;
+    split[first + group] = (words[i] >> 4) & low;
+  }
+  return split;
+}
+
+// For a pixel whose taps all lie inside the image: the activation word of each (tap, channel
+// word) pair, in the weights' order, relative to the word of the pixel's first tap.
+std::vector<int64_t> interior_offsets(const Geometry& g) {
+  std::vector<int64_t> offsets;
+  for (int64_t kh = 0; kh < g.KH; ++kh)
+    for (int64_t kw = 0; kw < g.KW; ++kw)
+      for (int64_t cw = 0; cw < g.Cw; ++cw) offsets.push_back((kh * g.DH * g.W + kw * g.DW) * g.Cw + cw);
+  return offsets;
+}
+
+// The operands of one AVX2 call: nibble-split words of activations and weights.
+struct Avx2Operands {
+  const uint64_t* act_split;  // (N, H, W, Cw, 2)
+  const uint64_t* w_split;    // (taps * Cw, 2, Opad)
+  const int64_t* offsets;     // interior_offsets
+};
+
+// Counters of one block: NV vectors of 4 output channels.
+template <int NV>
+struct Avx2Counters {
+  __m256i bytes[NV];  // per-byte counts since the last flush
+  __m256i total[NV];  // 4 x int64 counts per vector
+  int pending = 0;
+
+  __attribute__((target("avx2"))) void reset() {
+    for (int v = 0; v < NV; ++v) bytes[v] = total[v] = _mm256_setzero_si256();
+    pending = 0;
+  }
+  __attribute__((target("avx2"))) void flush() {
+    for (int v = 0; v < NV; ++v) {
+      total[v] = _mm256_add_epi64(total[v], _mm256_sad_epu8(bytes[v], _mm256_setzero_si256()));
+      bytes[v] = _mm256_setzero_si256();
+    }
+    pending = 0;
+  }
+  // One split activation word (low, high nibbles) against the block's split weight words of one
+  // (tap, channel word) pair: low nibbles at w_split, high ones opad words on.
+  __attribute__((target("avx2"), always_inline)) inline void add_word(const uint64_t* a_split, const uint64_t* w_split,
+                                                                       int64_t opad) {
+    const __m256i lookup = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i a_low = _mm256_set1_epi64x(int64_t(a_split[0]));
+    const __m256i a_high = _mm256_set1_epi64x(int64_t(a_split[1]));
+    for (int v = 0; v < NV; ++v) {
+      const __m256i lo = _mm256_xor_si256(a_low, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w_split + v * 4)));
+      const __m256i hi = _mm256_xor_si256(a_high, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w_split + opad + v * 4)));
+      bytes[v] = _mm256_add_epi8(bytes[v], _mm256_shuffle_epi8(lookup, lo));
+      bytes[v] = _mm256_add_epi8(bytes[v], _mm256_shuffle_epi8(lookup, hi));
+    }
+    ++pending;
+  }
+};
+
+// The epilogue of one block: float(valid*C - 2*popcount) * alpha + bias for each live output
+// channel, in the float model's order of operations (no fused multiply-add).
 template <int NV>
 __attribute__((target("avx2")))
-void conv_block_avx2(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh, int64_t o0,
+void store_block_avx2(const Avx2Counters<NV>& c, int64_t o0, int64_t n_out, const float* alpha,
+                      const float* bias, int64_t valid_bits, float* out) {
+  const __m256i permute = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  const __m256i all = _mm256_set1_epi32(int32_t(valid_bits));
+  int v = 0;
+  for (; v + 1 < NV && (v + 2) * 4 <= n_out; v += 2) {  // two vectors -> 8 int32 counts
+    const __m256i mixed = _mm256_or_si256(c.total[v], _mm256_slli_epi64(c.total[v + 1], 32));
+    const __m256i count = _mm256_permutevar8x32_epi32(mixed, permute);
+    const __m256i dot = _mm256_sub_epi32(all, _mm256_slli_epi32(count, 1));
+    const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_loadu_ps(alpha + o0 + v * 4)),
+                                   _mm256_loadu_ps(bias + o0 + v * 4));
+    _mm256_storeu_ps(out + v * 4, y);
+  }
+  alignas(32) int64_t lanes[4];
+  for (; v < NV; ++v) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), c.total[v]);
+    for (int j = 0; j < 4 && v * 4 + j < n_out; ++j) {
+      const float dot = float(valid_bits - 2 * lanes[j]);
+      out[v * 4 + j] = dot * alpha[o0 + v * 4 + j] + bias[o0 + v * 4 + j];
+    }
+  }
+}
+
+// One output row for the block of NV * 4 output channels starting at o0. Pixels whose taps
+// all lie inside the image (most of them) run one flat loop over (tap, channel word) pairs;
+// border pixels skip their outside taps.
+template <int NV>
+__attribute__((target("avx2")))
+void conv_block_avx2(const Geometry& g, const Avx2Operands& op, int64_t oh, int64_t o0,
                      const float* alpha, const float* bias, float* out_row) {
-  alignas(32) int64_t lanes[NV * 4];
+  const int64_t n_out = std::min<int64_t>(NV * 4, g.O - o0);
+  const int64_t pairs = g.KH * g.KW * g.Cw;
+  const int64_t ih0 = oh * g.SH - g.PH;
+  const bool rows_inside = ih0 >= 0 && ih0 + (g.KH - 1) * g.DH < g.H;
+  int64_t lo, hi;
+  interior_columns(g, &lo, &hi);
+  Avx2Counters<NV> counters;
   for (int64_t ow = 0; ow < g.OW; ++ow) {
-    __m256i acc[NV];
-    for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_si256();
+    counters.reset();
     int64_t valid = 0;
-    for (int64_t kh = 0; kh < g.KH; ++kh) {
-      const int64_t ih = oh * g.SH - g.PH + kh * g.DH;
-      if (!tap_inside(ih, g.H)) continue;
-      for (int64_t kw = 0; kw < g.KW; ++kw) {
-        const int64_t iw = ow * g.SW - g.PW + kw * g.DW;
-        if (!tap_inside(iw, g.W)) continue;
-        ++valid;
-        const uint64_t* a = act + (ih * g.W + iw) * g.Cw;
-        const uint64_t* w = wp + (kh * g.KW + kw) * g.Cw * g.Opad + o0;
-        for (int64_t cw = 0; cw < g.Cw; ++cw) {
-          const __m256i av = _mm256_set1_epi64x(int64_t(a[cw]));
-          for (int v = 0; v < NV; ++v) {
-            __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + cw * g.Opad + v * 4));
-            acc[v] = _mm256_add_epi64(acc[v], popcount_avx2(_mm256_xor_si256(av, wv)));
+    if (rows_inside && ow >= lo && ow < hi) {
+      const int64_t first = (ih0 * g.W + ow * g.SW - g.PW) * g.Cw;
+      const uint64_t* a = op.act_split + 2 * first;
+      for (int64_t j0 = 0; j0 < pairs; j0 += kWordsPerFlush) {
+        const int64_t j1 = std::min(pairs, j0 + kWordsPerFlush);
+        for (int64_t j = j0; j < j1; ++j) {
+          counters.add_word(a + 2 * op.offsets[j], op.w_split + 2 * j * g.Opad + o0, g.Opad);
+        }
+        counters.flush();
+      }
+      valid = g.KH * g.KW;
+    } else {
+      for (int64_t kh = 0; kh < g.KH; ++kh) {
+        const int64_t ih = ih0 + kh * g.DH;
+        if (!tap_inside(ih, g.H)) continue;
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          const int64_t iw = ow * g.SW - g.PW + kw * g.DW;
+          if (!tap_inside(iw, g.W)) continue;
+          ++valid;
+          const int64_t at = (ih * g.W + iw) * g.Cw;
+          for (int64_t cw = 0; cw < g.Cw; ++cw) {
+            const int64_t j = (kh * g.KW + kw) * g.Cw + cw;
+            counters.add_word(op.act_split + 2 * (at + cw), op.w_split + 2 * j * g.Opad + o0, g.Opad);
+            if (counters.pending == kWordsPerFlush) counters.flush();
           }
         }
       }
+      counters.flush();
     }
-    for (int v = 0; v < NV; ++v) _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + v * 4), acc[v]);
-    const int64_t n_out = std::min<int64_t>(NV * 4, g.O - o0);
-    for (int64_t j = 0; j < n_out; ++j) {
-      const float dot = float(valid * g.C - 2 * lanes[j]);
-      out_row[ow * g.O + o0 + j] = dot * alpha[o0 + j] + bias[o0 + j];
-    }
+    store_block_avx2(counters, o0, n_out, alpha, bias, valid * g.C, out_row + ow * g.O + o0);
   }
 }
 
@@ -262,13 +377,6 @@ TINYSR_AVX512 void pixel_pair_avx512(const Geometry& g, const uint64_t* act, con
   epi.store(out_row + (ow + 1) * g.O + o0, acc1, rows * g.KW * g.C);
 }
 
-// Columns [lo, hi) whose taps all fall inside the image horizontally (no per-tap checks needed).
-inline void interior_columns(const Geometry& g, int64_t* lo, int64_t* hi) {
-  *lo = std::min(g.OW, (g.PW + g.SW - 1) / g.SW);
-  const int64_t last = g.W - 1 + g.PW - (g.KW - 1) * g.DW;  // ow * SW - PW + (KW-1) * DW <= W - 1
-  *hi = last < 0 ? *lo : std::max(*lo, std::min(g.OW, last / g.SW + 1));
-}
-
 // One output row for NV vectors of 8 output channels starting at o0.
 template <int NV>
 TINYSR_AVX512 void conv_block_avx512(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh, int64_t o0,
@@ -288,19 +396,19 @@ void dispatch_blocks(int64_t n_vectors, int max_nv, F&& block) {
   for (int64_t first = 0; first < n_vectors; first += max_nv) block(first, std::min<int64_t>(max_nv, n_vectors - first));
 }
 
-void conv_row_avx2(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh,
-                   const float* alpha, const float* bias, float* out_row) {
-  dispatch_blocks((g.O + 3) / 4, 8, [&](int64_t first, int64_t nv) {
+void conv_row_avx2(const Geometry& g, const Avx2Operands& op, int64_t oh, const float* alpha, const float* bias,
+                   float* out_row) {
+  dispatch_blocks((g.O + 3) / 4, kAvx2Vectors, [&](int64_t first, int64_t nv) {
     const int64_t o0 = first * 4;
     switch (nv) {
-      case 1: conv_block_avx2<1>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 2: conv_block_avx2<2>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 3: conv_block_avx2<3>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 4: conv_block_avx2<4>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 5: conv_block_avx2<5>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 6: conv_block_avx2<6>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 7: conv_block_avx2<7>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      default: conv_block_avx2<8>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 1: conv_block_avx2<1>(g, op, oh, o0, alpha, bias, out_row); break;
+      case 2: conv_block_avx2<2>(g, op, oh, o0, alpha, bias, out_row); break;
+      case 3: conv_block_avx2<3>(g, op, oh, o0, alpha, bias, out_row); break;
+      case 4: conv_block_avx2<4>(g, op, oh, o0, alpha, bias, out_row); break;
+      case 5: conv_block_avx2<5>(g, op, oh, o0, alpha, bias, out_row); break;
+      case 6: conv_block_avx2<6>(g, op, oh, o0, alpha, bias, out_row); break;
+      case 7: conv_block_avx2<7>(g, op, oh, o0, alpha, bias, out_row); break;
+      default: conv_block_avx2<8>(g, op, oh, o0, alpha, bias, out_row); break;
     }
   });
 }
@@ -387,6 +495,13 @@ torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight
   const float* bp = b.data_ptr<float>();
   const Path p = resolve(path);
   const int nt = at::get_num_threads();
+  std::vector<uint64_t> act_split, w_split;
+  std::vector<int64_t> offsets;
+  if (p == kAVX2) {
+    act_split = split_nibbles(act, g.N * g.H * g.W * g.Cw, 1, nt);
+    w_split = split_nibbles(wp, g.KH * g.KW * g.Cw * g.Opad, g.Opad, 1);
+    offsets = interior_offsets(g);
+  }
 #pragma omp parallel num_threads(nt)
   {
     std::vector<int64_t> acc(p == kPortable ? O : 0);
@@ -396,7 +511,11 @@ torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight
         const uint64_t* image = act + n * g.H * g.W * g.Cw;
         float* row = y + (n * g.OH + oh) * g.OW * O;
         if (p == kAVX512) conv_row_avx512(g, image, wp, oh, ap, bp, row);
-        else if (p == kAVX2) conv_row_avx2(g, image, wp, oh, ap, bp, row);
+        else if (p == kAVX2) {
+          const int64_t first = n * g.H * g.W * g.Cw;
+          const Avx2Operands op{act_split.data() + 2 * first, w_split.data(), offsets.data()};
+          conv_row_avx2(g, op, oh, ap, bp, row);
+        }
         else conv_row_portable(g, image, wp, oh, ap, bp, row, acc.data());
       }
   }
