@@ -165,6 +165,72 @@ def test_packed_network_equals_unpacked_on_every_path(name, kwargs, tmp_path):
         assert torch.equal(set_kernel(loaded, "torch")(x), outputs["torch"])
 
 
+NATIVE = [p for p in PATHS if p not in ("torch", "portable")] + (["portable"] if "portable" in PATHS else [])
+
+
+@pytest.mark.parametrize("path", NATIVE)
+def test_output_stages_equal_the_layers_they_replace(path):
+    """A per-channel shift, a PReLU with slopes of both signs, and a residual, applied in the
+    kernel's output pass, give the floats PyTorch's own layers give (negative outputs included)."""
+    torch.manual_seed(5)
+    conv = binary_conv(40, 24, 3, 1, 1, 1, threshold=True)
+    packed = PackedBinaryConv2d.from_conv(conv)
+    packed.kernel = path
+    x = torch.randn(2, 40, 9, 11).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(2, 24, 9, 11)
+    prelu = torch.nn.PReLU(24)
+    with torch.no_grad():
+        prelu.weight.uniform_(-1, 1)
+    shift = torch.randn(24)
+    stages = (("add", shift), ("prelu", prelu.weight.detach()), ("residual", None), ("add", -shift))
+    with torch.no_grad():
+        want = prelu(conv(x) + shift.view(1, -1, 1, 1)) + residual - shift.view(1, -1, 1, 1)
+        got = packed(x, stages, residual)
+    assert (want < 0).any() and (want > 0).any()
+    assert torch.equal(got, want)
+    assert torch.equal(packed(x), conv(x).detach())  # no stages: the layer alone
+
+
+FUSABLE_NETWORKS = [
+    ("edsr_btm", {"channels": 16, "blocks": 2}),
+    ("edsr_reactnet", {"channels": 16, "units": 3, "bn": False}),
+    ("edsr_reactnet", {"channels": 16, "units": 3, "bn": False, "rprelu_position": "in_branch"}),
+    ("edsr_bnn", {"channels": 16, "units": 3, "bn": False}),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", FUSABLE_NETWORKS)
+def test_packed_blocks_fold_their_activations_and_adds_into_the_conv(name, kwargs):
+    """On a native path no PReLU module runs inside the binary body: the convs apply them, and
+    the output equals the unfused PyTorch path bit for bit."""
+    torch.manual_seed(1)
+    model = tinysr.create_model(name, scale=2, **kwargs).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.PReLU):
+            with torch.no_grad():
+                m.weight.uniform_(-0.5, 0.5)
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            if p.dim() == 4 and p.shape[0] == 1 and p.shape[2:] == (1, 1):  # RPReLU shifts
+                with torch.no_grad():
+                    p.normal_(0, 0.1)
+    packed = pack(model)
+    body = getattr(packed, "net", packed).body
+    body_prelus = [m for m in body.modules() if isinstance(m, torch.nn.PReLU)]
+    calls = []
+    for m in body_prelus:
+        m.register_forward_hook(lambda *args: calls.append(1))
+    x = torch.rand(1, 3, 15, 18)
+    with torch.no_grad():
+        unfused = set_kernel(packed, "torch")(x)
+        unfused_calls = len(calls)
+        fused = {p: set_kernel(packed, p)(x) for p in NATIVE}
+    assert unfused_calls == len(body_prelus) > 0 or name == "edsr_bnn"
+    assert len(calls) == unfused_calls  # none more on the native paths
+    for path, got in fused.items():
+        assert torch.equal(got, unfused), path
+
+
 def test_packed_weights_are_one_bit(tmp_path):
     model = tinysr.create_model("edsr_btm", scale=2).eval()
     packed = pack(model)

@@ -15,6 +15,7 @@
 // Paths, chosen at run time (or forced): AVX-512 with VPOPCNTDQ, AVX2 (popcount by nibble lookup,
 // Mula et al.), portable C++. Threads: OpenMP over output rows, as many as PyTorch uses.
 // Built with -ffp-contract=off so the epilogue rounds like PyTorch: float(dot) * alpha, then + bias.
+// Optional stages (per-channel shift, PReLU, residual add) then run on each output row in cache.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -430,6 +431,74 @@ void conv_row_avx512(const Geometry& g, const uint64_t* act, const uint64_t* wp,
   });
 }
 
+// Stages applied to each output row after its conv epilogue, while the row is still in cache,
+// so that the element-wise layers after a binary conv do not each make a pass over memory.
+// Each is one float operation per element, in the order the float model applies them:
+enum Stage : int64_t {
+  kAddChannel = 1,  // y += v[o]  (a shift; a subtraction is the addition of -v, exactly)
+  kPReLU = 2,       // y = y > 0 ? y : v[o] * y
+  kAddResidual = 3, // y += r     (r: a tensor of the output's shape, channels_last)
+};
+
+struct Stages {
+  std::vector<int64_t> codes;
+  std::vector<const float*> vectors;  // per-channel operand of each stage (unused by kAddResidual)
+  const float* residual = nullptr;    // (N, OH, OW, O) channels_last
+};
+
+// `pixels` pixels of O channels each; y, the operand and the residual never overlap. The AVX2
+// forms serve the AVX2 and AVX-512 paths (PReLU as a select, not a branch: the signs of y are
+// random); the plain forms the portable path.
+void add_channel(float* y, const float* v, int64_t pixels, int64_t O) {
+  for (int64_t i = 0; i < pixels; ++i, y += O)
+    for (int64_t o = 0; o < O; ++o) y[o] = y[o] + v[o];
+}
+
+void prelu(float* y, const float* v, int64_t pixels, int64_t O) {
+  for (int64_t i = 0; i < pixels; ++i, y += O)
+    for (int64_t o = 0; o < O; ++o) y[o] = y[o] > 0.0f ? y[o] : v[o] * y[o];
+}
+
+void add_residual(float* y, const float* r, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) y[i] = y[i] + r[i];
+}
+
+__attribute__((target("avx2"))) void add_channel_avx2(float* y, const float* v, int64_t pixels, int64_t O) {
+  for (int64_t i = 0; i < pixels; ++i, y += O) {
+    int64_t o = 0;
+    for (; o + 8 <= O; o += 8) _mm256_storeu_ps(y + o, _mm256_add_ps(_mm256_loadu_ps(y + o), _mm256_loadu_ps(v + o)));
+    for (; o < O; ++o) y[o] = y[o] + v[o];
+  }
+}
+
+__attribute__((target("avx2"))) void prelu_avx2(float* y, const float* v, int64_t pixels, int64_t O) {
+  for (int64_t i = 0; i < pixels; ++i, y += O) {
+    int64_t o = 0;
+    for (; o + 8 <= O; o += 8) {
+      const __m256 x = _mm256_loadu_ps(y + o);
+      const __m256 positive = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ);
+      _mm256_storeu_ps(y + o, _mm256_blendv_ps(_mm256_mul_ps(_mm256_loadu_ps(v + o), x), x, positive));
+    }
+    for (; o < O; ++o) y[o] = y[o] > 0.0f ? y[o] : v[o] * y[o];
+  }
+}
+
+__attribute__((target("avx2"))) void add_residual_avx2(float* y, const float* r, int64_t count) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(r + i)));
+  for (; i < count; ++i) y[i] = y[i] + r[i];
+}
+
+// The stages on `pixels` output pixels starting at pixel `first`, whose floats are y.
+void apply_stages(const Stages& st, bool avx2, int64_t first, int64_t pixels, int64_t O, float* y) {
+  for (size_t k = 0; k < st.codes.size(); ++k) {
+    const float* v = st.vectors[k];
+    if (st.codes[k] == kAddChannel) avx2 ? add_channel_avx2(y, v, pixels, O) : add_channel(y, v, pixels, O);
+    else if (st.codes[k] == kPReLU) avx2 ? prelu_avx2(y, v, pixels, O) : prelu(y, v, pixels, O);
+    else avx2 ? add_residual_avx2(y, st.residual + first * O, pixels * O) : add_residual(y, st.residual + first * O, pixels * O);
+  }
+}
+
 Path resolve(int64_t requested) {
   if (requested == kAuto) return cpu_has_avx512() ? kAVX512 : cpu_has_avx2() ? kAVX2 : kPortable;
   TORCH_CHECK(requested != kAVX512 || cpu_has_avx512(), "binary_conv2d: this CPU has no AVX-512 VPOPCNTDQ");
@@ -468,10 +537,13 @@ torch::Tensor pack_activations(torch::Tensor x, torch::Tensor thresholds, int64_
 }
 
 // The binary conv on packed activations (N, H, W, Cw) and packed weights (KH*KW, Cw, Opad):
-// returns alpha * (valid*C - 2*popcount) + bias as an (N, O, OH, OW) channels_last float tensor.
+// returns alpha * (valid*C - 2*popcount) + bias as an (N, O, OH, OW) channels_last float tensor,
+// then the stages (see Stage), row by row.
 torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight_words, int64_t O,
                             torch::Tensor alpha, torch::Tensor bias, std::vector<int64_t> kernel, std::vector<int64_t> stride,
-                            std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t path) {
+                            std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t path,
+                            std::vector<int64_t> stage_codes, std::vector<torch::Tensor> stage_vectors,
+                            torch::Tensor residual) {
   TORCH_CHECK(words.dim() == 4 && words.scalar_type() == torch::kInt64 && words.is_contiguous(), "packed_conv2d: bad activation words");
   TORCH_CHECK(weight_words.dim() == 3 && weight_words.scalar_type() == torch::kInt64 && weight_words.is_contiguous(), "packed_conv2d: bad weight words");
   Geometry g{};
@@ -494,6 +566,26 @@ torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight
   const float* ap = a.data_ptr<float>();
   const float* bp = b.data_ptr<float>();
   const Path p = resolve(path);
+  TORCH_CHECK(stage_codes.size() == stage_vectors.size(), "packed_conv2d: one operand per stage");
+  Stages stages;
+  std::vector<torch::Tensor> keep;  // float32 contiguous copies of the stages' operands
+  at::Tensor residual_cl;
+  for (size_t k = 0; k < stage_codes.size(); ++k) {
+    const int64_t code = stage_codes[k];
+    TORCH_CHECK(code >= kAddChannel && code <= kAddResidual, "packed_conv2d: unknown stage ", code);
+    if (code == kAddResidual) {
+      TORCH_CHECK(residual.defined() && residual.sizes() == out.sizes() && residual.scalar_type() == torch::kFloat32,
+                  "packed_conv2d: the residual must be a float32 tensor of the output's shape");
+      residual_cl = residual.contiguous(at::MemoryFormat::ChannelsLast);
+      stages.residual = residual_cl.data_ptr<float>();
+      stages.vectors.push_back(nullptr);
+    } else {
+      TORCH_CHECK(stage_vectors[k].numel() == O, "packed_conv2d: a stage needs one value per output channel");
+      keep.push_back(stage_vectors[k].to(torch::kFloat32).contiguous());
+      stages.vectors.push_back(keep.back().data_ptr<float>());
+    }
+    stages.codes.push_back(code);
+  }
   const int nt = at::get_num_threads();
   std::vector<uint64_t> act_split, w_split;
   std::vector<int64_t> offsets;
@@ -517,6 +609,7 @@ torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight
           conv_row_avx2(g, op, oh, ap, bp, row);
         }
         else conv_row_portable(g, image, wp, oh, ap, bp, row, acc.data());
+        if (!stages.codes.empty()) apply_stages(stages, p != kPortable, (n * g.OH + oh) * g.OW, g.OW, O, row);
       }
   }
   return out;

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import BinaryConv2d, PixelShuffleUpsampler, RPReLU, RSign, SignActivation, XnorWeight, conv
+from ..nn import BinaryConv2d, PixelShuffleUpsampler, RPReLU, RSign, SignActivation, XnorWeight, conv, conv_with_stages
 from .bicubic import Bicubic
 from .registry import register
 
@@ -91,9 +91,10 @@ class BinaryUnit(nn.Module):
         self.in_branch = rprelu_position == "in_branch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.in_branch:
-            return x + self.post(self.norm(self.conv(x)))
-        return self.post(self.norm(self.conv(x)) + x)
+        # packed, the norm (when it is the identity), the add and the RPReLU fold into the conv
+        if self.in_branch:  # x + post(norm(conv(x)))
+            return conv_with_stages(self.conv, x, [self.norm, self.post], residual=x)
+        return conv_with_stages(self.conv, x, [self.norm], residual=x, after=[self.post])  # post(norm(conv(x)) + x)
 
 
 def binary_body(

@@ -19,6 +19,7 @@ from .binary import (
 )
 from .dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt, pad_to_even
 from .layers import MeanShift, PixelShuffleUpsampler, WeightedSum, conv
+from .packed import conv_with_stages
 
 __all__ = [
     "ActivationQuantizer",
@@ -36,6 +37,7 @@ __all__ = [
     "XnorWeight",
     "binary_sign",
     "conv",
+    "conv_with_stages",
     "haar_dwt",
     "haar_idwt",
     "pad_to_even",

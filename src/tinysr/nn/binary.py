@@ -190,6 +190,12 @@ class RPReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.prelu(x - self.shift_in) + self.shift_out
 
+    def epilogue_stages(self, channels: int) -> list:
+        """This module as a packed conv's output stages (``nn/packed.py``): ``x - gamma`` is
+        ``x + (-gamma)`` exactly, so the stages compute the same floats as ``forward``."""
+        slope = self.prelu.weight.detach().expand(channels)
+        return [("add", -self.shift_in.detach().flatten()), ("prelu", slope), ("add", self.shift_out.detach().flatten())]
+
 
 def channel_scale(weight: torch.Tensor) -> torch.Tensor:
     """XNOR-Net's weight scale ``mean |W|`` per output channel, shaped to broadcast over the weight."""

@@ -22,6 +22,13 @@ Its cost rule counts what the layer it replaced counted: the same binary MACs, i
 binary parameters, and as full-precision parameters the bias and the learned threshold where
 the original had them (``alpha`` is derived from the weights, as before packing).
 
+Element-wise layers that follow a packed conv (a per-channel shift, PReLU, a residual addition:
+the BTM, BNN, Bi-Real and ReActNet blocks without BN) can run inside its output pass, row by row
+while the row is in cache, instead of one pass over memory each: the blocks call
+:func:`conv_with_stages`, which folds them when the native kernel runs and applies them one by
+one otherwise. They are the same float operations in the same order, so the outputs are the
+same bit for bit. BN is not folded (it stays a layer of its own).
+
 ``kernel`` picks the implementation: ``auto`` (the native kernel's best path for this CPU, else
 PyTorch), ``torch`` (unpacked float conv, no compiler needed), or a native path forced by name
 (``portable``, ``avx2``, ``avx512``; for tests and benchmarks).
@@ -41,6 +48,12 @@ from .binary import hard_sign
 
 KERNELS = ("auto", "torch", "portable", "avx2", "avx512")
 
+# Element-wise stages the native kernel applies to a packed conv's output row by row (codes shared
+# with binary_conv.cpp): ("add", v) adds a per-channel vector, ("prelu", slope) is PReLU,
+# ("residual", None) adds the ``residual`` tensor.
+STAGE_CODES = {"add": 1, "prelu": 2, "residual": 3}
+_NONE = torch.empty(0)
+
 
 def pack_weight_signs(weight: torch.Tensor) -> torch.Tensor:
     """``(O, C, KH, KW)`` float -> ``(KH, KW, Cw, Opad)`` int64 words; bit c of a word = ``W < 0``."""
@@ -58,6 +71,18 @@ def unpack_weight_signs(words: torch.Tensor, out_channels: int, in_channels: int
     bits = np.unpackbits(arr.view(np.uint8), axis=-1, bitorder="little")[..., :in_channels]
     signs = 1.0 - 2.0 * bits[:, :, :out_channels].astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(signs.transpose(2, 3, 0, 1)))
+
+
+def apply_stages(y: torch.Tensor, stages: tuple, residual: torch.Tensor | None) -> torch.Tensor:
+    """``stages`` in PyTorch: the same float operation per element, in the same order."""
+    for name, v in stages:
+        if name == "add":
+            y = y + v.view(1, -1, 1, 1)
+        elif name == "prelu":
+            y = torch.where(y > 0, y, v.view(1, -1, 1, 1) * y)
+        else:
+            y = y + residual
+    return y
 
 
 class PackedBinaryConv2d(nn.Module):
@@ -115,20 +140,26 @@ class PackedBinaryConv2d(nn.Module):
             self._unpacked = (self.weight_words, w)
         return self._unpacked[1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def native_module(self, x: torch.Tensor):
+        """The native kernel module that runs this layer on ``x``, or None (the PyTorch path)."""
         if self.kernel not in KERNELS:
             raise TinySRError(f"PackedBinaryConv2d: unknown kernel {self.kernel!r} ({', '.join(KERNELS)})")
+        if self.kernel == "torch" or x.device.type != "cpu" or x.dtype != torch.float32:
+            return None
+        module = native()
+        if module is None and self.kernel != "auto":
+            raise TinySRError(f"PackedBinaryConv2d: kernel {self.kernel!r} asked for, but the native kernel is unavailable")
+        return module
+
+    def forward(self, x: torch.Tensor, stages: tuple = (), residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer, then ``stages`` (see :func:`conv_with_stages`) on its output."""
         if self.pre is not None:
             x = self.pre.pre_sign(x)
-        module = None
-        if self.kernel != "torch" and x.device.type == "cpu" and x.dtype == torch.float32:
-            module = native()
-            if module is None and self.kernel != "auto":
-                raise TinySRError(f"PackedBinaryConv2d: kernel {self.kernel!r} asked for, but the native kernel is unavailable")
+        module = self.native_module(x)
         if module is None:  # the reference: the float-simulated layer's arithmetic
             a = hard_sign(x - self.threshold.view(1, -1, 1, 1))
             y = F.conv2d(a, self.signs(), None, self.stride, self.padding, self.dilation) * self.alpha.view(1, -1, 1, 1)
-            return y + self.bias.view(1, -1, 1, 1)
+            return apply_stages(y + self.bias.view(1, -1, 1, 1), stages, residual)
         code = PATHS[self.kernel]
         words = module.pack_activations(x, self.threshold, code)
         return module.packed_conv2d(
@@ -143,6 +174,9 @@ class PackedBinaryConv2d(nn.Module):
             list(self.padding),
             list(self.dilation),
             code,
+            [STAGE_CODES[name] for name, _ in stages],
+            [_NONE if v is None else v for _, v in stages],
+            _NONE if residual is None else residual,
         )
 
     def extra_repr(self) -> str:
@@ -163,3 +197,43 @@ def packed_conv_cost(m: PackedBinaryConv2d, inputs, out) -> tuple[int, int]:
     """Binary MACs: one per weight tap per output pixel (SPEC §3)."""
     kh, kw = m.kernel_size
     return 0, out.numel() * m.in_channels * kh * kw
+
+
+def stages_of(module: nn.Module, channels: int) -> list | None:
+    """The stages that compute the element-wise ``module`` on ``channels`` channels, or None when it
+    has none: ``Identity``, ``PReLU``, and any module with an ``epilogue_stages(channels)`` method."""
+    if isinstance(module, nn.Identity):
+        return []
+    if isinstance(module, nn.PReLU):
+        return [("prelu", module.weight.detach().expand(channels))]
+    method = getattr(module, "epilogue_stages", None)
+    return method(channels) if method is not None else None
+
+
+def conv_with_stages(conv: nn.Module, x: torch.Tensor, before=(), residual=None, after=()) -> torch.Tensor:
+    """``after(before(conv(x)) + residual)``, where ``before`` and ``after`` are sequences of
+    element-wise modules applied in order and ``residual`` may be None (no addition).
+
+    A packed conv on the native kernel folds them into its output pass (one pass over memory
+    instead of one per layer); the arithmetic is the same, so the outputs are equal bit for bit
+    (floating-point addition is commutative, so ``residual + y`` and ``y + residual`` agree).
+    Any other conv, or a module without a stage form, runs them one by one as written.
+    """
+    if isinstance(conv, PackedBinaryConv2d) and conv.native_module(x) is not None:
+        channels = conv.out_channels
+        parts = [stages_of(m, channels) for m in (*before, *after)]
+        if all(part is not None for part in parts):
+            stages = [stage for part in parts[: len(before)] for stage in part]
+            if residual is not None:
+                stages.append(("residual", None))
+            stages += [stage for part in parts[len(before) :] for stage in part]
+            with torch.no_grad():
+                return conv(x, tuple(stages), residual)
+    y = conv(x)
+    for m in before:
+        y = m(y)
+    if residual is not None:
+        y = y + residual
+    for m in after:
+        y = m(y)
+    return y
