@@ -196,6 +196,7 @@ FUSABLE_NETWORKS = [
     ("edsr_reactnet", {"channels": 16, "units": 3, "bn": False}),
     ("edsr_reactnet", {"channels": 16, "units": 3, "bn": False, "rprelu_position": "in_branch"}),
     ("edsr_bnn", {"channels": 16, "units": 3, "bn": False}),
+    ("fabnet_b4c12", {}),
 ]
 
 
@@ -215,8 +216,9 @@ def test_packed_blocks_fold_their_activations_and_adds_into_the_conv(name, kwarg
                 with torch.no_grad():
                     p.normal_(0, 0.1)
     packed = pack(model)
-    body = getattr(packed, "net", packed).body
-    body_prelus = [m for m in body.modules() if isinstance(m, torch.nn.PReLU)]
+    inner = getattr(packed, "net", packed)
+    bodies = [inner.low, inner.high] if name.startswith("fabnet") else [inner.body]
+    body_prelus = [m for body in bodies for m in body.modules() if isinstance(m, torch.nn.PReLU)]
     calls = []
     for m in body_prelus:
         m.register_forward_hook(lambda *args: calls.append(1))

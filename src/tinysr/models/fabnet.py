@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TinySRError
-from ..nn import BinaryConv2d, HaarDWT, HaarIDWT, RSign, SignActivation, WeightedSum, XnorWeight, conv, pad_to_even
+from ..nn import BinaryConv2d, HaarDWT, HaarIDWT, RSign, SignActivation, WeightedSum, XnorWeight, conv, conv_with_stages, pad_to_even
 from ..plugins import Callback, register_callback
 from .bicubic import Bicubic
 from .registry import register
@@ -100,7 +100,8 @@ class FrequencyBinaryModule(nn.Module):
         self.conv2, self.act2 = unit_conv(), RecalibratedActivation(channels) if recalibrated else nn.PReLU(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.act2(self.conv2(self.act1(self.conv1(x))))
+        # x + act2(conv2(act1(conv1(x)))); packed, the PReLUs and the add fold into the convs
+        return conv_with_stages(self.conv2, conv_with_stages(self.conv1, x, [self.act1]), [self.act2], residual=x)
 
 
 INITS = ("default", "official")
