@@ -18,7 +18,7 @@ measured with the binary convs replaced by free identities of the right shape).
 
 All timings: best of --repeat after a warm-up, alternating between the contenders in each round.
 
-    python benchmarks/binary_conv.py [--repeat 10 --threads 1 2]
+    python benchmarks/binary_conv.py [--repeat 10 --threads 1 2 --networks edsr_btm:2 fabnet_b4c24:2]
 """
 
 from __future__ import annotations
@@ -123,8 +123,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--skip-networks", action="store_true")
+    parser.add_argument(
+        "--networks", nargs="+", default=["edsr_btm:2", "edsr_btm:4", "fabnet_b4c24:2", "fabnet_b8c96:2"], metavar="NAME:SCALE"
+    )
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, kernel paths: {', '.join(available_paths())}")
+    # As tinysr's inference commands do, for every contender alike: without it, glibc returns each
+    # large feature map to the kernel and the next pass page-faults it back in.
+    retained = tinysr.retain_freed_memory()
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, kernel paths: {', '.join(available_paths())}, freed memory retained: {retained}"
+    )
     print("\n64->64 3x3 binary conv, 1x64x180x320 input (ms; speed-up vs float conv2d channels_last)\n")
     print("| threads | implementation | time (ms) | vs float |\n|---:|---|---:|---:|")
     for n in args.threads:
@@ -135,7 +143,7 @@ def main() -> None:
     print("\nWhole networks, 320x180 LR input (ms); bound = float-simulated / FP layers alone\n")
     print("| threads | network | float-simulated | packed | speed-up | bound | edsr_baseline FP (packed speed-up) |")
     print("|---:|---|---:|---:|---:|---:|---:|")
-    networks = [("edsr_btm", 2), ("edsr_btm", 4), ("fabnet_b4c24", 2), ("fabnet_b8c96", 2)]
+    networks = [(name, int(scale)) for name, scale in (item.split(":") for item in args.networks)]
     for n in args.threads:
         torch.set_num_threads(n)
         whole_networks(max(3, args.repeat // 3), networks)
