@@ -26,7 +26,8 @@ accumulated ones (``nn/bam.py``).
   ``bsrn_figure_x2_cpu`` neither. With PyTorch's initialisation the binary convs' outputs are as
   large as the features they are added to, so an HPB block does not start near the identity;
   ``binary_init="small"`` draws the binary weights from U(0, 1e-3), FABNet's official
-  initialisation, and it does (``bsrn_small_init_x2_cpu``). BENCHMARKS.md has them at equal budget.
+  initialisation, and it does (``bsrn_x2_cpu`` uses it; ``bsrn_default_init_x2_cpu`` does not).
+  BENCHMARKS.md has them at equal budget.
 
 **BSRN size.** M = 5 HPB blocks of 4 LB-blocks: at x4 1,200K parameters counted as the paper
 counts (every weight, binary or not, one parameter; per-channel BN/scales excluded), against the
