@@ -23,7 +23,7 @@ binary parameters, and as full-precision parameters the bias and the learned thr
 the original had them (``alpha`` is derived from the weights, as before packing).
 
 Element-wise layers that follow a packed conv (a per-channel shift, PReLU, a residual addition:
-the BTM, BNN, Bi-Real and ReActNet blocks without BN) can run inside its output pass, row by row
+the BTM, FABNet, BNN, Bi-Real and ReActNet blocks without BN) can run inside its output pass, row by row
 while the row is in cache, instead of one pass over memory each: the blocks call
 :func:`conv_with_stages`, which folds them when the native kernel runs and applies them one by
 one otherwise. They are the same float operations in the same order, so the outputs are the
