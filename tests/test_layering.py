@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("nn", ("tinysr.nn",)),
     ("models", ("tinysr.models",)),
     ("compress", ("tinysr.profile", "tinysr.compress")),
-    ("model files", ("tinysr.model_file", "tinysr.export")),
+    ("model files", ("tinysr.model_file", "tinysr.export", "tinysr.convert")),
     ("train", ("tinysr.train",)),
     ("workflows", ("tinysr.workflows", "tinysr.bench")),
     ("cli", ("tinysr.cli", "tinysr.__main__", "tinysr")),

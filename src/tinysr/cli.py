@@ -7,6 +7,7 @@ unreadable image) prints one line ``tinysr: error: ...`` and exits with status 2
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -18,6 +19,8 @@ from ._version import __version__
 from .bench import get_suite, run_bench
 from .compress import binary_weight_bytes, deployable
 from .compress.deploy import deploy_form
+from .convert import FORMATS as CHECKPOINT_FORMATS
+from .convert import load_external
 from .data import BenchmarkSet, LRCache
 from .errors import TinySRError
 from .evaluate import evaluate
@@ -291,6 +294,22 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise TinySRError(f"-o {out} exists; choose another output or pass --overwrite")
+    model, options = load_external(args.checkpoint, args.format, args.res_scale)
+    digest = hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest()
+    source = {"format": args.format, "file": Path(args.checkpoint).name, "sha256": digest, **options}
+    save(model, out, extra={"converted_from": json.dumps(source, sort_keys=True)})
+    spec = model_spec(model)
+    print(
+        f"{out}: {spec.name} x{options['scale']} ({options['channels']} channels, {options['blocks']} blocks, "
+        f"res_scale {options['res_scale']:g}) from {args.checkpoint} ({args.format})"
+    )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
 
     model = resolve_model(args.model, args.scale)
@@ -452,6 +471,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input model file")
     p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("convert", help="a checkpoint written by another codebase (EDSR-PyTorch, BasicSR) -> a tinysr model file")
+    p.add_argument("checkpoint", help="the .pt / .pth state dict (loaded without running code: weights_only)")
+    p.add_argument("--format", "-f", required=True, choices=sorted(CHECKPOINT_FORMATS), help="the codebase that wrote it")
+    p.add_argument("--output", "-o", required=True, help="output model file")
+    p.add_argument(
+        "--res-scale", type=float, help="EDSR's residual scaling, which checkpoints do not store (default: 0.1 for 32x256, else 1)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="allow the output to replace an existing file")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="export a model to ONNX (checked with onnxruntime)")
     p.add_argument("--model", "-m", required=True, help="model file or zoo:NAME (or a registry name with --scale)")

@@ -1,0 +1,229 @@
+"""Checkpoints written by other codebases -> tinysr models, evaluated under tinysr's protocol.
+
+:func:`load_external` reads a state-dict checkpoint with ``torch.load(weights_only=True)`` (a
+file that would need code to unpickle is refused), unwraps it, infers the architecture's
+hyper-parameters from the tensors' names and shapes, renames the tensors into the matching
+tinysr model and converts the source's pixel convention, so that the converted model's output on
+a [0, 1] image equals the source code's output on the same image in its own range.
+
+Formats (the facts each mapping uses are read from the source code, cited per format):
+
+* ``edsr-pytorch``: EDSR-PyTorch (``src/model/edsr.py``, ``common.py``), EDSR and EDSR-baseline.
+  Keys ``head.0``, ``body.{i}.body.{0,2}`` (conv, ReLU, conv), ``body.{n}`` (the conv after the
+  blocks), ``tail.0.{2k}`` (one conv C->4C per x2 stage, or C->9C at x3), ``tail.1`` (to RGB),
+  ``sub_mean`` / ``add_mean`` (1x1 convs: identity weight, bias ``-+rgb_range * mean``). Pixels
+  in [0, ``rgb_range``], 255 in every released model.
+* ``basicsr``: BasicSR's ``EDSR`` (``basicsr/archs/edsr_arch.py``, ``arch_util.py``), inside a
+  ``params_ema`` or ``params`` entry (``params_ema`` preferred, as BasicSR's own testing does
+  when it exists). Keys ``conv_first``, ``body.{i}.conv{1,2}``, ``conv_after_body``,
+  ``upsample.{2k}``, ``conv_last``. Input ``(x - mean) * img_range`` with ``img_range`` 255 and
+  the DIV2K mean (not stored in the file), output ``y / img_range + mean``.
+
+**Pixel range.** Convolutions, ReLU, pixel shuffle and additions commute with a positive scale
+when every bias is scaled with the pixels, so a network trained on [0, 255] runs on [0, 1] with
+its biases divided by 255 and its weights as they are. The results agree with the source's to
+float rounding, not bit for bit (the scale moves to other operations).
+
+**Residual scaling** is not stored in either format. EDSR's paper and both codebases use 0.1
+for the 32-block, 256-channel EDSR and 1 otherwise; that is the default here, and
+``res_scale`` overrides it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import TinySRError
+from .models import create_model
+
+PIXEL_RANGE = 255.0  # both formats' released models
+DIV2K_MEAN = (0.4488, 0.4371, 0.4040)  # BasicSR's rgb_mean default (not stored in its files)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint, loaded without running any code it contains."""
+    path = Path(path)
+    if not path.is_file():
+        raise TinySRError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling error"
+        raise TinySRError(f"{path}: refused, loading it would run code it contains ({first[:120]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise TinySRError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__})") from None
+    if not isinstance(obj, dict):
+        raise TinySRError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def _unwrap(obj: dict, path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    for key in keys:
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    tensors = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    others = sorted(k for k, v in obj.items() if not isinstance(v, torch.Tensor))
+    if others:
+        raise TinySRError(f"{path}: entry {others[0]!r} is not a tensor (a state dict of this format holds only tensors)")
+    if not tensors:
+        raise TinySRError(f"{path}: no tensors in the checkpoint")
+    return tensors
+
+
+def _indices(tensors: dict, pattern: str, path: Path, step: int = 1) -> list[int]:
+    """The sorted integers i for which ``pattern.format(i)`` names a tensor: 0, step, 2 step, ..."""
+    regex = re.compile("^" + re.escape(pattern).replace(r"\{\}", r"(\d+)") + "$")
+    found = sorted(int(m.group(1)) for k in tensors if (m := regex.match(k)))
+    if found != list(range(0, step * len(found), step)):
+        raise TinySRError(f"{path}: the layers {pattern.format('i')} are numbered {found}")
+    return found
+
+
+def _shape(tensors: dict, key: str, path: Path) -> tuple[int, ...]:
+    if key not in tensors:
+        raise TinySRError(f"{path}: missing tensor {key!r}")
+    return tuple(tensors[key].shape)
+
+
+def _scale_of_upsampler(convs: list[tuple[int, ...]], channels: int, path: Path) -> int:
+    """x2^k: k convs C->4C; x3: one conv C->9C (both codebases' upsamplers)."""
+    outs = [shape[0] for shape in convs]
+    if outs and all(o == 4 * channels for o in outs):
+        return 2 ** len(outs)
+    if outs == [9 * channels]:
+        return 3
+    raise TinySRError(f"{path}: upsampler convs with {outs} outputs for {channels} channels fit no scale")
+
+
+def _edsr(tensors: dict, path: Path, names: dict[str, str], res_scale: float | None) -> tuple[nn.Module, dict]:
+    """An EDSR from a dict whose keys are already tinysr's (``names`` maps them back for messages)."""
+    channels, colors = _shape(tensors, "head.weight", path)[:2]
+    if colors != 3:
+        raise TinySRError(f"{path}: {names['head.weight']} takes {colors} colour channels; tinysr's EDSR takes RGB")
+    blocks = len(_indices(tensors, "body.{}.conv1.weight", path))
+    ups = _indices(tensors, "tail.0.{}.weight", path, step=2)  # a PixelShuffle between the convs
+    scale = _scale_of_upsampler([_shape(tensors, f"tail.0.{i}.weight", path) for i in ups], channels, path)
+    if res_scale is None:
+        res_scale = 0.1 if (channels, blocks) == (256, 32) else 1.0
+    if (channels, blocks, res_scale) == (256, 32, 0.1):
+        model = create_model("edsr", scale=scale)
+    else:
+        model = create_model("edsr_baseline", scale=scale, channels=channels, blocks=blocks, res_scale=res_scale)
+    own = model.state_dict()
+    unknown = sorted(set(tensors) - set(own))
+    if unknown:
+        raise TinySRError(f"{path}: unexpected tensor {names.get(unknown[0], unknown[0])!r} for an EDSR of {blocks} blocks")
+    missing = sorted(set(own) - set(tensors))
+    if missing:
+        raise TinySRError(f"{path}: missing tensor {names.get(missing[0], missing[0])!r} for an EDSR of {blocks} blocks")
+    for key, value in tensors.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise TinySRError(
+                f"{path}: {names.get(key, key)!r} has shape {tuple(value.shape)}, the inferred EDSR needs {tuple(own[key].shape)}"
+            )
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    options = {"scale": scale, "channels": channels, "blocks": blocks, "res_scale": res_scale}
+    return model.eval(), options
+
+
+def _from_pixel_range(tensors: dict, pixel_range: float) -> dict:
+    """Every conv bias divided by the pixel range (see the module docstring); weights as they are."""
+    return {k: v / pixel_range if k.endswith(".bias") else v for k, v in tensors.items()}
+
+
+def _edsr_pytorch(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
+    tensors = _unwrap(obj, path, ())
+    renamed, names = {}, {}
+    shifts = {}
+    for key, value in tensors.items():
+        part = key.split(".")
+        if part[0] in ("sub_mean", "add_mean"):
+            shifts[key] = value
+            continue
+        if part[0] == "head" and part[1] == "0":
+            new = f"head.{part[2]}"
+        elif part[0] == "body" and len(part) == 5 and part[2] == "body" and part[3] in ("0", "2"):
+            new = f"body.{part[1]}.conv{1 if part[3] == '0' else 2}.{part[4]}"
+        elif part[0] == "body" and len(part) == 3:
+            new = f"body_tail.{part[2]}"  # the conv after the blocks: the last body index
+        elif part[0] == "tail" and part[1] in ("0", "1"):
+            new = key
+        else:
+            raise TinySRError(f"{path}: unexpected tensor {key!r} for EDSR-PyTorch's EDSR")
+        renamed[new], names[new] = value, key
+    # the conv after the blocks is body.{n}, n the number of blocks
+    blocks = len(_indices(renamed, "body.{}.conv1.weight", path))
+    after = {names[k].split(".")[1] for k in renamed if k.startswith("body_tail.")}
+    if after - {str(blocks)}:
+        raise TinySRError(f"{path}: unexpected tensor 'body.{sorted(after)[0]}' (the conv after {blocks} blocks is body.{blocks})")
+    mean = _mean_of_shifts(shifts, path)
+    renamed = _from_pixel_range(renamed, PIXEL_RANGE)
+    renamed["sub_mean.shift"] = -mean.view(1, 3, 1, 1)
+    renamed["add_mean.shift"] = mean.view(1, 3, 1, 1)
+    return _edsr(renamed, path, names, res_scale)
+
+
+def _mean_of_shifts(shifts: dict, path: Path) -> torch.Tensor:
+    """EDSR-PyTorch's MeanShift convs: identity weights, bias ``-+rgb_range * mean``."""
+    if not shifts:
+        return torch.tensor(DIV2K_MEAN)
+    means = []
+    for name, sign in (("sub_mean", -1.0), ("add_mean", 1.0)):
+        weight, bias = shifts.get(f"{name}.weight"), shifts.get(f"{name}.bias")
+        if weight is None or bias is None or tuple(weight.shape) != (3, 3, 1, 1) or tuple(bias.shape) != (3,):
+            raise TinySRError(f"{path}: {name} must be a 1x1 conv of 3 channels (weight and bias)")
+        if not torch.equal(weight.flatten(1), torch.eye(3, dtype=weight.dtype)):
+            raise TinySRError(f"{path}: {name}.weight is not the identity (rgb_std != 1); tinysr's mean shift has no scale")
+        means.append(sign * bias.float() / PIXEL_RANGE)
+    if not torch.allclose(means[0], means[1]):
+        raise TinySRError(f"{path}: sub_mean and add_mean hold different means")
+    return means[0]
+
+
+BASICSR_NAMES = {"conv_first": "head", "conv_after_body": "body_tail", "conv_last": "tail.1"}
+
+
+def _basicsr(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
+    tensors = _unwrap(obj, path, ("params_ema", "params"))
+    if "conv_after_body.weight" not in tensors:
+        arch = "MSRResNet" if "upconv1.weight" in tensors else "an architecture tinysr has no model for"
+        raise TinySRError(f"{path}: a BasicSR checkpoint of {arch}; only its EDSR converts")
+    renamed, names = {}, {}
+    for key, value in tensors.items():
+        module, _, rest = key.rpartition(".")
+        if module in BASICSR_NAMES:
+            new = f"{BASICSR_NAMES[module]}.{rest}"
+        elif re.fullmatch(r"body\.\d+\.conv[12]", module):
+            new = key
+        elif re.fullmatch(r"upsample\.\d+", module):
+            new = f"tail.0.{module.split('.')[1]}.{rest}"
+        else:
+            raise TinySRError(f"{path}: unexpected tensor {key!r} for BasicSR's EDSR")
+        renamed[new], names[new] = value, key
+    renamed = _from_pixel_range(renamed, PIXEL_RANGE)
+    mean = torch.tensor(DIV2K_MEAN)
+    renamed["sub_mean.shift"] = -mean.view(1, 3, 1, 1)
+    renamed["add_mean.shift"] = mean.view(1, 3, 1, 1)
+    return _edsr(renamed, path, names, res_scale)
+
+
+FORMATS: dict[str, Callable[[dict, Path, float | None], tuple[nn.Module, dict]]] = {
+    "edsr-pytorch": _edsr_pytorch,
+    "basicsr": _basicsr,
+}
+
+
+def load_external(path: str | Path, format: str, res_scale: float | None = None) -> tuple[nn.Module, dict]:
+    """The tinysr model (eval mode) a checkpoint of ``format`` (:data:`FORMATS`) describes, and
+    the options inferred from it (``scale``, ``channels``, ``blocks``, ``res_scale``)."""
+    if format not in FORMATS:
+        raise TinySRError(f"unknown checkpoint format {format!r} ({', '.join(FORMATS)})")
+    path = Path(path)
+    return FORMATS[format](read_state_dict(path), path, res_scale)

@@ -1,0 +1,231 @@
+"""Checkpoints of other codebases -> tinysr models (convert.py).
+
+The state dicts here are built with each source's tensor names and shapes (read from its code:
+EDSR-PyTorch's ``model/edsr.py`` + ``common.py``, BasicSR's ``archs/edsr_arch.py`` +
+``arch_util.py``), and the references are each source's forward pass written out in functional
+form at its own pixel range, independently of tinysr's model classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tinysr
+from tinysr.cli import main
+from tinysr.convert import load_external
+from tinysr.errors import TinySRError
+
+MEAN = torch.tensor([0.4488, 0.4371, 0.4040])
+
+
+def conv_tensors(gen, out_ch: int, in_ch: int, k: int = 3, bias_scale: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+    weight = torch.randn(out_ch, in_ch, k, k, generator=gen) * (0.5 / math.sqrt(in_ch * k * k))
+    return weight, torch.randn(out_ch, generator=gen) * bias_scale  # biases in units of 0-255 pixels
+
+
+def upsampler_stages(scale: int) -> list[int]:
+    return [3] if scale == 3 else [2] * int(math.log2(scale))
+
+
+def edsr_pytorch_state(channels: int, blocks: int, scale: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """EDSR-PyTorch's names: head.0, body.{i}.body.{0,2}, body.{n}, tail.0.{2k}, tail.1, mean shifts."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+
+    def put(name, out_ch, in_ch, k=3):
+        sd[f"{name}.weight"], sd[f"{name}.bias"] = conv_tensors(gen, out_ch, in_ch, k)
+
+    put("head.0", channels, 3)
+    for i in range(blocks):
+        put(f"body.{i}.body.0", channels, channels)
+        put(f"body.{i}.body.2", channels, channels)
+    put(f"body.{blocks}", channels, channels)
+    for j, s in enumerate(upsampler_stages(scale)):
+        put(f"tail.0.{2 * j}", s * s * channels, channels)
+    put("tail.1", 3, channels)
+    for name, sign in (("sub_mean", -1), ("add_mean", 1)):
+        sd[f"{name}.weight"] = torch.eye(3).view(3, 3, 1, 1)
+        sd[f"{name}.bias"] = sign * 255.0 * MEAN
+    return sd
+
+
+def edsr_pytorch_forward(sd: dict, x255: torch.Tensor, scale: int, res_scale: float) -> torch.Tensor:
+    """EDSR.forward of EDSR-PyTorch on pixels in [0, 255]."""
+
+    def conv(x, name):
+        return F.conv2d(x, sd[f"{name}.weight"], sd[f"{name}.bias"], padding=sd[f"{name}.weight"].shape[-1] // 2)
+
+    blocks = sum(1 for k in sd if k.endswith(".body.0.weight"))
+    x = conv(conv(x255, "sub_mean"), "head.0")
+    res = x
+    for i in range(blocks):
+        res = conv(F.relu(conv(res, f"body.{i}.body.0")), f"body.{i}.body.2").mul(res_scale) + res
+    res = conv(res, f"body.{blocks}") + x
+    for j, s in enumerate(upsampler_stages(scale)):
+        res = F.pixel_shuffle(conv(res, f"tail.0.{2 * j}"), s)
+    return conv(conv(res, "tail.1"), "add_mean")
+
+
+def basicsr_state(channels: int, blocks: int, scale: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """BasicSR's EDSR names: conv_first, body.{i}.conv{1,2}, conv_after_body, upsample.{2k}, conv_last."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+
+    def put(name, out_ch, in_ch):
+        sd[f"{name}.weight"], sd[f"{name}.bias"] = conv_tensors(gen, out_ch, in_ch)
+
+    put("conv_first", channels, 3)
+    for i in range(blocks):
+        put(f"body.{i}.conv1", channels, channels)
+        put(f"body.{i}.conv2", channels, channels)
+    put("conv_after_body", channels, channels)
+    for j, s in enumerate(upsampler_stages(scale)):
+        put(f"upsample.{2 * j}", s * s * channels, channels)
+    put("conv_last", 3, channels)
+    return sd
+
+
+def basicsr_forward(sd: dict, x: torch.Tensor, scale: int, res_scale: float) -> torch.Tensor:
+    """EDSR.forward of BasicSR: input in [0, 1], (x - mean) * 255 inside, output y / 255 + mean."""
+
+    def conv(t, name):
+        return F.conv2d(t, sd[f"{name}.weight"], sd[f"{name}.bias"], padding=1)
+
+    blocks = sum(1 for k in sd if k.endswith(".conv1.weight"))
+    mean = MEAN.view(1, 3, 1, 1)
+    feat = conv((x - mean) * 255.0, "conv_first")
+    res = feat
+    for i in range(blocks):
+        res = res + conv(F.relu(conv(res, f"body.{i}.conv1")), f"body.{i}.conv2") * res_scale
+    res = conv(res, "conv_after_body") + feat
+    for j, s in enumerate(upsampler_stages(scale)):
+        res = F.pixel_shuffle(conv(res, f"upsample.{2 * j}"), s)
+    return conv(res, "conv_last") / 255.0 + mean
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_edsr_pytorch_checkpoint_converts_to_the_same_function_on_0_1_pixels(scale, tmp_path):
+    sd = edsr_pytorch_state(channels=16, blocks=3, scale=scale)
+    torch.save(sd, tmp_path / "edsr.pt")
+    model, options = load_external(tmp_path / "edsr.pt", "edsr-pytorch")
+    assert options == {"scale": scale, "channels": 16, "blocks": 3, "res_scale": 1.0}
+    x = torch.rand(1, 3, 11, 13)
+    with torch.no_grad():
+        got = model(x)
+        want = edsr_pytorch_forward(sd, x * 255.0, scale, 1.0) / 255.0
+    assert got.shape == (1, 3, 11 * scale, 13 * scale)
+    assert (got - want).abs().max() < 1e-5  # float rounding: the 255 moved from the pixels to the biases
+    assert want.std() > 0.02  # the reference output is not flat: the comparison can fail
+
+
+def test_edsr_pytorch_residual_scaling_is_inferred_for_edsr_and_can_be_given(tmp_path):
+    sd = edsr_pytorch_state(channels=16, blocks=2, scale=2, seed=1)
+    torch.save(sd, tmp_path / "edsr.pt")
+    model, options = load_external(tmp_path / "edsr.pt", "edsr-pytorch", res_scale=0.1)
+    assert options["res_scale"] == 0.1
+    x = torch.rand(1, 3, 9, 8)
+    with torch.no_grad():
+        assert (model(x) - edsr_pytorch_forward(sd, x * 255.0, 2, 0.1) / 255.0).abs().max() < 1e-5
+    # EDSR itself (32 blocks x 256 channels): 0.1 without being told; shapes only, no forward
+    big = {k: torch.empty(0) for k in ()}
+    for i in range(32):
+        for j in (0, 2):
+            big[f"body.{i}.body.{j}.weight"], big[f"body.{i}.body.{j}.bias"] = torch.zeros(256, 256, 3, 3), torch.zeros(256)
+    big["head.0.weight"], big["head.0.bias"] = torch.zeros(256, 3, 3, 3), torch.zeros(256)
+    big["body.32.weight"], big["body.32.bias"] = torch.zeros(256, 256, 3, 3), torch.zeros(256)
+    big["tail.0.0.weight"], big["tail.0.0.bias"] = torch.zeros(1024, 256, 3, 3), torch.zeros(1024)
+    big["tail.1.weight"], big["tail.1.bias"] = torch.zeros(3, 256, 3, 3), torch.zeros(3)
+    torch.save(big, tmp_path / "edsr_x2.pt")
+    model, options = load_external(tmp_path / "edsr_x2.pt", "edsr-pytorch")
+    assert options == {"scale": 2, "channels": 256, "blocks": 32, "res_scale": 0.1}
+    assert model.tinysr_spec.name == "edsr"
+    assert torch.allclose(model.sub_mean.shift.flatten(), -MEAN)  # no mean shift stored: the DIV2K mean
+
+
+@pytest.mark.parametrize("wrapper", ["params", "params_ema"])
+def test_basicsr_checkpoint_converts_to_the_same_function(wrapper, tmp_path):
+    sd = basicsr_state(channels=16, blocks=2, scale=4)
+    other = basicsr_state(channels=16, blocks=2, scale=4, seed=9)
+    saved = {"params": sd} if wrapper == "params" else {"params": other, "params_ema": sd}  # EMA preferred
+    torch.save(saved, tmp_path / "edsr.pth")
+    model, options = load_external(tmp_path / "edsr.pth", "basicsr")
+    assert options == {"scale": 4, "channels": 16, "blocks": 2, "res_scale": 1.0}
+    x = torch.rand(1, 3, 10, 7)
+    with torch.no_grad():
+        got, want = model(x), basicsr_forward(sd, x, 4, 1.0)
+    assert (got - want).abs().max() < 1e-5
+    assert want.std() > 0.02
+
+
+def edited(sd: dict, change) -> dict:
+    sd = dict(sd)
+    change(sd)
+    return sd
+
+
+REFUSALS = [
+    ("unknown tensor", lambda sd: sd.update({"body.1.body.4.weight": torch.zeros(16, 16, 3, 3)}), "body.1.body.4.weight"),
+    ("missing tensor", lambda sd: sd.pop("tail.1.bias"), "missing tensor 'tail.1.bias'"),
+    ("wrong shape", lambda sd: sd.update({"tail.1.weight": torch.zeros(4, 16, 3, 3)}), "'tail.1.weight' has shape (4, 16, 3, 3)"),
+    ("gap in the blocks", lambda sd: [sd.pop(k) for k in list(sd) if k.startswith("body.1.body.")], "numbered [0, 2]"),
+    ("scaled mean shift", lambda sd: sd.update({"sub_mean.weight": 2 * torch.eye(3).view(3, 3, 1, 1)}), "not the identity"),
+    (
+        "no scale fits",
+        lambda sd: sd.update({"tail.0.0.weight": torch.zeros(48, 16, 3, 3), "tail.0.0.bias": torch.zeros(48)}),
+        "fit no scale",
+    ),
+]
+
+
+@pytest.mark.parametrize("what, change, message", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_what_cannot_be_mapped_is_refused_in_one_line(what, change, message, tmp_path, capsys):
+    torch.save(edited(edsr_pytorch_state(16, 3, 2), change), tmp_path / "bad.pt")
+    with pytest.raises(TinySRError, match="bad.pt") as err:
+        load_external(tmp_path / "bad.pt", "edsr-pytorch")
+    assert message in str(err.value)
+    assert main(["convert", str(tmp_path / "bad.pt"), "-f", "edsr-pytorch", "-o", str(tmp_path / "out.safetensors")]) == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and err_lines[0].startswith("tinysr: error:") and message in err_lines[0]
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_checkpoint_that_needs_code_to_unpickle_is_refused(tmp_path):
+    torch.save({"args": argparse.Namespace(scale=2), **edsr_pytorch_state(16, 1, 2)}, tmp_path / "with_args.pt")
+    with pytest.raises(TinySRError, match="refused, loading it would run code"):
+        load_external(tmp_path / "with_args.pt", "edsr-pytorch")
+
+
+def test_a_basicsr_checkpoint_of_another_architecture_is_named(tmp_path):
+    sd = {"conv_first.weight": torch.zeros(64, 3, 3, 3), "upconv1.weight": torch.zeros(256, 64, 3, 3)}
+    torch.save({"params": sd}, tmp_path / "msrresnet.pth")
+    with pytest.raises(TinySRError, match="MSRResNet; only its EDSR converts"):
+        load_external(tmp_path / "msrresnet.pth", "basicsr")
+    with pytest.raises(TinySRError, match="unknown checkpoint format 'caffe'"):
+        load_external(tmp_path / "msrresnet.pth", "caffe")
+
+
+def test_cli_convert_writes_a_model_file_that_loads_and_records_its_source(tmp_path, capsys):
+    sd = edsr_pytorch_state(16, 2, 3)
+    torch.save(sd, tmp_path / "edsr_x3.pt")
+    out = tmp_path / "edsr_x3.safetensors"
+    assert main(["convert", str(tmp_path / "edsr_x3.pt"), "-f", "edsr-pytorch", "-o", str(out)]) == 0
+    assert "x3 (16 channels, 2 blocks, res_scale 1)" in capsys.readouterr().out
+    model = tinysr.load(out)
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert (model(x) - edsr_pytorch_forward(sd, x * 255.0, 3, 1.0) / 255.0).abs().max() < 1e-5
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:
+        source = json.loads(f.metadata()["converted_from"])
+    assert source["format"] == "edsr-pytorch" and source["file"] == "edsr_x3.pt" and len(source["sha256"]) == 64
+    before = out.read_bytes()
+    assert main(["convert", str(tmp_path / "edsr_x3.pt"), "-f", "edsr-pytorch", "-o", str(out)]) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == before
