@@ -215,7 +215,7 @@ def test_cli_convert_writes_a_model_file_that_loads_and_records_its_source(tmp_p
     torch.save(sd, tmp_path / "edsr_x3.pt")
     out = tmp_path / "edsr_x3.safetensors"
     assert main(["convert", str(tmp_path / "edsr_x3.pt"), "-f", "edsr-pytorch", "-o", str(out)]) == 0
-    assert "x3 (16 channels, 2 blocks, res_scale 1)" in capsys.readouterr().out
+    assert "x3 (channels 16, blocks 2, res_scale 1)" in capsys.readouterr().out
     model = tinysr.load(out)
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
@@ -229,3 +229,58 @@ def test_cli_convert_writes_a_model_file_that_loads_and_records_its_source(tmp_p
     assert main(["convert", str(tmp_path / "edsr_x3.pt"), "-f", "edsr-pytorch", "-o", str(out)]) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def plainsr_state(channels: int, body: int, scale: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The official ECBSR's PlainSR names: backbone.{i}.conv3x3, backbone.{i}.act (PReLU), Y only."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    widths = [1] + [channels] * (body + 1) + [scale * scale]
+    for i in range(body + 2):
+        sd[f"backbone.{i}.conv3x3.weight"], sd[f"backbone.{i}.conv3x3.bias"] = conv_tensors(gen, widths[i + 1], widths[i])
+        if i < body + 1:
+            sd[f"backbone.{i}.act.weight"] = torch.rand(widths[i + 1], generator=gen) * 0.5
+    return sd
+
+
+def plainsr_forward(sd: dict, y255: torch.Tensor, scale: int) -> torch.Tensor:
+    """PlainSR.forward on the Y channel in [16, 235]: PixelShuffle(backbone(y) + y)."""
+    layers = sum(1 for k in sd if k.endswith(".conv3x3.weight"))
+    out = y255
+    for i in range(layers):
+        out = F.conv2d(out, sd[f"backbone.{i}.conv3x3.weight"], sd[f"backbone.{i}.conv3x3.bias"], padding=1)
+        if i < layers - 1:
+            out = F.prelu(out, sd[f"backbone.{i}.act.weight"])
+    return F.pixel_shuffle(out + y255, scale)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_ecbsr_plain_checkpoint_converts_to_a_y_only_basenet(scale, tmp_path):
+    sd = plainsr_state(channels=8, body=3, scale=scale)
+    torch.save(sd, tmp_path / "plainsr.pt")
+    model, options = load_external(tmp_path / "plainsr.pt", "ecbsr")
+    assert options == {"scale": scale, "channels": 8, "blocks": 3, "colors": 1}
+    y = 16 + torch.rand(1, 1, 9, 10) * 219  # the Y of skimage's rgb2ycbcr, in [16, 235]
+    with torch.no_grad():
+        got = model.net(y / 255.0)  # tinysr's Y-only models take that Y divided by 255
+        want = plainsr_forward(sd, y, scale) / 255.0
+    assert (got - want).abs().max() < 1e-5
+    assert want.std() > 0.02
+    x = torch.rand(1, 3, 9, 10)
+    with torch.no_grad():
+        assert model(x).shape == (1, 3, 9 * scale, 10 * scale)  # RGB in, RGB out (Cb, Cr by bicubic)
+
+
+def test_ecbsr_training_form_and_other_widths_are_refused(tmp_path):
+    sd = plainsr_state(channels=8, body=2, scale=2)
+    torch.save({**sd, "backbone.1.conv1x1_3x3.k0": torch.zeros(16, 8, 1, 1)}, tmp_path / "ecb.pt")
+    with pytest.raises(TinySRError, match="training form"):
+        load_external(tmp_path / "ecb.pt", "ecbsr")
+    torch.save({**sd, "backbone.3.act.weight": torch.zeros(4)}, tmp_path / "act.pt")
+    with pytest.raises(TinySRError, match="the last conv of PlainSR is linear"):
+        load_external(tmp_path / "act.pt", "ecbsr")
+    rgb = dict(sd)
+    rgb["backbone.0.conv3x3.weight"] = torch.zeros(8, 3, 3, 3)
+    torch.save(rgb, tmp_path / "rgb.pt")
+    with pytest.raises(TinySRError, match="Y only"):
+        load_external(tmp_path / "rgb.pt", "ecbsr")

@@ -303,10 +303,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     source = {"format": args.format, "file": Path(args.checkpoint).name, "sha256": digest, **options}
     save(model, out, extra={"converted_from": json.dumps(source, sort_keys=True)})
     spec = model_spec(model)
-    print(
-        f"{out}: {spec.name} x{options['scale']} ({options['channels']} channels, {options['blocks']} blocks, "
-        f"res_scale {options['res_scale']:g}) from {args.checkpoint} ({args.format})"
-    )
+    inferred = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in options.items() if k != "scale")
+    print(f"{out}: {spec.name} x{options['scale']} ({inferred}) from {args.checkpoint} ({args.format})")
     return 0
 
 
@@ -472,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input model file")
     p.set_defaults(func=cmd_deploy)
 
-    p = sub.add_parser("convert", help="a checkpoint written by another codebase (EDSR-PyTorch, BasicSR) -> a tinysr model file")
+    p = sub.add_parser("convert", help="a checkpoint written by another codebase (EDSR-PyTorch, BasicSR, ECBSR) -> a tinysr model file")
     p.add_argument("checkpoint", help="the .pt / .pth state dict (loaded without running code: weights_only)")
     p.add_argument("--format", "-f", required=True, choices=sorted(CHECKPOINT_FORMATS), help="the codebase that wrote it")
     p.add_argument("--output", "-o", required=True, help="output model file")

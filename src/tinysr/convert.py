@@ -24,13 +24,22 @@ when every bias is scaled with the pixels, so a network trained on [0, 255] runs
 its biases divided by 255 and its weights as they are. The results agree with the source's to
 float rounding, not bit for bit (the scale moves to other operations).
 
-**Residual scaling** is not stored in either format. EDSR's paper and both codebases use 0.1
+* ``ecbsr``: the official ECBSR's deployed form, ``PlainSR`` (``models/plainsr.py``; what its
+  ``convert.py`` writes from a trained ECBSR), into ``basenet(colors=1)``. Keys
+  ``backbone.{i}.conv3x3`` and ``backbone.{i}.act`` (PReLU; the last conv is linear); the output
+  is ``PixelShuffle(backbone(y) + y)``, i.e. a nearest-upsampled residual. It works on the Y
+  channel of ``skimage.color.rgb2ycbcr`` in [16, 235] (``datas/div2k.py``), the BT.601 Y that
+  tinysr's Y-only models take divided by 255; Cb and Cr are upsampled by bicubic, as the
+  official evaluation leaves them. The training form (ECB blocks) is refused: merge it first.
+
+**EDSR's residual scaling** is not stored in either EDSR format. EDSR's paper and both codebases use 0.1
 for the 32-block, 256-channel EDSR and 1 otherwise; that is the default here, and
 ``res_scale`` overrides it.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 from collections.abc import Callable
@@ -41,6 +50,7 @@ from torch import nn
 
 from .errors import TinySRError
 from .models import create_model
+from .models.registry import SUPPORTED_SCALES
 
 PIXEL_RANGE = 255.0  # both formats' released models
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)  # BasicSR's rgb_mean default (not stored in its files)
@@ -116,21 +126,24 @@ def _edsr(tensors: dict, path: Path, names: dict[str, str], res_scale: float | N
         model = create_model("edsr", scale=scale)
     else:
         model = create_model("edsr_baseline", scale=scale, channels=channels, blocks=blocks, res_scale=res_scale)
+    _load_checked(model, tensors, names, path, f"an EDSR of {blocks} blocks")
+    options = {"scale": scale, "channels": channels, "blocks": blocks, "res_scale": res_scale}
+    return model.eval(), options
+
+
+def _load_checked(model: nn.Module, tensors: dict, names: dict, path: Path, what: str) -> None:
+    """Load ``tensors`` (tinysr names) into ``model`` or refuse in one line, naming the source's key."""
     own = model.state_dict()
     unknown = sorted(set(tensors) - set(own))
     if unknown:
-        raise TinySRError(f"{path}: unexpected tensor {names.get(unknown[0], unknown[0])!r} for an EDSR of {blocks} blocks")
+        raise TinySRError(f"{path}: unexpected tensor {names.get(unknown[0], unknown[0])!r} for {what}")
     missing = sorted(set(own) - set(tensors))
     if missing:
-        raise TinySRError(f"{path}: missing tensor {names.get(missing[0], missing[0])!r} for an EDSR of {blocks} blocks")
+        raise TinySRError(f"{path}: missing tensor {names.get(missing[0], missing[0])!r} for {what}")
     for key, value in tensors.items():
         if tuple(value.shape) != tuple(own[key].shape):
-            raise TinySRError(
-                f"{path}: {names.get(key, key)!r} has shape {tuple(value.shape)}, the inferred EDSR needs {tuple(own[key].shape)}"
-            )
+            raise TinySRError(f"{path}: {names.get(key, key)!r} has shape {tuple(value.shape)}, {what} needs {tuple(own[key].shape)}")
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    options = {"scale": scale, "channels": channels, "blocks": blocks, "res_scale": res_scale}
-    return model.eval(), options
 
 
 def _from_pixel_range(tensors: dict, pixel_range: float) -> dict:
@@ -214,9 +227,46 @@ def _basicsr(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module,
     return _edsr(renamed, path, names, res_scale)
 
 
+def _ecbsr_plain(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
+    """The official ECBSR's deployed form (``PlainSR``), Y only, into ``basenet(colors=1)``."""
+    tensors = _unwrap(obj, path, ())
+    if any(".conv1x1_" in k for k in tensors):
+        raise TinySRError(f"{path}: an ECBSR checkpoint in its training form (ECB blocks); merge it with the official convert.py first")
+    layers = _indices(tensors, "backbone.{}.conv3x3.weight", path)
+    if len(layers) < 2:
+        raise TinySRError(f"{path}: no PlainSR backbone (backbone.{{i}}.conv3x3) in the checkpoint")
+    head = _shape(tensors, "backbone.0.conv3x3.weight", path)
+    channels, colors = head[:2]
+    if colors != 1:
+        raise TinySRError(f"{path}: a PlainSR of {colors} colour channels; the official ECBSR is Y only (colors: 1)")
+    last = layers[-1]
+    outputs = _shape(tensors, f"backbone.{last}.conv3x3.weight", path)[0]
+    scale = math.isqrt(outputs)
+    if scale * scale != outputs or scale not in SUPPORTED_SCALES:
+        raise TinySRError(f"{path}: the last conv has {outputs} outputs, no scale's square")
+    renamed, names = {}, {}
+    for key, value in tensors.items():
+        match = re.fullmatch(r"backbone\.(\d+)\.(conv3x3|act)\.(weight|bias)", key)
+        if match is None:
+            raise TinySRError(f"{path}: unexpected tensor {key!r} for the official PlainSR")
+        i, part, kind = int(match.group(1)), match.group(2), match.group(3)
+        if part == "act" and i == last:
+            raise TinySRError(f"{path}: unexpected tensor {key!r}: the last conv of PlainSR is linear")
+        module = "head" if i == 0 else "tail" if i == last else f"body.{i - 1}"
+        if part == "act":
+            module = "head_act" if i == 0 else f"body_acts.{i - 1}"
+        renamed[f"net.{module}.{kind}"], names[f"net.{module}.{kind}"] = value, key
+    # PReLU(a x) = a PReLU(x) for a > 0: the 0-255 Y range moves into the conv biases alone
+    renamed = {k: v / PIXEL_RANGE if k.endswith(".bias") else v for k, v in renamed.items()}
+    model = create_model("basenet", scale=scale, channels=channels, blocks=last - 1, colors=1)
+    _load_checked(model, renamed, names, path, f"a PlainSR of {last - 1} body convs")
+    return model.eval(), {"scale": scale, "channels": channels, "blocks": last - 1, "colors": 1}
+
+
 FORMATS: dict[str, Callable[[dict, Path, float | None], tuple[nn.Module, dict]]] = {
     "edsr-pytorch": _edsr_pytorch,
     "basicsr": _basicsr,
+    "ecbsr": _ecbsr_plain,
 }
 
 
