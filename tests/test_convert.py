@@ -172,6 +172,7 @@ def edited(sd: dict, change) -> dict:
 REFUSALS = [
     ("unknown tensor", lambda sd: sd.update({"body.1.body.4.weight": torch.zeros(16, 16, 3, 3)}), "body.1.body.4.weight"),
     ("missing tensor", lambda sd: sd.pop("tail.1.bias"), "missing tensor 'tail.1.bias'"),
+    ("a name of no layer", lambda sd: sd.update({"head": torch.zeros(1)}), "unexpected tensor 'head'"),
     ("wrong shape", lambda sd: sd.update({"tail.1.weight": torch.zeros(4, 16, 3, 3)}), "'tail.1.weight' has shape (4, 16, 3, 3)"),
     ("gap in the blocks", lambda sd: [sd.pop(k) for k in list(sd) if k.startswith("body.1.body.")], "numbered [0, 2]"),
     ("scaled mean shift", lambda sd: sd.update({"sub_mean.weight": 2 * torch.eye(3).view(3, 3, 1, 1)}), "not the identity"),
@@ -284,3 +285,5 @@ def test_ecbsr_training_form_and_other_widths_are_refused(tmp_path):
     torch.save(rgb, tmp_path / "rgb.pt")
     with pytest.raises(TinySRError, match="Y only"):
         load_external(tmp_path / "rgb.pt", "ecbsr")
+    with pytest.raises(TinySRError, match="ECBSR has none"):
+        load_external(tmp_path / "ecb.pt", "ecbsr", res_scale=0.1)

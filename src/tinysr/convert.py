@@ -156,17 +156,16 @@ def _edsr_pytorch(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Mo
     renamed, names = {}, {}
     shifts = {}
     for key, value in tensors.items():
-        part = key.split(".")
-        if part[0] in ("sub_mean", "add_mean"):
+        if re.fullmatch(r"(sub|add)_mean\.(weight|bias)", key):
             shifts[key] = value
             continue
-        if part[0] == "head" and part[1] == "0":
-            new = f"head.{part[2]}"
-        elif part[0] == "body" and len(part) == 5 and part[2] == "body" and part[3] in ("0", "2"):
-            new = f"body.{part[1]}.conv{1 if part[3] == '0' else 2}.{part[4]}"
-        elif part[0] == "body" and len(part) == 3:
-            new = f"body_tail.{part[2]}"  # the conv after the blocks: the last body index
-        elif part[0] == "tail" and part[1] in ("0", "1"):
+        if m := re.fullmatch(r"head\.0\.(weight|bias)", key):
+            new = f"head.{m[1]}"
+        elif m := re.fullmatch(r"body\.(\d+)\.body\.([02])\.(weight|bias)", key):  # conv, ReLU, conv
+            new = f"body.{m[1]}.conv{1 if m[2] == '0' else 2}.{m[3]}"
+        elif m := re.fullmatch(r"body\.\d+\.(weight|bias)", key):
+            new = f"body_tail.{m[1]}"  # the conv after the blocks: checked below to be body.{n}
+        elif re.fullmatch(r"tail\.0\.\d+\.(weight|bias)|tail\.1\.(weight|bias)", key):
             new = key
         else:
             raise TinySRError(f"{path}: unexpected tensor {key!r} for EDSR-PyTorch's EDSR")
@@ -229,6 +228,8 @@ def _basicsr(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module,
 
 def _ecbsr_plain(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
     """The official ECBSR's deployed form (``PlainSR``), Y only, into ``basenet(colors=1)``."""
+    if res_scale is not None:
+        raise TinySRError("--res-scale is EDSR's residual scaling; ECBSR has none")
     tensors = _unwrap(obj, path, ())
     if any(".conv1x1_" in k for k in tensors):
         raise TinySRError(f"{path}: an ECBSR checkpoint in its training form (ECB blocks); merge it with the official convert.py first")
