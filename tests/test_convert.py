@@ -133,7 +133,7 @@ def test_edsr_pytorch_residual_scaling_is_inferred_for_edsr_and_can_be_given(tmp
     with torch.no_grad():
         assert (model(x) - edsr_pytorch_forward(sd, x * 255.0, 2, 0.1) / 255.0).abs().max() < 1e-5
     # EDSR itself (32 blocks x 256 channels): 0.1 without being told; shapes only, no forward
-    big = {k: torch.empty(0) for k in ()}
+    big = {}
     for i in range(32):
         for j in (0, 2):
             big[f"body.{i}.body.{j}.weight"], big[f"body.{i}.body.{j}.bias"] = torch.zeros(256, 256, 3, 3), torch.zeros(256)

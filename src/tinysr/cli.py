@@ -7,7 +7,6 @@ unreadable image) prints one line ``tinysr: error: ...`` and exits with status 2
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ from .data import BenchmarkSet, LRCache
 from .errors import TinySRError
 from .evaluate import evaluate
 from .export import check_onnx, export_onnx
-from .files import atomic_write, remove_stale_temps
+from .files import atomic_write, remove_stale_temps, sha256_of
 from .inference import AUTO_TILE, AUTO_TILE_PIXELS, default_tile_pad, tile_size, upscale
 from .io import MAX_PIXELS, is_image_file, list_images, read_image, write_image
 from .model_file import load, save
@@ -299,8 +298,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise TinySRError(f"-o {out} exists; choose another output or pass --overwrite")
     model, options = load_external(args.checkpoint, args.format, args.res_scale)
-    digest = hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest()
-    source = {"format": args.format, "file": Path(args.checkpoint).name, "sha256": digest, **options}
+    source = {"format": args.format, "file": Path(args.checkpoint).name, "sha256": sha256_of(args.checkpoint), **options}
     save(model, out, extra={"converted_from": json.dumps(source, sort_keys=True)})
     spec = model_spec(model)
     inferred = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in options.items() if k != "scale")

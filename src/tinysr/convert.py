@@ -51,9 +51,9 @@ from torch import nn
 from .errors import TinySRError
 from .models import create_model
 from .models.registry import SUPPORTED_SCALES
+from .nn.layers import DIV2K_RGB_MEAN  # EDSR-PyTorch's and BasicSR's rgb_mean default
 
-PIXEL_RANGE = 255.0  # both formats' released models
-DIV2K_MEAN = (0.4488, 0.4371, 0.4040)  # BasicSR's rgb_mean default (not stored in its files)
+PIXEL_RANGE = 255.0  # every format's released models
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -185,7 +185,7 @@ def _edsr_pytorch(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Mo
 def _mean_of_shifts(shifts: dict, path: Path) -> torch.Tensor:
     """EDSR-PyTorch's MeanShift convs: identity weights, bias ``-+rgb_range * mean``."""
     if not shifts:
-        return torch.tensor(DIV2K_MEAN)
+        return torch.tensor(DIV2K_RGB_MEAN)
     means = []
     for name, sign in (("sub_mean", -1.0), ("add_mean", 1.0)):
         weight, bias = shifts.get(f"{name}.weight"), shifts.get(f"{name}.bias")
@@ -220,7 +220,7 @@ def _basicsr(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module,
             raise TinySRError(f"{path}: unexpected tensor {key!r} for BasicSR's EDSR")
         renamed[new], names[new] = value, key
     renamed = _from_pixel_range(renamed, PIXEL_RANGE)
-    mean = torch.tensor(DIV2K_MEAN)
+    mean = torch.tensor(DIV2K_RGB_MEAN)
     renamed["sub_mean.shift"] = -mean.view(1, 3, 1, 1)
     renamed["add_mean.shift"] = mean.view(1, 3, 1, 1)
     return _edsr(renamed, path, names, res_scale)
@@ -258,7 +258,7 @@ def _ecbsr_plain(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Mod
             module = "head_act" if i == 0 else f"body_acts.{i - 1}"
         renamed[f"net.{module}.{kind}"], names[f"net.{module}.{kind}"] = value, key
     # PReLU(a x) = a PReLU(x) for a > 0: the 0-255 Y range moves into the conv biases alone
-    renamed = {k: v / PIXEL_RANGE if k.endswith(".bias") else v for k, v in renamed.items()}
+    renamed = _from_pixel_range(renamed, PIXEL_RANGE)
     model = create_model("basenet", scale=scale, channels=channels, blocks=last - 1, colors=1)
     _load_checked(model, renamed, names, path, f"a PlainSR of {last - 1} body convs")
     return model.eval(), {"scale": scale, "channels": channels, "blocks": last - 1, "colors": 1}
