@@ -168,10 +168,11 @@ def test_packed_network_equals_unpacked_on_every_path(name, kwargs, tmp_path):
 NATIVE = [p for p in PATHS if p not in ("torch", "portable")] + (["portable"] if "portable" in PATHS else [])
 
 
-@pytest.mark.parametrize("path", NATIVE)
+@pytest.mark.parametrize("path", ["torch", *NATIVE])
 def test_output_stages_equal_the_layers_they_replace(path):
     """A per-channel shift, a PReLU with slopes of both signs, and a residual, applied in the
-    kernel's output pass, give the floats PyTorch's own layers give (negative outputs included)."""
+    kernel's output pass (or by ``apply_stages`` on the torch path), give the floats PyTorch's own
+    layers give (negative outputs included)."""
     torch.manual_seed(5)
     conv = binary_conv(40, 24, 3, 1, 1, 1, threshold=True)
     packed = PackedBinaryConv2d.from_conv(conv)
