@@ -65,6 +65,9 @@ GEOMETRIES = [
     (3, 17, 3, 2, 1, 2),
     (129, 130, 3, (2, 1), (0, 2), 1),
     (288, 24, 3, 1, 1, 1),  # 45 words per output: the AVX2 byte counters are summed mid-pixel
+    (20, 40, 3, 1, 1, 1),  # AVX-512 blocks of 5, 6 and 7 vectors: other interior groupings
+    (33, 48, 3, 1, 1, 1),
+    (65, 56, 3, 1, 1, 1),
 ]
 
 

@@ -89,19 +89,27 @@ void pack_avx2(const float* x, const float* thr, uint64_t* out, int64_t pixels, 
 
 TINYSR_AVX512
 void pack_avx512(const float* x, const float* thr, uint64_t* out, int64_t pixels, int64_t C, int64_t Cw, int nt) {
+  const int64_t full = C / 64;  // words whose 64 channels all exist: four unmasked compares each
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t p = 0; p < pixels; ++p) {
     const float* xp = x + p * C;
-    for (int64_t w = 0; w < Cw; ++w) {
+    for (int64_t w = 0; w < full; ++w) {
+      const float* xc = xp + w * 64;
+      const float* tc = thr + w * 64;
       uint64_t word = 0;
-      const int64_t end = std::min(C, (w + 1) * 64);
-      for (int64_t c = w * 64; c < end; c += 16) {
-        const __mmask16 live = end - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (end - c)) - 1);
+      for (int k = 0; k < 4; ++k)
+        word |= uint64_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(xc + 16 * k), _mm512_loadu_ps(tc + 16 * k), _CMP_NGE_UQ)) << (16 * k);
+      out[p * Cw + w] = word;
+    }
+    if (full < Cw) {
+      uint64_t word = 0;
+      for (int64_t c = full * 64; c < C; c += 16) {
+        const __mmask16 live = C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (C - c)) - 1);
         __m512 v = _mm512_maskz_loadu_ps(live, xp + c);
         __m512 t = _mm512_maskz_loadu_ps(live, thr + c);
-        word |= uint64_t(_mm512_mask_cmp_ps_mask(live, v, t, _CMP_NGE_UQ)) << (c - w * 64);
+        word |= uint64_t(_mm512_mask_cmp_ps_mask(live, v, t, _CMP_NGE_UQ)) << (c - full * 64);
       }
-      out[p * Cw + w] = word;
+      out[p * Cw + full] = word;
     }
   }
 }
@@ -296,26 +304,34 @@ void conv_block_avx2(const Geometry& g, const Avx2Operands& op, int64_t oh, int6
 }
 
 // The epilogue for NV vectors of 8 output channels: float(valid*C - 2*popcount) * alpha + bias.
+// Two vectors of int64 counts are narrowed into one of 16 int32 (one permute), so the float work
+// runs on 16 channels per instruction. valid*C - 2*count is formed in float by one fused
+// multiply-add, exact because every term is an integer below 2^24; then * alpha and + bias are
+// rounded separately, as the float model rounds them.
 template <int NV>
 struct Avx512Epilogue {
-  __m256 alpha[NV], bias[NV];
-  __mmask8 live[NV];
+  static constexpr int kWide = (NV + 1) / 2;  // vectors of 16 channels
+  __m512 alpha[kWide], bias[kWide];
+  __mmask16 live[kWide];
 
   TINYSR_AVX512 Avx512Epilogue(const Geometry& g, int64_t o0, const float* a, const float* b) {
-    for (int v = 0; v < NV; ++v) {
-      const int64_t left = g.O - (o0 + v * 8);
-      live[v] = left >= 8 ? __mmask8(0xFF) : __mmask8(left > 0 ? (1u << left) - 1 : 0);
-      alpha[v] = _mm256_maskz_loadu_ps(live[v], a + o0 + v * 8);
-      bias[v] = _mm256_maskz_loadu_ps(live[v], b + o0 + v * 8);
+    for (int v = 0; v < kWide; ++v) {
+      const int64_t left = std::min<int64_t>(g.O - (o0 + v * 16), NV * 8 - v * 16);
+      live[v] = left >= 16 ? __mmask16(0xFFFF) : __mmask16(left > 0 ? (1u << left) - 1 : 0);
+      alpha[v] = _mm512_maskz_loadu_ps(live[v], a + o0 + v * 16);
+      bias[v] = _mm512_maskz_loadu_ps(live[v], b + o0 + v * 16);
     }
   }
 
   TINYSR_AVX512 void store(float* out, const __m512i* acc, int64_t valid_bits) const {
-    const __m512i total = _mm512_set1_epi64(valid_bits);
-    for (int v = 0; v < NV; ++v) {
-      const __m512i dot = _mm512_sub_epi64(total, _mm512_slli_epi64(acc[v], 1));
-      const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm512_cvtepi64_ps(dot), alpha[v]), bias[v]);
-      _mm256_mask_storeu_ps(out + v * 8, live[v], y);
+    const __m512i low_halves = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512 total = _mm512_set1_ps(float(valid_bits));
+    const __m512 minus_two = _mm512_set1_ps(-2.0f);
+    for (int v = 0; v < kWide; ++v) {
+      const __m512i high = 2 * v + 1 < NV ? acc[2 * v + 1] : _mm512_setzero_si512();
+      const __m512i counts = _mm512_permutex2var_epi32(acc[2 * v], low_halves, high);
+      const __m512 dot = _mm512_fmadd_ps(_mm512_cvtepi32_ps(counts), minus_two, total);
+      _mm512_mask_storeu_ps(out + v * 16, live[v], _mm512_add_ps(_mm512_mul_ps(dot, alpha[v]), bias[v]));
     }
   }
 };
@@ -348,46 +364,49 @@ TINYSR_AVX512 void pixel_avx512(const Geometry& g, const uint64_t* act, const ui
   epi.store(out_row + ow * g.O + o0, acc, valid * g.C);
 }
 
-// Two horizontally adjacent interior pixels: each weight vector loaded feeds both.
-template <int NV>
-TINYSR_AVX512 void pixel_pair_avx512(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh, int64_t ow,
-                                     int64_t o0, const Avx512Epilogue<NV>& epi, float* out_row) {
-  __m512i acc0[NV], acc1[NV];
-  for (int v = 0; v < NV; ++v) acc0[v] = acc1[v] = _mm512_setzero_si512();
-  int64_t rows = 0;
-  for (int64_t kh = 0; kh < g.KH; ++kh) {
-    const int64_t ih = oh * g.SH - g.PH + kh * g.DH;
-    if (!tap_inside(ih, g.H)) continue;
-    ++rows;
-    for (int64_t kw = 0; kw < g.KW; ++kw) {
-      const uint64_t* a0 = act + (ih * g.W + ow * g.SW - g.PW + kw * g.DW) * g.Cw;
-      const uint64_t* a1 = a0 + g.SW * g.Cw;
-      const uint64_t* w = wp + (kh * g.KW + kw) * g.Cw * g.Opad + o0;
-      for (int64_t cw = 0; cw < g.Cw; ++cw) {
-        const __m512i av0 = _mm512_set1_epi64(int64_t(a0[cw]));
-        const __m512i av1 = _mm512_set1_epi64(int64_t(a1[cw]));
-        for (int v = 0; v < NV; ++v) {
-          __m512i wv = _mm512_loadu_si512(w + cw * g.Opad + v * 8);
-          acc0[v] = _mm512_add_epi64(acc0[v], _mm512_popcnt_epi64(_mm512_xor_si512(av0, wv)));
-          acc1[v] = _mm512_add_epi64(acc1[v], _mm512_popcnt_epi64(_mm512_xor_si512(av1, wv)));
-        }
-      }
+// P horizontally adjacent pixels whose taps all lie inside the image: one flat loop over the
+// (tap, channel word) pairs, each weight vector loaded once for the P pixels.
+template <int NV, int P>
+TINYSR_AVX512 void interior_pixels_avx512(const Geometry& g, const uint64_t* first_tap, const uint64_t* wp,
+                                          const int64_t* offsets, int64_t o0, const Avx512Epilogue<NV>& epi,
+                                          float* out) {
+  __m512i acc[P][NV];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < NV; ++v) acc[p][v] = _mm512_setzero_si512();
+  const int64_t pairs = g.KH * g.KW * g.Cw, step = g.SW * g.Cw;
+  const uint64_t* w = wp + o0;
+  for (int64_t j = 0; j < pairs; ++j, w += g.Opad) {
+    const uint64_t* a = first_tap + offsets[j];
+    __m512i av[P];
+    for (int p = 0; p < P; ++p) av[p] = _mm512_set1_epi64(int64_t(a[p * step]));
+    for (int v = 0; v < NV; ++v) {
+      const __m512i wv = _mm512_loadu_si512(w + v * 8);
+      for (int p = 0; p < P; ++p) acc[p][v] = _mm512_add_epi64(acc[p][v], _mm512_popcnt_epi64(_mm512_xor_si512(av[p], wv)));
     }
   }
-  epi.store(out_row + ow * g.O + o0, acc0, rows * g.KW * g.C);
-  epi.store(out_row + (ow + 1) * g.O + o0, acc1, rows * g.KW * g.C);
+  for (int p = 0; p < P; ++p) epi.store(out + p * g.O, acc[p], g.KH * g.KW * g.C);
 }
+
+// Pixels per interior group: as many as keep the P * NV accumulators, P broadcasts and a weight
+// vector within the 32 vector registers.
+template <int NV>
+constexpr int interior_group() { return NV <= 2 ? 4 : NV <= 4 ? 4 : NV <= 6 ? 3 : 2; }
 
 // One output row for NV vectors of 8 output channels starting at o0.
 template <int NV>
-TINYSR_AVX512 void conv_block_avx512(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh, int64_t o0,
-                                     const float* alpha, const float* bias, float* out_row) {
+TINYSR_AVX512 void conv_block_avx512(const Geometry& g, const uint64_t* act, const uint64_t* wp, const int64_t* offsets,
+                                     int64_t oh, int64_t o0, const float* alpha, const float* bias, float* out_row) {
+  constexpr int P = interior_group<NV>();
   const Avx512Epilogue<NV> epi(g, o0, alpha, bias);
+  const int64_t ih0 = oh * g.SH - g.PH;
   int64_t lo, hi;
   interior_columns(g, &lo, &hi);
+  if (!(ih0 >= 0 && ih0 + (g.KH - 1) * g.DH < g.H)) lo = hi = 0;  // a border row: no interior
   int64_t ow = 0;
   for (; ow < lo; ++ow) pixel_avx512<NV>(g, act, wp, oh, ow, o0, epi, out_row);
-  for (; ow + 1 < hi; ow += 2) pixel_pair_avx512<NV>(g, act, wp, oh, ow, o0, epi, out_row);
+  for (; ow + P <= hi; ow += P)
+    interior_pixels_avx512<NV, P>(g, act + (ih0 * g.W + ow * g.SW - g.PW) * g.Cw, wp, offsets, o0, epi,
+                                  out_row + ow * g.O + o0);
   for (; ow < g.OW; ++ow) pixel_avx512<NV>(g, act, wp, oh, ow, o0, epi, out_row);
 }
 
@@ -414,19 +433,19 @@ void conv_row_avx2(const Geometry& g, const Avx2Operands& op, int64_t oh, const 
   });
 }
 
-void conv_row_avx512(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh,
+void conv_row_avx512(const Geometry& g, const uint64_t* act, const uint64_t* wp, const int64_t* offsets, int64_t oh,
                      const float* alpha, const float* bias, float* out_row) {
   dispatch_blocks((g.O + 7) / 8, 8, [&](int64_t first, int64_t nv) {
     const int64_t o0 = first * 8;
     switch (nv) {
-      case 1: conv_block_avx512<1>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 2: conv_block_avx512<2>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 3: conv_block_avx512<3>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 4: conv_block_avx512<4>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 5: conv_block_avx512<5>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 6: conv_block_avx512<6>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      case 7: conv_block_avx512<7>(g, act, wp, oh, o0, alpha, bias, out_row); break;
-      default: conv_block_avx512<8>(g, act, wp, oh, o0, alpha, bias, out_row); break;
+      case 1: conv_block_avx512<1>(g, act, wp, offsets, oh, o0, alpha, bias, out_row); break;
+      case 2: conv_block_avx512<2>(g, act, wp, offsets, oh, o0, alpha, bias, out_row); break;
+      case 3: conv_block_avx512<3>(g, act, wp, offsets, oh, o0, alpha, bias, out_row); break;
+      case 4: conv_block_avx512<4>(g, act, wp, offsets, oh, o0, alpha, bias, out_row); break;
+      case 5: conv_block_avx512<5>(g, act, wp, offsets, oh, o0, alpha, bias, out_row); break;
+      case 6: conv_block_avx512<6>(g, act, wp, offsets, oh, o0, alpha, bias, out_row); break;
+      case 7: conv_block_avx512<7>(g, act, wp, offsets, oh, o0, alpha, bias, out_row); break;
+      default: conv_block_avx512<8>(g, act, wp, offsets, oh, o0, alpha, bias, out_row); break;
     }
   });
 }
@@ -592,8 +611,8 @@ torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight
   if (p == kAVX2) {
     act_split = split_nibbles(act, g.N * g.H * g.W * g.Cw, 1, nt);
     w_split = split_nibbles(wp, g.KH * g.KW * g.Cw * g.Opad, g.Opad, 1);
-    offsets = interior_offsets(g);
   }
+  if (p == kAVX2 || p == kAVX512) offsets = interior_offsets(g);
 #pragma omp parallel num_threads(nt)
   {
     std::vector<int64_t> acc(p == kPortable ? O : 0);
@@ -602,7 +621,7 @@ torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight
       for (int64_t oh = 0; oh < g.OH; ++oh) {
         const uint64_t* image = act + n * g.H * g.W * g.Cw;
         float* row = y + (n * g.OH + oh) * g.OW * O;
-        if (p == kAVX512) conv_row_avx512(g, image, wp, oh, ap, bp, row);
+        if (p == kAVX512) conv_row_avx512(g, image, wp, offsets.data(), oh, ap, bp, row);
         else if (p == kAVX2) {
           const int64_t first = n * g.H * g.W * g.Cw;
           const Avx2Operands op{act_split.data() + 2 * first, w_split.data(), offsets.data()};
