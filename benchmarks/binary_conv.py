@@ -21,12 +21,13 @@ measured with the binary convs replaced by free identities of the right shape).
 All timings: best of --repeat after a warm-up, alternating between the contenders in each round.
 
     python benchmarks/binary_conv.py [--repeat 10 --threads 1 2 --networks edsr_btm:2 fabnet_b4c24:2]
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/binary_conv.py --kernel avx2   # an AVX2-only CPU, on an AVX-512 one
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import os
 import time
 
 import torch
@@ -35,7 +36,7 @@ from torch import nn
 
 import tinysr
 from tinysr.compress import pack, set_kernel
-from tinysr.kernels import available_paths
+from tinysr.kernels import available_paths, cpu_model
 from tinysr.nn import BinaryConv2d, SignActivation, XnorWeight
 from tinysr.nn import packed as packed_layers
 from tinysr.nn.packed import PackedBinaryConv2d
@@ -112,11 +113,11 @@ def _unfolded(packed: nn.Module, x: torch.Tensor) -> torch.Tensor:
         packed_layers.stages_of = saved
 
 
-def whole_networks(repeat: int, networks: list[tuple[str, int]]) -> None:
+def whole_networks(repeat: int, networks: list[tuple[str, int]], kernel: str) -> None:
     x = torch.rand(1, 3, 180, 320)
     for name, scale in networks:
         model = tinysr.create_model(name, scale=scale).eval()
-        packed = set_kernel(pack(model), "auto")
+        packed = set_kernel(pack(model), kernel)
         fp_only = _without_binary_convs(model)
         fns = {
             "float-simulated": lambda: model(x),
@@ -146,12 +147,18 @@ def main() -> None:
     parser.add_argument(
         "--networks", nargs="+", default=["edsr_btm:2", "edsr_btm:4", "fabnet_b4c24:2", "fabnet_b8c96:2"], metavar="NAME:SCALE"
     )
+    parser.add_argument("--kernel", default="auto", choices=["auto", "avx2", "avx512", "portable"], help="the packed networks' kernel path")
     args = parser.parse_args()
+    if args.kernel != "auto" and args.kernel not in available_paths():
+        parser.error(f"--kernel {args.kernel}: this CPU or build has no such path ({', '.join(available_paths())})")
     # As tinysr's inference commands do, for every contender alike: without it, glibc returns each
     # large feature map to the kernel and the next pass page-faults it back in.
     retained = tinysr.retain_freed_memory()
+    paths = available_paths()
+    auto = next((p for p in ("avx512", "avx2", "portable") if p in paths), "torch")
     print(
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, kernel paths: {', '.join(available_paths())}, freed memory retained: {retained}"
+        f"torch {torch.__version__}, {cpu_model()}, kernel paths: {', '.join(paths)} (auto: {auto}), "
+        f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}, freed memory retained: {retained}"
     )
     print("\n64->64 3x3 binary conv, 1x64x180x320 input (ms; speed-up vs float conv2d channels_last)\n")
     print("| threads | implementation | time (ms) | vs float |\n|---:|---|---:|---:|")
@@ -160,7 +167,7 @@ def main() -> None:
         single_conv(args.repeat)
     if args.skip_networks:
         return
-    print("\nWhole networks, 320x180 LR input (ms); bound = float-simulated / FP layers alone\n")
+    print(f"\nWhole networks, 320x180 LR input (ms), packed on the {args.kernel} path; bound = float-simulated / FP layers alone\n")
     print(
         "| threads | network | float-simulated | packed, stages unfolded | packed | speed-up | bound | edsr_baseline FP (packed speed-up) |"
     )
@@ -168,7 +175,7 @@ def main() -> None:
     networks = [(name, int(scale)) for name, scale in (item.split(":") for item in args.networks)]
     for n in args.threads:
         torch.set_num_threads(n)
-        whole_networks(max(3, args.repeat // 3), networks)
+        whole_networks(max(3, args.repeat // 3), networks, args.kernel)
 
 
 if __name__ == "__main__":

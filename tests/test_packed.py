@@ -1,6 +1,7 @@
 """Bit-packed binary inference (SPEC §9): the native kernel on every path equals the float model."""
 
 import json
+import platform
 import shutil
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import torch
 
 import tinysr
 from test_binary import xnor_popcount_reference
+from tinysr import kernels
 from tinysr.cli import main
 from tinysr.compress import pack, set_kernel
 from tinysr.errors import TinySRError
-from tinysr.kernels import available_paths, native
+from tinysr.kernels import available_paths, cpu_model, native
 from tinysr.nn import ActivationQuantizer, BinaryConv2d, RSign, SignActivation, WeightQuantizer, XnorWeight
 from tinysr.nn.packed import PackedBinaryConv2d, pack_weight_signs, unpack_weight_signs
 from tinysr.plugins import no_macs, register_cost
@@ -37,6 +39,15 @@ def test_native_kernel_builds_where_a_compiler_exists_and_dispatch_sees_the_cpu(
     assert ("avx2" in PATHS) == ("avx2" in flags and "popcnt" in flags)
     has_avx512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vpopcntdq"} <= flags
     assert ("avx512" in PATHS) == has_avx512
+
+
+def test_cpu_model_names_this_cpu(monkeypatch):
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    names = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")]
+    if names:  # Linux on x86: the OS's name for it, not the bare architecture
+        assert cpu_model() == names[0]
+    monkeypatch.setattr(kernels.Path, "read_text", lambda self: (_ for _ in ()).throw(OSError("no procfs")))
+    assert cpu_model() == (platform.processor() or platform.machine())
 
 
 @pytest.mark.parametrize("o, c, k", [(7, 3, (3, 3)), (64, 64, (3, 3)), (130, 70, (1, 5)), (9, 129, (5, 1))])

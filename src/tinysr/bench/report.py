@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
-import platform
 from datetime import date
 from pathlib import Path
 
 import torch
 
 from ..files import atomic_write
+from ..kernels import cpu_model
 from .suites import BINARY, REFERENCE, Suite
 
 FORM_NAMES = {"merge": "merged", "pack": "bit-packed", "none": "as trained"}
@@ -54,7 +54,7 @@ def markdown(rows: list[dict], sets: list[str], suite: Suite) -> str:
     out = [
         f"# tinysr bench --suite {suite.name}",
         "",
-        f"{date.today().isoformat()}; {platform.processor() or platform.machine()}, {torch.get_num_threads()} PyTorch threads; "
+        f"{date.today().isoformat()}; {cpu_model()}, {torch.get_num_threads()} PyTorch threads; "
         f"CPU time: median of {suite.time_repeat} forward passes on a {w}x{h} LR input, deployable form.",
         "",
         "## 1-bit networks (params: binary weights count 1/32; OPs = FLOPs + BOPs/64 at a 320x180 LR input)",

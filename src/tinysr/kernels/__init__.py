@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import time
 import warnings
 from pathlib import Path
@@ -60,6 +61,18 @@ def _remove_stale_lock() -> None:
             lock.unlink()
     except (ImportError, OSError):
         pass
+
+
+def cpu_model() -> str:
+    """This CPU's model name as the OS reports it (Linux), else the platform's processor or machine
+    name: benchmarks and ``tinysr bench`` print it beside their timings."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def available_paths() -> list[str]:
