@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from tinysr.nn.dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt
+from tinysr.kernels import native
+from tinysr.nn.dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt, pad_to_even
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 5, 7, 9), (1, 2, 1, 6), (1, 1, 2, 2)])
@@ -46,3 +47,52 @@ def test_constant_image_has_no_high_frequencies():
     ll, high = haar_dwt(torch.full((1, 3, 6, 6), 0.7))
     assert high.abs().max() < 1e-6
     torch.testing.assert_close(ll, torch.full_like(ll, 1.4))
+
+
+def _bands_in_documented_order(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The native kernel's arithmetic, written with slices (kernels/haar.cpp's order of sums)."""
+    a, b, c, d = x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    s, t, u, v = a + b, c + d, a - b, c - d
+    return (s + t) * 0.5, torch.cat([(s - t) * 0.5, (u + v) * 0.5, (u - v) * 0.5], dim=1)
+
+
+native_only = pytest.mark.skipif(native() is None, reason="no C++ compiler: the conv form is the only one")
+
+
+@native_only
+@pytest.mark.parametrize("shape", [(2, 24, 10, 14), (1, 3, 7, 9), (1, 72, 4, 6)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_native_transform_at_inference_equals_the_conv_form(shape, layout):
+    x = torch.randn(*shape).contiguous(memory_format=layout)
+    with torch.no_grad():
+        ll, high = haar_dwt(x)  # float32 CPU, no gradient: the native kernel
+        back = haar_idwt(ll, high, size=shape[-2:])
+    assert ll.is_contiguous(memory_format=torch.channels_last) and high.is_contiguous(memory_format=torch.channels_last)
+    want_ll, want_high = _bands_in_documented_order(pad_to_even(x))
+    assert torch.equal(ll, want_ll) and torch.equal(high, want_high)
+    conv_ll, conv_high = haar_dwt(x.clone().requires_grad_())  # a gradient asked for: the conv form
+    assert conv_ll.grad_fn is not None
+    torch.testing.assert_close(ll, conv_ll.detach(), rtol=0, atol=1e-6)  # the same bands up to the order of sums
+    torch.testing.assert_close(high, conv_high.detach(), rtol=0, atol=1e-6)
+    conv_back = haar_idwt(conv_ll, conv_high, size=shape[-2:]).detach()
+    torch.testing.assert_close(back, conv_back, rtol=0, atol=1e-6)
+    torch.testing.assert_close(back, x, rtol=0, atol=1e-5)
+
+
+@native_only
+def test_native_inverse_follows_its_documented_order():
+    ll, high = torch.randn(2, 5, 3, 4), torch.randn(2, 15, 3, 4)
+    with torch.no_grad():
+        x = haar_idwt(ll, high)
+    lh, hl, hh = high.chunk(3, dim=1)
+    p, q, r, w = ll + lh, ll - lh, hl + hh, hl - hh
+    assert torch.equal(x[..., 0::2, 0::2], (p + r) * 0.5) and torch.equal(x[..., 0::2, 1::2], (p - r) * 0.5)
+    assert torch.equal(x[..., 1::2, 0::2], (q + w) * 0.5) and torch.equal(x[..., 1::2, 1::2], (q - w) * 0.5)
+
+
+@native_only
+def test_native_transform_refuses_mismatched_bands():
+    with pytest.raises(RuntimeError, match="3x the channels"):
+        native().haar_idwt(torch.zeros(1, 2, 3, 3), torch.zeros(1, 5, 3, 3))
+    with pytest.raises(RuntimeError, match="even"):
+        native().haar_dwt(torch.zeros(1, 2, 3, 4))

@@ -9,13 +9,27 @@ The build lands in PyTorch's extension cache (``$TORCH_EXTENSIONS_DIR``, default
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import platform
 import time
 import warnings
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("binary_conv.cpp")
+# One extension, one translation unit: bindings.cpp includes the kernels' sources.
+SOURCE = Path(__file__).with_name("bindings.cpp")
+INCLUDED = [Path(__file__).with_name(name) for name in ("binary_conv.cpp", "haar.cpp")]
+
+
+def _sources_digest() -> str:
+    """A digest of every source file. PyTorch rebuilds a cached extension only when the files
+    passed to it or its flags change, so the digest goes in as a flag: an edit to an included
+    file then rebuilds too."""
+    digest = hashlib.sha256()
+    for path in (SOURCE, *INCLUDED):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
 
 # Path codes shared with binary_conv.cpp.
 PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
@@ -33,7 +47,7 @@ def native():
         return load(
             name="tinysr_binary_conv",
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"],
+            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", f"-DTINYSR_SOURCES_DIGEST={_sources_digest()}"],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )

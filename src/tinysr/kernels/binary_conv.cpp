@@ -633,9 +633,3 @@ torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight
   }
   return out;
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("available_paths", &available_paths);
-  m.def("pack_activations", &pack_activations);
-  m.def("packed_conv2d", &packed_conv2d);
-}

@@ -39,9 +39,26 @@ def pad_to_even(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _native_for(*tensors: torch.Tensor):
+    """The native kernel module where it computes these tensors' transform: float32 on the CPU,
+    no gradient asked for (inference). It returns channels_last bands and differs from the conv
+    form only in the order of the sums (see kernels/haar.cpp); else None."""
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None
+    from ..kernels import native  # imported here: the kernels package builds on first use
+
+    return native()
+
+
 def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, C, H, W) -> LL (B, C, H', W') and high (B, 3C, H', W'), H' = ceil(H/2), W' = ceil(W/2)."""
     x = pad_to_even(x)
+    module = _native_for(x)
+    if module is not None:
+        ll, high = module.haar_dwt(x)
+        return ll, high
     b, c = x.shape[:2]
     bands = F.conv2d(x, _filters(c, x.dtype, x.device), stride=2, groups=c)  # (B, 4C, H', W'), per channel 4 bands
     bands = bands.view(b, c, 4, *bands.shape[-2:])
@@ -50,6 +67,10 @@ def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def haar_idwt(ll: torch.Tensor, high: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Inverse of :func:`haar_dwt`; ``size`` = (H, W) of the original input crops the odd-size padding."""
+    module = _native_for(ll, high)
+    if module is not None:
+        x = module.haar_idwt(ll, high)
+        return x[..., : size[0], : size[1]] if size is not None else x
     b, c, h2, w2 = ll.shape
     bands = torch.cat([ll.unsqueeze(2), high.view(b, 3, c, h2, w2).transpose(1, 2)], dim=2).reshape(b, 4 * c, h2, w2)
     x = F.conv_transpose2d(bands, _filters(c, ll.dtype, ll.device), stride=2, groups=c)
