@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.utils.cpp_extension import load_inline
 
 import tinysr
+from binary_conv import best_times
 from tinysr.kernels import PATHS, available_paths, cpu_model
 from tinysr.nn.packed import PackedBinaryConv2d
 
@@ -172,13 +172,7 @@ def peak_rate(module, name: str, rounds: int, repeat: int) -> float:
 
 
 def best_seconds(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return best_times({"fn": fn}, repeat)["fn"]
 
 
 def main() -> None:
