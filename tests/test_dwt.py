@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tinysr.kernels import native
+from tinysr.nn import dwt as dwt_module
 from tinysr.nn.dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt, pad_to_even
 
 
@@ -96,3 +97,13 @@ def test_native_transform_refuses_mismatched_bands():
         native().haar_idwt(torch.zeros(1, 2, 3, 3), torch.zeros(1, 5, 3, 3))
     with pytest.raises(RuntimeError, match="even"):
         native().haar_dwt(torch.zeros(1, 2, 3, 4))
+
+
+def test_traced_or_exported_graphs_keep_the_conv_form(monkeypatch):
+    x = torch.randn(1, 2, 4, 4)
+    with torch.no_grad():
+        assert dwt_module._native_for(x) is native()  # inference: the native kernel where built
+        monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+        assert dwt_module._native_for(x) is None  # a trace (and ONNX export) records PyTorch ops only
+        traced = torch.jit.trace(lambda t: haar_dwt(t)[0], x)
+    assert any(node.kind() == "aten::_convolution" for node in traced.graph.nodes())

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels import native
+
 # Rows: LL, LH, HL, HH; each a flattened 2x2 filter [a, b, c, d].
 _HAAR = 0.5 * torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0], [1.0, -1.0, -1.0, 1.0]])
 
@@ -41,14 +43,15 @@ def pad_to_even(x: torch.Tensor) -> torch.Tensor:
 
 def _native_for(*tensors: torch.Tensor):
     """The native kernel module where it computes these tensors' transform: float32 on the CPU,
-    no gradient asked for (inference). It returns channels_last bands and differs from the conv
-    form only in the order of the sums (see kernels/haar.cpp); else None."""
+    no gradient asked for (inference), not while a graph is traced or exported (ONNX has no such
+    op). It returns channels_last bands and differs from the conv form only in the order of the
+    sums (see kernels/haar.cpp); else None."""
     if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
         return None
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return None
-    from ..kernels import native  # imported here: the kernels package builds on first use
-
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return None
     return native()
 
 
