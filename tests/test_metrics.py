@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from tinysr.metrics import gaussian_window, psnr, ssim
+from tinysr import metrics
+from tinysr.kernels import native
+from tinysr.metrics import gaussian_window, psnr, psnr_ssim, ssim
 
 
 def gray(value, shape=(24, 30)):
@@ -83,3 +85,24 @@ def test_size_mismatch_is_an_error():
         psnr(gray(1, (10, 10)), gray(1, (10, 12)), crop_border=0)
     with pytest.raises(ValueError):
         ssim(gray(1, (12, 12)), gray(1, (12, 12)), crop_border=1)
+
+
+@pytest.mark.skipif(native() is None, reason="no C++ compiler: numpy is the only filter")
+@pytest.mark.parametrize("shape", [(11, 11), (40, 23), (57, 130)])
+def test_native_ssim_filter_equals_the_numpy_reference_bit_for_bit(shape):
+    rng = np.random.default_rng(shape[1])
+    maps = [rng.uniform(0, 255, shape) for _ in range(3)]
+    g = gaussian_window()
+    got = native().ssim_filter(torch.from_numpy(np.stack(maps)), torch.from_numpy(g)).numpy()
+    for i, m in enumerate(maps):
+        assert np.array_equal(got[i], metrics._filter_valid(m, g))  # same operations, same order
+
+
+def test_ssim_is_the_same_with_and_without_the_native_filter(monkeypatch):
+    rng = np.random.default_rng(3)
+    hr = rng.integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    sr = np.clip(hr.astype(int) + rng.integers(-9, 10, hr.shape), 0, 255).astype(np.uint8)
+    with_native = (ssim(sr, hr, crop_border=3), ssim(sr, hr, crop_border=3, y_channel=False))
+    monkeypatch.setattr(metrics, "native", lambda: None)
+    assert (ssim(sr, hr, crop_border=3), ssim(sr, hr, crop_border=3, y_channel=False)) == with_native
+    assert psnr_ssim(sr, hr, crop_border=3) == (psnr(sr, hr, crop_border=3), with_native[0])

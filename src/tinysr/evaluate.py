@@ -12,7 +12,7 @@ from .data import BenchmarkSet
 from .errors import TinySRError
 from .inference import super_resolve
 from .io import write_image
-from .metrics import psnr, ssim
+from .metrics import psnr_ssim
 from .progress import progress as progress_report
 
 
@@ -43,10 +43,11 @@ def evaluate(model: nn.Module, dataset: BenchmarkSet, save_dir: str | Path | Non
                 f"is the model made for x{dataset.scale}?"
             )
         try:
-            psnrs.append(psnr(sr, sample.hr, crop_border=dataset.scale))
-            ssims.append(ssim(sr, sample.hr, crop_border=dataset.scale))
+            p, s = psnr_ssim(sr, sample.hr, crop_border=dataset.scale)
         except ValueError as exc:  # an image too small for the protocol's crop and SSIM window
             raise TinySRError(f"{dataset.name}/{sample.name}: {exc}") from None
+        psnrs.append(p)
+        ssims.append(s)
         if save_dir is not None:
             write_image(Path(save_dir) / dataset.name / f"x{dataset.scale}" / f"{sample.name}.png", sr)
     return Score(dataset.name, dataset.scale, float(np.mean(psnrs)), float(np.mean(ssims)), len(psnrs))

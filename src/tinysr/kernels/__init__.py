@@ -18,7 +18,7 @@ from pathlib import Path
 
 # One extension, one translation unit: bindings.cpp includes the kernels' sources.
 SOURCE = Path(__file__).with_name("bindings.cpp")
-INCLUDED = [Path(__file__).with_name(name) for name in ("binary_conv.cpp", "haar.cpp")]
+INCLUDED = [Path(__file__).with_name(name) for name in ("binary_conv.cpp", "haar.cpp", "ssim.cpp")]
 
 
 def _sources_digest() -> str:
