@@ -142,11 +142,14 @@ void conv_row_portable(const Geometry& g, const uint64_t* act, const uint64_t* w
   }
 }
 
-// Columns [lo, hi) whose taps all fall inside the image horizontally (no per-tap checks needed).
-inline void interior_columns(const Geometry& g, int64_t* lo, int64_t* hi) {
+// Columns [lo, hi) of output row oh whose taps all fall inside the image (no per-tap checks
+// needed); empty for a row whose taps reach into the top or bottom padding.
+inline void interior_columns(const Geometry& g, int64_t oh, int64_t* lo, int64_t* hi) {
+  const int64_t ih0 = oh * g.SH - g.PH;
   *lo = std::min(g.OW, (g.PW + g.SW - 1) / g.SW);
   const int64_t last = g.W - 1 + g.PW - (g.KW - 1) * g.DW;  // ow * SW - PW + (KW-1) * DW <= W - 1
   *hi = last < 0 ? *lo : std::max(*lo, std::min(g.OW, last / g.SW + 1));
+  if (ih0 < 0 || ih0 + (g.KH - 1) * g.DH >= g.H) *hi = *lo;
 }
 
 // AVX2 has no vector popcount. Each 64-bit word is counted by nibbles: vpshufb looks up the
@@ -263,14 +266,13 @@ void conv_block_avx2(const Geometry& g, const Avx2Operands& op, int64_t oh, int6
   const int64_t n_out = std::min<int64_t>(NV * 4, g.O - o0);
   const int64_t pairs = g.KH * g.KW * g.Cw;
   const int64_t ih0 = oh * g.SH - g.PH;
-  const bool rows_inside = ih0 >= 0 && ih0 + (g.KH - 1) * g.DH < g.H;
   int64_t lo, hi;
-  interior_columns(g, &lo, &hi);
+  interior_columns(g, oh, &lo, &hi);
   Avx2Counters<NV> counters;
   for (int64_t ow = 0; ow < g.OW; ++ow) {
     counters.reset();
     int64_t valid = 0;
-    if (rows_inside && ow >= lo && ow < hi) {
+    if (ow >= lo && ow < hi) {
       const int64_t first = (ih0 * g.W + ow * g.SW - g.PW) * g.Cw;
       const uint64_t* a = op.act_split + 2 * first;
       for (int64_t j0 = 0; j0 < pairs; j0 += kWordsPerFlush) {
@@ -390,7 +392,7 @@ TINYSR_AVX512 void interior_pixels_avx512(const Geometry& g, const uint64_t* fir
 // Pixels per interior group: as many as keep the P * NV accumulators, P broadcasts and a weight
 // vector within the 32 vector registers.
 template <int NV>
-constexpr int interior_group() { return NV <= 2 ? 4 : NV <= 4 ? 4 : NV <= 6 ? 3 : 2; }
+constexpr int interior_group() { return NV <= 4 ? 4 : NV <= 6 ? 3 : 2; }
 
 // One output row for NV vectors of 8 output channels starting at o0.
 template <int NV>
@@ -400,8 +402,7 @@ TINYSR_AVX512 void conv_block_avx512(const Geometry& g, const uint64_t* act, con
   const Avx512Epilogue<NV> epi(g, o0, alpha, bias);
   const int64_t ih0 = oh * g.SH - g.PH;
   int64_t lo, hi;
-  interior_columns(g, &lo, &hi);
-  if (!(ih0 >= 0 && ih0 + (g.KH - 1) * g.DH < g.H)) lo = hi = 0;  // a border row: no interior
+  interior_columns(g, oh, &lo, &hi);
   int64_t ow = 0;
   for (; ow < lo; ++ow) pixel_avx512<NV>(g, act, wp, oh, ow, o0, epi, out_row);
   for (; ow + P <= hi; ow += P)
