@@ -1,7 +1,9 @@
-"""Native CPU kernels (SPEC §9), compiled on first use with ``torch.utils.cpp_extension`` and cached.
+"""Native CPU kernels, compiled on first use with ``torch.utils.cpp_extension`` and cached: the
+bit-packed binary conv (SPEC §9), the Haar transform at inference (SPEC §5.5) and SSIM's Gaussian
+filter (SPEC §1).
 
 :func:`native` returns the compiled module, or ``None`` when it cannot be built (no compiler,
-no Python headers): callers then use their pure-PyTorch path, which computes the same numbers.
+no Python headers): callers then use their PyTorch or numpy path, which computes the same numbers.
 The build lands in PyTorch's extension cache (``$TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``) and takes about a minute once per machine.
 """
@@ -12,22 +14,24 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import time
 import warnings
 from pathlib import Path
 
 # One extension, one translation unit: bindings.cpp includes the kernels' sources.
 SOURCE = Path(__file__).with_name("bindings.cpp")
-INCLUDED = [Path(__file__).with_name(name) for name in ("binary_conv.cpp", "haar.cpp", "ssim.cpp")]
 
 
 def _sources_digest() -> str:
-    """A digest of every source file. PyTorch rebuilds a cached extension only when the files
-    passed to it or its flags change, so the digest goes in as a flag: an edit to an included
-    file then rebuilds too."""
-    digest = hashlib.sha256()
-    for path in (SOURCE, *INCLUDED):
-        digest.update(path.read_bytes())
+    """A digest of bindings.cpp and the files it includes. PyTorch rebuilds a cached extension
+    only when the files passed to it or its flags change, so the digest goes in as a flag: an
+    edit to an included file then rebuilds too."""
+    text = SOURCE.read_text()
+    included = re.findall(r'^#include "([^"]+)"', text, flags=re.MULTILINE)
+    digest = hashlib.sha256(text.encode())
+    for name in included:
+        digest.update(SOURCE.with_name(name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -53,7 +57,7 @@ def native():
         )
     except Exception as exc:  # any build failure: fall back, but say so once
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        warnings.warn(f"tinysr: native binary kernel unavailable, using the PyTorch path ({first})", stacklevel=2)
+        warnings.warn(f"tinysr: native kernels unavailable, using the PyTorch and numpy paths ({first})", stacklevel=2)
         return None
 
 
