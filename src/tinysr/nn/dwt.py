@@ -60,8 +60,7 @@ def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = pad_to_even(x)
     module = _native_for(x)
     if module is not None:
-        ll, high = module.haar_dwt(x)
-        return ll, high
+        return tuple(module.haar_dwt(x))
     b, c = x.shape[:2]
     bands = F.conv2d(x, _filters(c, x.dtype, x.device), stride=2, groups=c)  # (B, 4C, H', W'), per channel 4 bands
     bands = bands.view(b, c, 4, *bands.shape[-2:])
