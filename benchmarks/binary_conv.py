@@ -36,7 +36,7 @@ from torch import nn
 
 import tinysr
 from tinysr.compress import pack, set_kernel
-from tinysr.kernels import available_paths, cpu_model
+from tinysr.kernels import PATHS, available_paths, cpu_model
 from tinysr.nn import BinaryConv2d, SignActivation, XnorWeight
 from tinysr.nn import packed as packed_layers
 from tinysr.nn.packed import PackedBinaryConv2d
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument(
         "--networks", nargs="+", default=["edsr_btm:2", "edsr_btm:4", "fabnet_b4c24:2", "fabnet_b8c96:2"], metavar="NAME:SCALE"
     )
-    parser.add_argument("--kernel", default="auto", choices=["auto", "avx2", "avx512", "portable"], help="the packed networks' kernel path")
+    parser.add_argument("--kernel", default="auto", choices=list(PATHS), help="the packed networks' kernel path")
     args = parser.parse_args()
     if args.kernel != "auto" and args.kernel not in available_paths():
         parser.error(f"--kernel {args.kernel}: this CPU or build has no such path ({', '.join(available_paths())})")
