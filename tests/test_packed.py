@@ -46,7 +46,11 @@ def test_cpu_model_names_this_cpu(monkeypatch):
     names = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")]
     if names:  # Linux on x86: the OS's name for it, not the bare architecture
         assert cpu_model() == names[0]
-    monkeypatch.setattr(kernels.Path, "read_text", lambda self: (_ for _ in ()).throw(OSError("no procfs")))
+
+    def no_procfs(self):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(kernels.Path, "read_text", no_procfs)
     assert cpu_model() == (platform.processor() or platform.machine())
 
 
