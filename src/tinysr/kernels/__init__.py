@@ -5,7 +5,9 @@ filter (SPEC §1).
 :func:`native` returns the compiled module, or ``None`` when it cannot be built (no compiler,
 no Python headers): callers then use their PyTorch or numpy path, which computes the same numbers.
 The build lands in PyTorch's extension cache (``$TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``) and takes about a minute once per machine.
+``~/.cache/torch_extensions``), once per machine. The sources include only the PyTorch headers
+they use (the tensor, ``empty``, ``parallel_for`` and the pybind11 casters): the full
+``torch/extension.h`` would be most of the build's time.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def native():
         return None
 
 
-# A build takes about a minute; a lock older than this was left by a process killed mid-build.
+# A build takes well under this; a lock older than it was left by a process killed mid-build.
 STALE_LOCK_SECONDS = 600
 
 

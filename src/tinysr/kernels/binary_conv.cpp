@@ -17,7 +17,9 @@
 // Built with -ffp-contract=off so the epilogue rounds like PyTorch: float(dot) * alpha, then + bias.
 // Optional stages (per-channel shift, PReLU, residual add) then run on each output row in cache.
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/csrc/utils/pybind.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
@@ -539,13 +541,13 @@ std::vector<std::string> available_paths() {
 
 // Binarise x (N, C, H, W) against per-channel thresholds and pack 64 channels per word:
 // returns (N, H, W, Cw) int64 words (bit = 1 for sign -1).
-torch::Tensor pack_activations(torch::Tensor x, torch::Tensor thresholds, int64_t path) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu(), "pack_activations: x must be a 4-D float32 CPU tensor");
+at::Tensor pack_activations(at::Tensor x, at::Tensor thresholds, int64_t path) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(), "pack_activations: x must be a 4-D float32 CPU tensor");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), Cw = (C + 63) / 64;
   TORCH_CHECK(thresholds.numel() == C, "pack_activations: need one threshold per input channel");
   auto nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
-  auto thr = thresholds.to(torch::kFloat32).contiguous();
-  auto words = torch::empty({N, H, W, Cw}, x.options().dtype(torch::kInt64));
+  auto thr = thresholds.to(at::kFloat).contiguous();
+  auto words = at::empty({N, H, W, Cw}, x.options().dtype(at::kLong));
   const int nt = at::get_num_threads();
   auto* out = reinterpret_cast<uint64_t*>(words.data_ptr<int64_t>());
   switch (resolve(path)) {
@@ -559,13 +561,13 @@ torch::Tensor pack_activations(torch::Tensor x, torch::Tensor thresholds, int64_
 // The binary conv on packed activations (N, H, W, Cw) and packed weights (KH*KW, Cw, Opad):
 // returns alpha * (valid*C - 2*popcount) + bias as an (N, O, OH, OW) channels_last float tensor,
 // then the stages (see Stage), row by row.
-torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight_words, int64_t O,
-                            torch::Tensor alpha, torch::Tensor bias, std::vector<int64_t> kernel, std::vector<int64_t> stride,
+at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, int64_t O,
+                            at::Tensor alpha, at::Tensor bias, std::vector<int64_t> kernel, std::vector<int64_t> stride,
                             std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t path,
-                            std::vector<int64_t> stage_codes, std::vector<torch::Tensor> stage_vectors,
-                            torch::Tensor residual) {
-  TORCH_CHECK(words.dim() == 4 && words.scalar_type() == torch::kInt64 && words.is_contiguous(), "packed_conv2d: bad activation words");
-  TORCH_CHECK(weight_words.dim() == 3 && weight_words.scalar_type() == torch::kInt64 && weight_words.is_contiguous(), "packed_conv2d: bad weight words");
+                            std::vector<int64_t> stage_codes, std::vector<at::Tensor> stage_vectors,
+                            at::Tensor residual) {
+  TORCH_CHECK(words.dim() == 4 && words.scalar_type() == at::kLong && words.is_contiguous(), "packed_conv2d: bad activation words");
+  TORCH_CHECK(weight_words.dim() == 3 && weight_words.scalar_type() == at::kLong && weight_words.is_contiguous(), "packed_conv2d: bad weight words");
   Geometry g{};
   g.N = words.size(0); g.H = words.size(1); g.W = words.size(2); g.Cw = words.size(3); g.C = C; g.O = O;
   g.KH = kernel[0]; g.KW = kernel[1]; g.Opad = weight_words.size(2);
@@ -577,9 +579,9 @@ torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight
   g.OH = (g.H + 2 * g.PH - g.DH * (g.KH - 1) - 1) / g.SH + 1;
   g.OW = (g.W + 2 * g.PW - g.DW * (g.KW - 1) - 1) / g.SW + 1;
   TORCH_CHECK(g.OH > 0 && g.OW > 0, "packed_conv2d: input smaller than the kernel");
-  auto a = alpha.to(torch::kFloat32).contiguous();
-  auto b = bias.to(torch::kFloat32).contiguous();
-  auto out = torch::empty({g.N, g.OH, g.OW, O}, a.options()).permute({0, 3, 1, 2});  // channels_last view
+  auto a = alpha.to(at::kFloat).contiguous();
+  auto b = bias.to(at::kFloat).contiguous();
+  auto out = at::empty({g.N, g.OH, g.OW, O}, a.options()).permute({0, 3, 1, 2});  // channels_last view
   const auto* act = reinterpret_cast<const uint64_t*>(words.data_ptr<int64_t>());
   const auto* wp = reinterpret_cast<const uint64_t*>(weight_words.data_ptr<int64_t>());
   float* y = out.data_ptr<float>();
@@ -588,20 +590,20 @@ torch::Tensor packed_conv2d(torch::Tensor words, int64_t C, torch::Tensor weight
   const Path p = resolve(path);
   TORCH_CHECK(stage_codes.size() == stage_vectors.size(), "packed_conv2d: one operand per stage");
   Stages stages;
-  std::vector<torch::Tensor> keep;  // float32 contiguous copies of the stages' operands
+  std::vector<at::Tensor> keep;  // float32 contiguous copies of the stages' operands
   at::Tensor residual_cl;
   for (size_t k = 0; k < stage_codes.size(); ++k) {
     const int64_t code = stage_codes[k];
     TORCH_CHECK(code >= kAddChannel && code <= kAddResidual, "packed_conv2d: unknown stage ", code);
     if (code == kAddResidual) {
-      TORCH_CHECK(residual.defined() && residual.sizes() == out.sizes() && residual.scalar_type() == torch::kFloat32,
+      TORCH_CHECK(residual.defined() && residual.sizes() == out.sizes() && residual.scalar_type() == at::kFloat,
                   "packed_conv2d: the residual must be a float32 tensor of the output's shape");
       residual_cl = residual.contiguous(at::MemoryFormat::ChannelsLast);
       stages.residual = residual_cl.data_ptr<float>();
       stages.vectors.push_back(nullptr);
     } else {
       TORCH_CHECK(stage_vectors[k].numel() == O, "packed_conv2d: a stage needs one value per output channel");
-      keep.push_back(stage_vectors[k].to(torch::kFloat32).contiguous());
+      keep.push_back(stage_vectors[k].to(at::kFloat).contiguous());
       stages.vectors.push_back(keep.back().data_ptr<float>());
     }
     stages.codes.push_back(code);

@@ -8,7 +8,9 @@
 //     a = (p + r) / 2,  b = (p - r) / 2,  c = (q + w) / 2,  d = (q - w) / 2.
 // Halving is exact in float, so each band differs from the conv's only in the order of its sums.
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/csrc/utils/pybind.h>
 #include <ATen/Parallel.h>
 
 #include <cstdint>
@@ -16,22 +18,22 @@
 
 namespace {
 
-void check_map(const torch::Tensor& x, const char* what) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu(), what, ": a 4-D float32 CPU tensor is needed");
+void check_map(const at::Tensor& x, const char* what) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(), what, ": a 4-D float32 CPU tensor is needed");
 }
 
 }  // namespace
 
 // x (N, C, H, W), H and W even -> [LL (N, C, H/2, W/2), high (N, 3C, H/2, W/2) = [LH, HL, HH]],
 // both channels_last.
-std::vector<torch::Tensor> haar_dwt_channels_last(torch::Tensor x) {
+std::vector<at::Tensor> haar_dwt_channels_last(at::Tensor x) {
   check_map(x, "haar_dwt");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(H % 2 == 0 && W % 2 == 0, "haar_dwt: height and width must be even (pad first)");
   const int64_t H2 = H / 2, W2 = W / 2;
   auto in = x.contiguous(at::MemoryFormat::ChannelsLast);
-  auto ll = torch::empty({N, H2, W2, C}, x.options());
-  auto high = torch::empty({N, H2, W2, 3 * C}, x.options());
+  auto ll = at::empty({N, H2, W2, C}, x.options());
+  auto high = at::empty({N, H2, W2, 3 * C}, x.options());
   const float* src = in.data_ptr<float>();
   float* lo = ll.data_ptr<float>();
   float* hi = high.data_ptr<float>();
@@ -61,7 +63,7 @@ std::vector<torch::Tensor> haar_dwt_channels_last(torch::Tensor x) {
 }
 
 // LL (N, C, H2, W2) and high (N, 3C, H2, W2) -> x (N, C, 2 H2, 2 W2), channels_last.
-torch::Tensor haar_idwt_channels_last(torch::Tensor ll, torch::Tensor high) {
+at::Tensor haar_idwt_channels_last(at::Tensor ll, at::Tensor high) {
   check_map(ll, "haar_idwt");
   check_map(high, "haar_idwt");
   const int64_t N = ll.size(0), C = ll.size(1), H2 = ll.size(2), W2 = ll.size(3);
@@ -69,7 +71,7 @@ torch::Tensor haar_idwt_channels_last(torch::Tensor ll, torch::Tensor high) {
               "haar_idwt: high must have 3x the channels of LL and its size");
   auto l = ll.contiguous(at::MemoryFormat::ChannelsLast);
   auto h = high.contiguous(at::MemoryFormat::ChannelsLast);
-  auto x = torch::empty({N, 2 * H2, 2 * W2, C}, ll.options());
+  auto x = at::empty({N, 2 * H2, 2 * W2, C}, ll.options());
   const float* lo = l.data_ptr<float>();
   const float* hi = h.data_ptr<float>();
   float* dst = x.data_ptr<float>();

@@ -5,7 +5,9 @@
 // rows of that result, with no fused multiply-add (the build passes -ffp-contract=off), so the
 // results equal the reference bit for bit.
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/csrc/utils/pybind.h>
 #include <ATen/Parallel.h>
 
 #include <cstdint>
@@ -36,15 +38,15 @@ void filter_row(const double* r, int64_t OW, const double* g, int64_t n, double*
 }  // namespace
 
 // maps (M, H, W) float64, g (n) float64 -> (M, H - n + 1, W - n + 1).
-torch::Tensor ssim_filter(torch::Tensor maps, torch::Tensor g) {
-  TORCH_CHECK(maps.dim() == 3 && maps.scalar_type() == torch::kFloat64 && maps.device().is_cpu(), "ssim_filter: maps must be a 3-D float64 CPU tensor");
-  TORCH_CHECK(g.dim() == 1 && g.scalar_type() == torch::kFloat64, "ssim_filter: the window must be a 1-D float64 tensor");
+at::Tensor ssim_filter(at::Tensor maps, at::Tensor g) {
+  TORCH_CHECK(maps.dim() == 3 && maps.scalar_type() == at::kDouble && maps.device().is_cpu(), "ssim_filter: maps must be a 3-D float64 CPU tensor");
+  TORCH_CHECK(g.dim() == 1 && g.scalar_type() == at::kDouble, "ssim_filter: the window must be a 1-D float64 tensor");
   const int64_t M = maps.size(0), H = maps.size(1), W = maps.size(2), n = g.numel();
   TORCH_CHECK(n >= 1 && H >= n && W >= n, "ssim_filter: the maps are smaller than the window");
   const int64_t OH = H - n + 1, OW = W - n + 1;
   auto x = maps.contiguous();
   auto w = g.contiguous();
-  auto out = torch::empty({M, OH, OW}, x.options());
+  auto out = at::empty({M, OH, OW}, x.options());
   const double* src = x.data_ptr<double>();
   const double* gp = w.data_ptr<double>();
   double* dst = out.data_ptr<double>();
