@@ -7,8 +7,10 @@ protocol (SPEC §1), and stored in float16 when that moves no set's PSNR by 0.00
 iterations, data, seed, form, precision and the scores of the stored file itself, and the table
 row printed at the end is the one README's zoo table takes.
 
-    python benchmarks/zoo_publish.py runs/zoo/ecbsr_m4c16_x2 ecbsr_m4c16_x2 --recipe ecbsr_m4c16_x2_cpu
-    python benchmarks/zoo_publish.py runs/zoo/ecbsr_m4c16_x2 ecbsr_m4c16_x2_train --recipe ecbsr_m4c16_x2_cpu --form train
+    python benchmarks/zoo_publish.py runs/zoo/ecbsr_m4c16_x2 ecbsr_m4c16_x2 --recipe ecbsr_m4c16_x2_cpu \
+        --family re-parameterization
+    python benchmarks/zoo_publish.py runs/zoo/ecbsr_m4c16_x2 ecbsr_m4c16_x2_train --recipe ecbsr_m4c16_x2_cpu \
+        --family re-parameterization --form train
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import yaml
 
 import tinysr
+from tinysr.bench.suites import FAMILIES, REFERENCE
 from tinysr.compress import deployable
 from tinysr.compress.deploy import deploy_form
 from tinysr.data import BenchmarkSet
@@ -47,6 +50,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a finished run folder (holds model.safetensors and config.yaml)")
     parser.add_argument("name", help="the zoo entry's name (zoo:NAME)")
     parser.add_argument("--recipe", required=True, help="the shipped recipe the run was trained with")
+    parser.add_argument("--family", required=True, choices=[f for f in FAMILIES if f != REFERENCE], help="the compression family it shows")
     parser.add_argument("--form", choices=("deploy", "train"), default="deploy")
     parser.add_argument("--precision", choices=("auto", "float16", "float32"), default="auto")
     parser.add_argument("--test", nargs="+", type=Path, default=[REPO.parent / "shared" / "data" / s for s in ("Set5", "Set14")])
@@ -63,6 +67,7 @@ def main() -> None:
     scale = config["scale"]
     record = {
         "recipe": args.recipe,
+        "family": args.family,
         "iterations": config["train"]["iterations"],
         "seed": config.get("seed"),
         "data": [Path(p).name for p in config["data"]["train"]],

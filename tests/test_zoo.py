@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import tinysr
+from tinysr.bench.suites import FAMILIES, REFERENCE
 from tinysr.cli import main
 from tinysr.compress import deployable
 from tinysr.compress.deploy import deploy_form
@@ -31,7 +32,7 @@ def test_the_zoo_ships_models_within_its_size_budget():
 @pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_a_zoo_entry_loads_and_records_its_provenance(name):
     entry = ENTRIES[name]
-    for key in ("recipe", "iterations", "seed", "data", "form", "precision", "scores"):
+    for key in ("recipe", "family", "iterations", "seed", "data", "form", "precision", "scores"):
         assert key in entry, key
     model = tinysr.load(f"zoo:{name}")
     spec = model_spec(model)
@@ -40,6 +41,7 @@ def test_a_zoo_entry_loads_and_records_its_provenance(name):
     assert (spec.name, spec.scale) == (recipe.model.name, recipe.scale) == (entry["model"], entry["scale"])
     assert {"Set5", "Set14"} <= set(entry["scores"])
     assert entry["form"] in ("merged", "packed", "trained") and entry["precision"] in ("float16", "float32")
+    assert entry["family"] in FAMILIES and entry["family"] != REFERENCE
 
 
 @pytest.mark.parametrize("name", sorted(n for n, e in ENTRIES.items() if e["scale"] == 2))
