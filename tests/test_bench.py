@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 
 import pytest
@@ -93,16 +94,19 @@ def test_unknown_suite_is_one_line_error(capsys):
     assert "--suite 'nope'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "cpu", "paper", "zoo"])
 def test_every_suite_entry_resolves(name, tmp_path):
     # Recipes exist and parse with the suite's overrides; sources and teachers are earlier entries;
-    # models are registered.
+    # models are registered; zoo entries are shipped.
     from tinysr.bench.runner import entry_config
     from tinysr.models import list_models
+    from tinysr.zoo import zoo_names
 
     suite, seen = get_suite(name), set()
     for entry in suite.entries:
-        if entry.recipe is None:
+        if entry.zoo is not None:
+            assert entry.zoo in zoo_names() and entry.recipe is None
+        elif entry.recipe is None:
             assert entry.model in list_models()
         else:
             config = entry_config(entry, suite, tmp_path)
@@ -111,3 +115,24 @@ def test_every_suite_entry_resolves(name, tmp_path):
             assert needed in seen, f"{entry.name} needs {needed} first"
         seen.add(entry.name)
     assert len(seen) == len(suite.entries)
+
+
+def test_zoo_suite_scores_every_shipped_model_as_stored(tmp_path, data_dir):
+    # Nothing trains: each row is the shipped file, in its stored form, scoring its recorded number.
+    from tinysr.bench import run_bench
+    from tinysr.bench.suites import zoo_suite
+    from tinysr.zoo import list_pretrained
+
+    suite = dataclasses.replace(zoo_suite(), time_lr_size=(45, 80), time_repeat=1)
+    rows = run_bench(suite, tmp_path / "zoo", test_sets=[str(data_dir / "Set5")], plots=False, log=lambda _: None)
+    by_name = {r["method"]: r for r in rows}
+    assert not any(p.name == "config.yaml" for p in (tmp_path / "zoo").rglob("*"))  # no training run
+    stored_forms = {"merged": "merge", "packed": "pack", "trained": "none"}
+    for entry in list_pretrained():
+        row = by_name[entry["name"]]
+        assert row["Set5_psnr"] == pytest.approx(entry["scores"]["Set5"]["psnr"], abs=1e-4)
+        assert (row["family"], row["form"], row["iterations"]) == (entry["family"], stored_forms[entry["form"]], entry["iterations"])
+        reported = REPORTED.get((entry["model"], entry["scale"]))
+        assert row["paper_Set5_psnr"] == (reported.set5 if reported else None)
+    for scale in {e["scale"] for e in list_pretrained()}:
+        assert by_name[f"bicubic_x{scale}"]["family"] == "reference"

@@ -491,7 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="train (or reuse), evaluate and profile every method of a suite; tables and plots")
     p.add_argument(
-        "--suite", required=True, help="smoke (seconds), cpu (x2, every family, one evening on 2 cores) or paper (the papers' recipes; GPU)"
+        "--suite",
+        required=True,
+        help="smoke (seconds), cpu (x2, every family, one evening on 2 cores), paper (the papers' recipes; GPU) "
+        "or zoo (the trained models tinysr ships, as stored; no training)",
     )
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="run folders, results.csv, results.md, plots (rerun to resume)")
     p.add_argument("--test", nargs="+", metavar="FOLDER", help="test folders (default: the suite's, Set5 and Set14)")

@@ -2,11 +2,12 @@
 
 For each entry, in the suite's order:
 
-1. the model: an untrained one (bicubic), the recipe trained into ``DIR/<name>`` (an existing
+1. the model: an untrained one (bicubic), a shipped zoo model, the recipe trained into ``DIR/<name>`` (an existing
    ``model.safetensors`` there is reused if the run's ``config.yaml`` is this recipe, and is an
    error otherwise; an interrupted run is resumed), or another entry's model
    pruned and fine-tuned (``tinysr prune``'s resumable phases);
-2. the deployable form: re-parameterized (``merge``), bit-packed (``pack``) or as trained;
+2. the deployable form: re-parameterized (``merge``), bit-packed (``pack``) or as trained (a zoo
+   model is stored in its form already);
 3. its numbers: PSNR / SSIM on each test folder (SPEC §1; scored on the deployable form, which
    is what a user ships), params / FLOPs / BOPs / OPs at a 320x180 LR input and Mult-Adds at a
    1280x720 output (SPEC §3), counted on the deployable form (merged forms count merged; packed
@@ -42,6 +43,7 @@ from ..profile import profile
 from ..train.config import load_config, recipes_dir
 from ..train.loop import train_or_reuse
 from ..workflows.pruning import run_pruning
+from ..zoo import zoo_path, zoo_record
 from . import paper
 from .plots import plot_crops, plot_psnr_vs_latency, plot_psnr_vs_ops
 from .report import write_tables
@@ -61,7 +63,10 @@ def entry_config(entry: Entry, suite: Suite, out_dir: Path):
 
 
 def trained_model(entry: Entry, suite: Suite, out_dir: Path, device: str | None, progress: bool) -> tuple[Path | None, int | None]:
-    """The entry's model file (trained or pruned here unless already there) and its iterations."""
+    """The entry's model file (trained or pruned here unless already there, or the zoo's) and its iterations."""
+    if entry.zoo is not None:
+        path = zoo_path(entry.zoo)
+        return path, zoo_record(path)["iterations"]
     if entry.recipe is None:
         return None, None
     config = entry_config(entry, suite, out_dir)
@@ -197,7 +202,8 @@ def _run_bench(suite: Suite, out_dir: Path, test_sets, device, progress: bool, p
         cached = json.loads(result_file.read_text()) if result_file.is_file() else None
         fresh = cached is None or cached.get("key") != key
         crop_file = out_dir / entry.name / "crop.png"
-        deployed = deployable(model, entry.deploy) if fresh or (plots and not crop_file.is_file()) else None
+        needed = fresh or (plots and not crop_file.is_file())
+        deployed = (model if entry.zoo else deployable(model, entry.deploy)) if needed else None
         if fresh:
             log(f"bench: measuring {entry.name}")
             row = {**measure(entry, model, deployed, suite, test_sets, cache), "iterations": iterations}

@@ -9,6 +9,8 @@ deployable form whose CPU time is measured, and the key of the papers' numbers (
   iterations, pruning 1,000 fine-tuning iterations from a 6,000-iteration EDSR-baseline,
   re-parameterization 10,000 iterations), sized for one evening on a 2-core machine.
 * ``paper``: the papers' recipes (x2 and x4 where they report both); for a GPU.
+* ``zoo``: every trained model the package ships (``tinysr models --pretrained``), scored and
+  timed as stored, with bicubic at each of their scales; nothing is trained.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import TinySRError
+from ..zoo import list_pretrained
 
 # Families, in the order the tables list them.
 REFERENCE, FULL, BINARY, PRUNING, REP = "reference", "full precision", "binary", "pruning", "re-parameterization"
@@ -44,6 +47,7 @@ class Entry:
     teacher: str | None = None  # entry whose model replaces a distillation loss's teacher
     deploy: str = "none"  # "merge" (re-parameterize), "pack" (bit-pack) or "none"
     paper: str | None = None  # key into paper.REPORTED
+    zoo: str | None = None  # a shipped model (zoo:NAME), stored in its ``deploy`` form already
 
 
 @dataclass(frozen=True)
@@ -188,9 +192,22 @@ def _paper_entries() -> tuple[Entry, ...]:
 PAPER = Suite("paper", _paper_entries())
 
 SUITES = {s.name: s for s in (SMOKE, CPU, PAPER)}
+ZOO = "zoo"
+_STORED_FORMS = {"merged": "merge", "packed": "pack", "trained": "none"}  # zoo record form -> deploy
+
+
+def zoo_suite() -> Suite:
+    """The ``zoo`` suite: bicubic at every scale the zoo has, then each shipped model, by family.
+    Its paper key is its model's name, so the papers' numbers sit beside it where SPEC has them."""
+    pretrained = sorted(list_pretrained(), key=lambda e: (FAMILIES.index(e["family"]), e["scale"], e["name"]))
+    entries = [Entry(f"bicubic_x{scale}", REFERENCE, model="bicubic", scale=scale) for scale in sorted({e["scale"] for e in pretrained})]
+    entries += [Entry(e["name"], e["family"], deploy=_STORED_FORMS[e["form"]], paper=e["model"], zoo=e["name"]) for e in pretrained]
+    return Suite(ZOO, tuple(entries))
 
 
 def get_suite(name: str) -> Suite:
+    if name == ZOO:
+        return zoo_suite()
     if name not in SUITES:
-        raise TinySRError(f"--suite {name!r}: unknown suite ({', '.join(SUITES)})")
+        raise TinySRError(f"--suite {name!r}: unknown suite ({', '.join([*SUITES, ZOO])})")
     return SUITES[name]
