@@ -331,7 +331,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
 
-    run_quickstart(args.output, iterations=args.iterations, data=args.data, device=args.device, progress=not args.quiet)
+    if args.iterations is not None and not args.train:
+        raise TinySRError("--iterations: only with --train (the default quickstart trains nothing)")
+    iterations = 3000 if args.iterations is None else args.iterations
+    run_quickstart(args.output, iterations=iterations, data=args.data, device=args.device, progress=not args.quiet, train=args.train)
     return 0
 
 
@@ -502,9 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_and_quiet(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("quickstart", help="train a small model on sample photographs in minutes and compare it with bicubic")
+    p = sub.add_parser(
+        "quickstart", help="super-resolve sample photographs with the zoo's model of each family and compare them with bicubic"
+    )
     p.add_argument("--output", "-o", default="quickstart", metavar="DIR", help="where everything goes (default ./quickstart)")
-    p.add_argument("--iterations", type=int, default=3000, help="training iterations (default 3000)")
+    p.add_argument("--train", action="store_true", help="train a small EDSR-baseline on the photographs instead (minutes)")
+    p.add_argument("--iterations", type=int, help="training iterations with --train (default 3000)")
     p.add_argument("--data", metavar="DIR", help="your own photographs instead of scikit-image's (the last 2 are held apart)")
     _add_device_and_quiet(p)
     p.set_defaults(func=cmd_quickstart)

@@ -1,9 +1,16 @@
-"""``tinysr quickstart``: train a small SR model on CPU in a few minutes and show that it beats bicubic.
+"""``tinysr quickstart``: every compression family's trained model, from the zoo, against bicubic.
+
+By default nothing trains: the held-apart photographs are super-resolved x2 by one shipped model
+of each family in its deployable form (the best Set5 PSNR of the family's deployable entries), and
+the table prints PSNR / SSIM against bicubic (SPEC §1, Y channel), params, OPs at a 320x180 LR
+input (SPEC §3) and the CPU time of one such input on this machine. It writes a labelled
+comparison sheet and PSNR against CPU time. ``train=True`` (``--train``) trains a small
+EDSR-baseline instead, the whole pipeline in minutes.
 
 Needs no network: the photographs come from scikit-image's wheel (the ``quickstart`` extra), read
 as files from its ``data`` folder, or from a folder given with ``--data``. Two photographs are held
 apart for testing. Everything goes through the public pieces (the training engine, the protocol's
-evaluation, the model file), so this is also a smoke test of the whole pipeline.
+evaluation, the model file, the zoo), so this is also a smoke test of the whole pipeline.
 """
 
 from __future__ import annotations
@@ -12,7 +19,11 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..bench.plots import plot_psnr_vs_latency
+from ..bench.runner import cpu_time_ms
+from ..bench.suites import FAMILIES, REFERENCE
 from ..data import BenchmarkSet, LRCache
 from ..errors import TinySRError
 from ..evaluate import evaluate
@@ -20,7 +31,9 @@ from ..inference import super_resolve
 from ..io import list_images, read_image, to_uint8, write_image
 from ..model_file import load
 from ..models import create_model
+from ..profile import profile
 from ..train import parse_config, train_or_reuse
+from ..zoo import DEFAULT_UPSCALERS, PREFIX, list_pretrained
 
 # Natural photographs in scikit-image's data folder; the last two are held apart for testing.
 SKIMAGE_TRAIN = (
@@ -73,20 +86,20 @@ def _prepare_images(out: Path, data: str | None) -> tuple[Path, Path]:
     return train_dir, test_dir
 
 
-def _comparison_sheet(model, bicubic, test_dir: Path, scale: int, crop: int = 96, zoom: int = 3) -> np.ndarray:
-    """bicubic | model | ground truth, a centre crop of each held-apart image, enlarged by pixel
-    repetition, under a band labelling the columns."""
+def _comparison_sheet(models: dict[str, torch.nn.Module], test_dir: Path, scale: int, crop: int = 96, zoom: int = 3) -> np.ndarray:
+    """One column per model (in order), then the ground truth: a centre crop of each held-apart
+    image, enlarged by pixel repetition, under a band labelling the columns."""
     rows = []
     for sample in BenchmarkSet(test_dir, scale):
         hr = sample.hr
         y, x = (hr.shape[0] - crop) // 2, (hr.shape[1] - crop) // 2
-        tiles = [to_uint8(super_resolve(m, sample.lr))[y : y + crop, x : x + crop] for m in (bicubic, model)]
+        tiles = [to_uint8(super_resolve(m, sample.lr))[y : y + crop, x : x + crop] for m in models.values()]
         tiles.append(hr[y : y + crop, x : x + crop])
         gap = np.full((crop, 4, 3), 255, np.uint8)
-        rows.append(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1))
+        rows.append(np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1))
     sheet = np.concatenate([np.concatenate([r, np.full((4, r.shape[1], 3), 255, np.uint8)], axis=0) for r in rows], axis=0)
     sheet = sheet.repeat(zoom, axis=0).repeat(zoom, axis=1)
-    return _with_labels(sheet, ["bicubic", "model", "ground truth"], column_width=(crop + 4) * zoom)
+    return _with_labels(sheet, [*models, "ground truth"], column_width=(crop + 4) * zoom)
 
 
 LABEL_BAND = 24  # pixels of white above the sheet for the column labels
@@ -104,10 +117,94 @@ def _with_labels(sheet: np.ndarray, labels: list[str], column_width: int) -> np.
 
 
 def run_quickstart(
-    out: str | Path = "quickstart", iterations: int = 3000, data: str | None = None, device: str | None = None, progress: bool = True
+    out: str | Path = "quickstart",
+    iterations: int = 3000,
+    data: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    train: bool = False,
 ) -> dict:
-    """Train, evaluate against bicubic, write a comparison sheet; returns the scores and paths."""
-    out = Path(out)
+    """The zoo's models against bicubic (or, with ``train``, a small model trained here); returns
+    the scores and the paths written."""
+    if train:
+        return _train_and_compare(Path(out), iterations, data, device, progress)
+    return _compare_zoo_models(Path(out), data)
+
+
+# The families a quickstart shows, in the tables' order.
+SHOWN_FAMILIES = [f for f in FAMILIES if f != REFERENCE]
+TIMING_LR_SIZE = (180, 320)  # (H, W): the LR input of the CPU times, as the bench's
+TIMING_REPEAT = 3
+
+
+def showcase_models(scale: int = 2) -> list[dict]:
+    """One zoo entry per family at ``scale``: the best Set5 PSNR among its deployable forms (an
+    entry stored as trained counts only where its family has nothing else)."""
+    chosen = []
+    for family in SHOWN_FAMILIES:
+        entries = [e for e in list_pretrained() if e["family"] == family and e["scale"] == scale]
+        deployed = [e for e in entries if e["form"] != "trained"] or entries
+        if deployed:
+            chosen.append(max(deployed, key=lambda e: e["scores"]["Set5"]["psnr"]))
+    return chosen
+
+
+def _compare_zoo_models(out: Path, data: str | None) -> dict:
+    scale = 2
+    _, test_dir = _prepare_images(out, data)
+    entries = showcase_models(scale)
+    if not entries:
+        raise TinySRError(f"the zoo has no x{scale} model to show; train one with tinysr quickstart --train")
+    models = {"bicubic": create_model("bicubic", scale=scale)}
+    models.update((entry["name"], load(PREFIX + entry["name"])) for entry in entries)
+    family = {"bicubic": REFERENCE, **{e["name"]: e["family"] for e in entries}}
+    form = {"bicubic": "-", **{e["name"]: e["form"] for e in entries}}
+    test_set = BenchmarkSet(test_dir, scale, cache=LRCache())
+    rows = []
+    for name, model in models.items():
+        score = evaluate(model, test_set, progress=False)
+        cost = profile(model, lr_size=TIMING_LR_SIZE)
+        rows.append(
+            {
+                "method": name,
+                "family": family[name],
+                "form": form[name],
+                "scale": scale,
+                "photos_psnr": score.psnr,
+                "photos_ssim": score.ssim,
+                "params": cost.params,
+                "ops_g": cost.ops / 1e9,
+                "time_ms": cpu_time_ms(model, TIMING_LR_SIZE, TIMING_REPEAT),
+            }
+        )
+    sheet_path, figure_path = out / "comparison.png", out / "psnr_vs_ms.png"
+    write_image(sheet_path, _comparison_sheet(models, test_dir, scale, zoom=2))
+    plot_psnr_vs_latency(rows, "photos", figure_path, torch.get_num_threads())
+    bicubic_psnr = rows[0]["photos_psnr"]
+    h, w = TIMING_LR_SIZE
+    print(f"held-apart photographs ({', '.join(p.stem for p in test_set.hr_paths)}), x{scale}, Y-channel PSNR / SSIM;")
+    print(f"params, OPs and CPU ms ({torch.get_num_threads()} threads, this machine) at a {w}x{h} LR input:\n")
+    print(f"  {'model':<18}{'family':<21}{'form':<9}{'PSNR':>8}{'SSIM':>8}{'gain':>8}{'params':>9}{'OPs (G)':>9}{'CPU ms':>9}")
+    for r in rows:
+        gain = "" if r["family"] == REFERENCE else f"{r['photos_psnr'] - bicubic_psnr:+.2f}"
+        print(
+            f"  {r['method']:<18}{r['family']:<21}{r['form']:<9}{r['photos_psnr']:8.2f}{r['photos_ssim']:8.4f}{gain:>8}"
+            f"{r['params'] / 1e3:8.1f}K{r['ops_g']:9.2f}{r['time_ms']:9.1f}"
+        )
+    missing = [f for f in SHOWN_FAMILIES if f not in family.values()]
+    if missing:
+        print(f"\n(the zoo has no x{scale} {' or '.join(missing)} model yet)")
+    print(f"\ncomparison sheet:  {sheet_path}   ({' | '.join([*models, 'ground truth'])})")
+    print(f"PSNR vs CPU time:  {figure_path}")
+    default = f" (its default x{scale} model, {PREFIX}{DEFAULT_UPSCALERS[scale]})" if scale in DEFAULT_UPSCALERS else ""
+    print(f"try:               tinysr upscale -i {test_dir} -o {out / 'upscaled'}{default}")
+    print("train your own:    tinysr quickstart --train")
+    return {"rows": rows, "comparison": sheet_path, "figure": figure_path}
+
+
+def _train_and_compare(out: Path, iterations: int, data: str | None, device: str | None, progress: bool) -> dict:
+    """Train a small EDSR-baseline on the photographs, evaluate it against bicubic, write a
+    comparison sheet."""
     scale = 2
     train_dir, test_dir = _prepare_images(out, data)
     config = parse_config(
@@ -139,7 +236,7 @@ def run_quickstart(
     test_set = BenchmarkSet(test_dir, scale, cache=LRCache())
     scores = {name: evaluate(m, test_set, progress=False) for name, m in (("bicubic", bicubic), ("model", model))}
     sheet_path = out / "comparison.png"
-    write_image(sheet_path, _comparison_sheet(model, bicubic, test_dir, scale))
+    write_image(sheet_path, _comparison_sheet({"bicubic": bicubic, "model": model}, test_dir, scale))
     print(f"\nheld-apart images ({', '.join(p.stem for p in test_set.hr_paths)}), x{scale}, Y-channel PSNR / SSIM:")
     for name, s in scores.items():
         print(f"  {name:<8} {s.psnr:7.3f} dB  {s.ssim:.4f}")
