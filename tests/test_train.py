@@ -250,20 +250,64 @@ def test_a_run_from_before_inputs_json_falls_back_to_modification_times(tmp_path
         train_or_reuse(follow_up, tmp_path / "follow_up", device="cpu", progress=False)
 
 
-def test_the_files_a_recipe_reads_are_its_init_and_its_losses_teachers(tmp_path):
-    teacher, init, output = (tmp_path / n for n in ("teacher.safetensors", "init.safetensors", "out.safetensors"))
-    for f in (teacher, init, output):
+def test_the_files_a_recipe_reads_are_its_init_its_start_and_its_losses_teachers(tmp_path):
+    teacher, init, start, output = (tmp_path / n for n in ("teacher.safetensors", "init.safetensors", "x2.safetensors", "out.safetensors"))
+    for f in (teacher, init, start, output):
         f.write_bytes(b"x")
     recipe = {
         "init": str(init),
+        "model": {"name": "edsr_baseline", "kwargs": {}, "init_from": str(start)},
         "train": {"loss": [{"name": "l1", "kwargs": {}}, {"name": "btm_kd", "kwargs": {"teacher": str(teacher), "beta": 1.0}}]},
         "callbacks": [{"name": "assl", "kwargs": {"output": str(output)}}],  # written by the run, not read
     }
-    assert recipe_inputs(recipe) == [str(init), str(teacher)]
+    assert recipe_inputs(recipe) == [str(init), str(start), str(teacher)]
+    unread = {"init": None, "model": {"name": "edsr_baseline", "kwargs": {}, "init_from": None}}
     assert (
-        recipe_inputs({**recipe, "init": None, "train": {"loss": [{"name": "btm_kd", "kwargs": {"teacher": str(tmp_path / "missing")}}]}})
-        == []
+        recipe_inputs({**recipe, **unread, "train": {"loss": [{"name": "btm_kd", "kwargs": {"teacher": str(tmp_path / "missing")}}]}}) == []
     )
+
+
+def test_init_from_copies_the_tensors_of_the_same_name_and_shape(tmp_path):
+    # x2 -> x4 EDSR: body, head and final conv match; the x4 upsampler's second stage does not.
+    from tinysr.train.loop import start_from
+
+    torch.manual_seed(0)
+    x2 = tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1)
+    with torch.no_grad():
+        for p in x2.parameters():
+            p.add_(1.0)  # unlike any fresh initialisation
+    tinysr.save(x2, tmp_path / "x2.safetensors")
+    x4 = tinysr.create_model("edsr_baseline", scale=4, channels=8, blocks=1)
+    fresh = {k: v.clone() for k, v in x4.state_dict().items()}
+    copied, total = start_from(x4, tmp_path / "x2.safetensors")
+    theirs, ours = x2.state_dict(), x4.state_dict()
+    matched = [k for k in ours if k in theirs and theirs[k].shape == ours[k].shape]
+    assert 0 < copied == len(matched) < total and any(k.startswith("body") for k in matched)
+    for name, value in ours.items():
+        assert torch.equal(value, theirs[name] if name in matched else fresh[name]), name
+
+
+def test_init_from_refuses_another_model_or_a_deployable_form(tmp_path):
+    from tinysr.train.loop import start_from
+
+    tinysr.save(tinysr.create_model("vdsr", scale=2), tmp_path / "vdsr.safetensors")
+    target = tinysr.create_model("edsr_baseline", scale=4, channels=8, blocks=1)
+    with pytest.raises(TinySRError, match=r"model.init_from .*vdsr.safetensors: holds vdsr, but the recipe trains edsr_baseline"):
+        start_from(target, tmp_path / "vdsr.safetensors")
+    with pytest.raises(TinySRError, match=r"model.init_from zoo:ecbsr_m4c16_x2: a deployable form \(reparameterize\)"):
+        start_from(tinysr.create_model("ecbsr_m4c16", scale=4), "zoo:ecbsr_m4c16_x2")
+
+
+def test_an_x4_run_starts_from_the_x2_model_and_records_it(tmp_path, folders, capsys):
+    source = train_or_reuse(parse_config(tiny_recipe(*folders, iterations=3)), tmp_path / "x2", device="cpu", progress=False)
+    recipe = tiny_recipe(*folders, iterations=3)
+    recipe = {**recipe, "scale": 4, "model": {**recipe["model"], "init_from": str(source)}}
+    final = train_or_reuse(parse_config(recipe), tmp_path / "x4", device="cpu", progress=False)
+    assert "tensors copied" in capsys.readouterr().err
+    assert tinysr.load(final).tinysr_spec.scale == 4
+    assert list(json.loads((tmp_path / "x4" / "inputs.json").read_text())) == [str(source)]
+    with pytest.raises(TinySRError, match="model.init_from and init exclude each other"):
+        parse_config({**recipe, "init": str(source)})
 
 
 def test_a_finished_run_is_refused_once_its_models_builtin_default_changed(tmp_path, folders, monkeypatch):

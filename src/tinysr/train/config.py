@@ -42,6 +42,16 @@ class Component:
 
 
 @dataclass(frozen=True)
+class ModelConfig(Component):
+    """The model to train: a registered name and its options, and optionally ``init_from``, a
+    model file of the same architecture (e.g. its x2 model for an x4 run, as EDSR and ASSL
+    initialise x3 and x4) whose tensors of the same name and shape start this model; the others
+    (an upsampler of another scale) keep their initialisation."""
+
+    init_from: str | None = None
+
+
+@dataclass(frozen=True)
 class DataConfig:
     train: list[str]
     val: str | None = None
@@ -93,7 +103,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Config:
-    model: Component
+    model: ModelConfig
     scale: int
     train: TrainConfig
     data: DataConfig
@@ -304,3 +314,5 @@ def _check_values(c: Config, source: str) -> None:
         bad("train.ema", "must be a decay in (0, 1)")
     if c.train.amp not in (None, "bf16", "fp16"):
         bad("train.amp", f"must be bf16 or fp16, got {c.train.amp!r}")
+    if c.init is not None and c.model.init_from is not None:
+        bad("model.init_from", "and init exclude each other: init continues a model as it is, init_from starts a new one")

@@ -85,6 +85,26 @@ def stop_requests():
             signal.signal(sig, handler)
 
 
+def start_from(model: nn.Module, path: str | Path) -> tuple[int, int]:
+    """Copy into ``model`` every tensor of the model file ``path`` with the same name and shape
+    (``model.init_from``); returns (copied, tensors in ``model``). The file must hold the same
+    architecture in its training form: another model, a deployable form (merged, packed, pruned)
+    or a file with no tensor in common is an error naming it."""
+    source = load(path)
+    spec, target = source.tinysr_spec, model.tinysr_spec
+    if spec.name != target.name:
+        raise TinySRError(f"model.init_from {path}: holds {spec.name}, but the recipe trains {target.name}")
+    if spec.transforms:
+        forms = ", ".join(t["name"] for t in spec.transforms)
+        raise TinySRError(f"model.init_from {path}: a deployable form ({forms}); give the model file as trained")
+    theirs, ours = source.state_dict(), model.state_dict()
+    matching = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    if not matching:
+        raise TinySRError(f"model.init_from {path}: no tensor has the name and shape of one of {target.name}'s")
+    model.load_state_dict(matching, strict=False)
+    return len(matching), len(ours)
+
+
 class Trainer:
     """Trains ``config`` into ``run_dir``; callbacks and loss terms see it as a
     :class:`tinysr.plugins.TrainerView` (``model``, ``device``, ``run_dir``, ``resume``, ``is_main``,
@@ -156,10 +176,19 @@ class Trainer:
         )
 
     def _initial_model(self) -> nn.Module:
-        """The recipe's model, with the weights (and deploy transforms, e.g. pruning) of ``init`` if given."""
+        """The recipe's model, with the weights (and deploy transforms, e.g. pruning) of ``init`` if
+        given, or started from the matching tensors of ``model.init_from``."""
         c = self.config
         if c.init is None:
-            return create_model(c.model.name, scale=c.scale, **c.model.kwargs)
+            model = create_model(c.model.name, scale=c.scale, **c.model.kwargs)
+            if c.model.init_from is not None:
+                copied, total = start_from(model, c.model.init_from)
+                if self.is_main:
+                    print(
+                        f"model.init_from {c.model.init_from}: {copied} of {total} tensors copied, the rest initialised as usual",
+                        file=sys.stderr,
+                    )
+            return model
         model = load(c.init)
         spec = model.tinysr_spec
         if spec.name != c.model.name or spec.scale != c.scale or any(spec.kwargs.get(k) != v for k, v in c.model.kwargs.items()):

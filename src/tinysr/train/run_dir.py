@@ -76,9 +76,10 @@ def _named_files(tree) -> list[str]:
 
 
 def recipe_inputs(recipe: dict) -> list[str]:
-    """The files a run of ``recipe`` (a ``Config.to_dict()`` tree) reads: its ``init`` model and any
-    file a loss term names. Callbacks are left out: they may name files they write (ASSL's output)."""
-    return _named_files([recipe["init"], recipe["train"]["loss"]])
+    """The files a run of ``recipe`` (a ``Config.to_dict()`` tree) reads: its ``init`` model, the
+    model its weights start from (``model.init_from``) and any file a loss term names. Callbacks
+    are left out: they may name files they write (ASSL's output)."""
+    return _named_files([recipe["init"], recipe["model"].get("init_from"), recipe["train"]["loss"]])
 
 
 def record_inputs(run_dir: str | Path, recipe: dict) -> None:

@@ -30,7 +30,7 @@ from ..files import folder_lock
 from ..model_file import load, save
 from ..models import create_model
 from ..train import train_or_reuse
-from ..train.config import Component, Config, SchedulerConfig
+from ..train.config import Component, Config, ModelConfig, SchedulerConfig
 
 METHODS = ("assl", "l1", "scratch")
 
@@ -56,7 +56,7 @@ def pruned_model_file(
         iterations = ASSL(**options).iterations
         phase = dataclasses.replace(
             config,
-            model=Component(spec.name, {k: v for k, v in spec.kwargs.items() if k != "scale"}),
+            model=ModelConfig(spec.name, {k: v for k, v in spec.kwargs.items() if k != "scale"}),
             init=str(source),
             callbacks=[Component("assl", options)],
             train=dataclasses.replace(
@@ -105,7 +105,7 @@ def _prune_and_finetune(
     spec = load(pruned).tinysr_spec
     finetune = dataclasses.replace(
         config,
-        model=Component(spec.name, {k: v for k, v in spec.kwargs.items() if k != "scale"}),
+        model=ModelConfig(spec.name, {k: v for k, v in spec.kwargs.items() if k != "scale"}),
         init=str(pruned),
         callbacks=[cb for cb in config.callbacks if cb.name != "assl"],
     )
