@@ -157,6 +157,8 @@ SMALL_NETWORKS = [
     ("edsr_ibtm", {"channels": 16, "blocks": 2}),
     ("fabnet_b4c12", {}),
     ("fabnet_b8c96", {"channels": 8, "blocks": 2}),
+    ("bbcu_l", {"channels": 16, "units": 3}),
+    ("bbcu_m", {"channels": 16, "units": 3}),
 ]
 
 
@@ -216,6 +218,8 @@ FUSABLE_NETWORKS = [
     ("edsr_reactnet", {"channels": 16, "units": 3, "bn": False, "rprelu_position": "in_branch"}),
     ("edsr_bnn", {"channels": 16, "units": 3, "bn": False}),
     ("fabnet_b4c12", {}),
+    ("bbcu_l", {"channels": 16, "units": 3}),
+    ("bbcu_m", {"channels": 16, "units": 3}),
 ]
 
 
@@ -237,6 +241,8 @@ def test_packed_blocks_fold_their_activations_and_adds_into_the_conv(name, kwarg
     packed = pack(model)
     inner = getattr(packed, "net", packed)
     bodies = [inner.low, inner.high] if name.startswith("fabnet") else [inner.body]
+    if name == "bbcu_m":  # its upsampler and conv_hr are binary units too
+        bodies += [inner.upsampler, inner.conv_hr]
     body_prelus = [m for body in bodies for m in body.modules() if isinstance(m, torch.nn.PReLU)]
     calls = []
     for m in body_prelus:

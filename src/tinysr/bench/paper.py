@@ -30,6 +30,10 @@ REPORTED: dict[tuple[str, int], Reported] = {
     ("edsr_reactnet", 4): Reported(31.54, 28.19, _BBCU),
     ("edsr_btm", 2): Reported(37.22, 32.93, _BBCU),
     ("edsr_btm", 4): Reported(31.43, 28.16, _BBCU),
+    ("bbcu_l", 2): Reported(37.58, 33.18, _BBCU),
+    ("bbcu_l", 4): Reported(31.79, 28.38, _BBCU),
+    ("bbcu_m", 2): Reported(37.44, 33.03, _BBCU),
+    ("bbcu_m", 4): Reported(31.54, 28.20, _BBCU),
     # BAM's own tables.
     ("vdsr_bnn", 2): Reported(34.43, None, _BAM),
     ("vdsr_bnn", 4): Reported(29.02, None, _BAM),

@@ -134,6 +134,8 @@ CPU = Suite(
         _binary("edsr_bireal_x2_cpu", "edsr_bireal_x2_cpu.yaml", "edsr_bireal"),
         _binary("edsr_reactnet_x2_cpu", "edsr_reactnet_x2_cpu.yaml", "edsr_reactnet"),
         _binary("edsr_btm_x2_cpu", "edsr_btm_x2_cpu.yaml", "edsr_btm"),
+        _binary("bbcu_l_x2_cpu", "bbcu_l_x2_cpu.yaml", "bbcu_l"),
+        _binary("bbcu_m_x2_cpu", "bbcu_m_x2_cpu.yaml", "bbcu_m"),
         _binary("srresnet_bnn_x2_cpu", "srresnet_bnn_x2_cpu.yaml", "srresnet_bnn"),
         _binary("srresnet_bam_noacc_x2_cpu", "srresnet_bam_noacc_x2_cpu.yaml"),
         _binary("srresnet_bam_x2_cpu", "srresnet_bam_x2_cpu.yaml", "srresnet_bam"),
@@ -167,6 +169,10 @@ def _paper_entries() -> tuple[Entry, ...]:
         entries.append(Entry(f"edsr_baseline_x{scale}", FULL, f"edsr_baseline_x{scale}.yaml", paper="edsr_baseline"))
         for method in ("bnn", "bireal", "reactnet", "btm"):
             entries.append(Entry(f"edsr_{method}_x{scale}", BINARY, f"edsr_{method}_x{scale}.yaml", deploy="pack", paper=f"edsr_{method}"))
+        for variant in ("l", "m"):
+            entries.append(
+                Entry(f"bbcu_{variant}_x{scale}", BINARY, f"bbcu_{variant}_x{scale}.yaml", deploy="pack", paper=f"bbcu_{variant}")
+            )
         entries.append(Entry(f"edsr_ibtm_teacher_x{scale}", FULL, f"edsr_ibtm_teacher_x{scale}.yaml"))
         entries.append(
             Entry(f"edsr_ibtm_x{scale}", BINARY, f"edsr_ibtm_x{scale}.yaml", deploy="pack", teacher=f"edsr_ibtm_teacher_x{scale}")

@@ -57,6 +57,7 @@ class Scheme:
     threshold: bool  # RSign (learnable per-channel threshold) instead of plain sign
     rprelu: bool  # RPReLU after the residual add
     bn: bool  # default for BN after each binary conv
+    weight_estimator: str = "ste"  # XnorWeight's estimator (BBCU's code: clip)
 
 
 SCHEMES = {
@@ -66,10 +67,11 @@ SCHEMES = {
 }
 
 
-def binary_conv3x3(channels: int, scheme: Scheme, detach_scale: bool = True) -> BinaryConv2d:
+def binary_conv3x3(channels: int, scheme: Scheme, detach_scale: bool = True, out_channels: int | None = None) -> BinaryConv2d:
     act = RSign(channels, scheme.estimator) if scheme.threshold else SignActivation(scheme.estimator)
-    weights = XnorWeight("ste", detach_scale=detach_scale)
-    return BinaryConv2d(channels, channels, 3, padding=1, bias=False, act_quantizer=act, weight_quantizer=weights)
+    weights = XnorWeight(scheme.weight_estimator, detach_scale=detach_scale)
+    out = channels if out_channels is None else out_channels
+    return BinaryConv2d(channels, out, 3, padding=1, bias=False, act_quantizer=act, weight_quantizer=weights)
 
 
 RPRELU_POSITIONS = ("after_add", "in_branch")
@@ -115,20 +117,36 @@ class BBCUUpsampler(nn.Sequential):
 
 
 class BinaryEDSR(nn.Module):
-    """BBCU's EDSR-style binary network (SPEC §5.1) with a pluggable body."""
+    """BBCU's EDSR-style binary network (SPEC §5.1) with a pluggable body (and, for BBCU-M, a
+    pluggable upsampler and conv_hr).
 
-    def __init__(self, scale: int, body: nn.Module, channels: int = 64):
+    ``alignment`` is BBCU's residual alignment: the image enters multiplied by ``k`` and leaves
+    divided by it, so that the full-precision residual stream is on the scale of the binary
+    convs' outputs (1 leaves the image as it is)."""
+
+    def __init__(
+        self,
+        scale: int,
+        body: nn.Module,
+        channels: int = 64,
+        alignment: float = 1.0,
+        upsampler: nn.Module | None = None,
+        conv_hr: nn.Module | None = None,
+    ):
         super().__init__()
-        self.scale = scale
+        self.scale, self.alignment = scale, alignment
         self.head = nn.Sequential(conv(3, channels), nn.LeakyReLU(0.1, inplace=True))
         self.body = body
-        self.upsampler = BBCUUpsampler(scale, channels)
-        self.conv_hr = nn.Sequential(conv(channels, channels), nn.LeakyReLU(0.1, inplace=True))
+        self.upsampler = BBCUUpsampler(scale, channels) if upsampler is None else upsampler
+        self.conv_hr = nn.Sequential(conv(channels, channels), nn.LeakyReLU(0.1, inplace=True)) if conv_hr is None else conv_hr
         self.conv_last = conv(channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.alignment != 1.0:
+            x = x * self.alignment
         out = self.conv_last(self.conv_hr(self.upsampler(self.body(self.head(x)))))
-        return out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        out = out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        return out / self.alignment if self.alignment != 1.0 else out
 
 
 class BinaryVDSR(nn.Module):
