@@ -159,6 +159,7 @@ SMALL_NETWORKS = [
     ("fabnet_b8c96", {"channels": 8, "blocks": 2}),
     ("bbcu_l", {"channels": 16, "units": 3}),
     ("bbcu_m", {"channels": 16, "units": 3}),
+    ("edsr_e2fif", {"channels": 16, "blocks": 2}),
 ]
 
 

@@ -136,6 +136,7 @@ CPU = Suite(
         _binary("edsr_btm_x2_cpu", "edsr_btm_x2_cpu.yaml", "edsr_btm"),
         _binary("bbcu_l_x2_cpu", "bbcu_l_x2_cpu.yaml", "bbcu_l"),
         _binary("bbcu_m_x2_cpu", "bbcu_m_x2_cpu.yaml", "bbcu_m"),
+        _binary("edsr_e2fif_x2_cpu", "edsr_e2fif_x2_cpu.yaml"),
         _binary("srresnet_bnn_x2_cpu", "srresnet_bnn_x2_cpu.yaml", "srresnet_bnn"),
         _binary("srresnet_bam_noacc_x2_cpu", "srresnet_bam_noacc_x2_cpu.yaml"),
         _binary("srresnet_bam_x2_cpu", "srresnet_bam_x2_cpu.yaml", "srresnet_bam"),
@@ -169,6 +170,7 @@ def _paper_entries() -> tuple[Entry, ...]:
         entries.append(Entry(f"edsr_baseline_x{scale}", FULL, f"edsr_baseline_x{scale}.yaml", paper="edsr_baseline"))
         for method in ("bnn", "bireal", "reactnet", "btm"):
             entries.append(Entry(f"edsr_{method}_x{scale}", BINARY, f"edsr_{method}_x{scale}.yaml", deploy="pack", paper=f"edsr_{method}"))
+        entries.append(Entry(f"edsr_e2fif_x{scale}", BINARY, f"edsr_e2fif_x{scale}.yaml", deploy="pack"))
         for variant in ("l", "m"):
             entries.append(
                 Entry(f"bbcu_{variant}_x{scale}", BINARY, f"bbcu_{variant}_x{scale}.yaml", deploy="pack", paper=f"bbcu_{variant}")

@@ -15,7 +15,8 @@ gradient reaches ``W`` through the sign estimator: ``ste`` (``1`` on ``|w| <= 1`
 ``higher_order`` (``4 + 8w`` on ``-0.5 < w <= 0``, ``4 - 8w`` on ``0 < w <= 0.5``, else 0; FABNet's
 paper, the dynamic estimator with t = 4) or ``clip`` (the official FABNet code's: the gradient of
 ``clamp(W, -1, 1)`` taken as that of the scaled binary weight ``alpha * sign(W)``, so it is not
-multiplied by alpha). ``alpha`` is detached by default, as in Bi-Real Net's, ReActNet's, BBCU's
+multiplied by alpha) or ``identity`` (the gradient passes unchanged, E2FIF's code, which also
+drops alpha). ``alpha`` is detached by default, as in Bi-Real Net's, ReActNet's, BBCU's
 and FABNet's code; ``detach_scale=False`` also lets the gradient through ``alpha``.
 
 **The quantizer protocol.** :class:`BinaryConv2d` and the bit-packed layer (``nn/packed.py``)
@@ -90,6 +91,8 @@ def sign_derivative(x: torch.Tensor, kind: str, t: float = 2.0) -> torch.Tensor:
         return torch.clamp(t - (t * t / 2) * ax, min=0)
     if kind == "higher_order":  # weights: 4 - 8|w| on |w| <= 0.5 (zero at the ends either way)
         return torch.clamp(4 - 8 * ax, min=0)
+    if kind == "identity":  # weights: the gradient passes as it is, however large |w| grows
+        return torch.ones_like(x)
     raise ValueError(f"unknown sign estimator {kind!r}")
 
 
@@ -202,15 +205,15 @@ def channel_scale(weight: torch.Tensor) -> torch.Tensor:
     return weight.abs().mean(dim=tuple(range(1, weight.dim())), keepdim=True)
 
 
-WEIGHT_ESTIMATORS = ("ste", "higher_order", "clip")
+WEIGHT_ESTIMATORS = ("ste", "higher_order", "clip", "identity")
 
 
 class XnorWeight(WeightQuantizer):
     """Weight quantizer ``sign(W) * mean|W|`` per output channel (XNOR-Net scaling).
 
-    ``estimator`` is ``ste`` (clip STE), ``higher_order`` (FABNet's paper) or ``clip`` (FABNet's
-    code; see the module docstring); ``scale=False`` gives plain ``sign(W)`` (BNN without
-    scaling); ``detach_scale`` (default True, the papers' code) stops the gradient through alpha.
+    ``estimator`` is ``ste`` (clip STE), ``higher_order`` (FABNet's paper), ``clip`` (FABNet's
+    code) or ``identity`` (E2FIF's code; see the module docstring); ``scale=False`` gives plain
+    ``sign(W)`` (BNN without scaling); ``detach_scale`` (default True, the papers' code) stops the gradient through alpha.
     """
 
     def __init__(self, estimator: str = "ste", scale: bool = True, detach_scale: bool = True):
