@@ -287,3 +287,93 @@ def test_ecbsr_training_form_and_other_widths_are_refused(tmp_path):
         load_external(tmp_path / "rgb.pt", "ecbsr")
     with pytest.raises(TinySRError, match="ECBSR has none"):
         load_external(tmp_path / "ecb.pt", "ecbsr", res_scale=0.1)
+
+
+BBCU_UNIT_SHAPES = {"move0.bias": "in", "relu.pr_bias0.bias": "out", "relu.pr_prelu.weight": "prelu", "relu.pr_bias1.bias": "out"}
+
+
+def bbcu_state(channels: int, blocks: int, scale: int, medium: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+    """BBCU's names and shapes (BBCUL / BBCUM): conv_first, body.{b}.body.{u}.*, upconv1/2, conv_hr, conv_last."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+
+    def conv(name, out_ch, in_ch):
+        sd[f"{name}.weight"], sd[f"{name}.bias"] = conv_tensors(gen, out_ch, in_ch, bias_scale=0.05)
+
+    def unit(name, in_ch, out_ch):
+        sd[f"{name}.move0.bias"] = torch.randn(1, in_ch, 1, 1, generator=gen) * 0.3
+        sd[f"{name}.binary_conv.weight"] = torch.randn(out_ch, in_ch, 3, 3, generator=gen) * 0.05
+        sd[f"{name}.relu.pr_bias0.bias"] = torch.randn(1, out_ch, 1, 1, generator=gen) * 0.3
+        sd[f"{name}.relu.pr_prelu.weight"] = torch.rand(out_ch, generator=gen) * 0.5
+        sd[f"{name}.relu.pr_bias1.bias"] = torch.randn(1, out_ch, 1, 1, generator=gen) * 0.3
+
+    conv("conv_first", channels, 3)
+    for b in range(blocks):
+        for u in range(2):
+            unit(f"body.{b}.body.{u}", channels, channels)
+    for j, s in enumerate(upsampler_stages(scale)):
+        (unit if medium else conv)(f"upconv{j + 1}", *((channels, s * s * channels) if medium else (s * s * channels, channels)))
+    (unit if medium else conv)("conv_hr", channels, channels)
+    conv("conv_last", 3, channels)
+    return sd
+
+
+def bbcu_forward(sd: dict, x: torch.Tensor, scale: int, medium: bool, k: float = 130.0) -> torch.Tensor:
+    """BBCUL.forward / BBCUM.forward on [0, 1] pixels, from the state dict (residual alignment k)."""
+
+    def conv(name, h):
+        return F.conv2d(h, sd[f"{name}.weight"], sd[f"{name}.bias"], padding=1)
+
+    def branch(name, h):  # RPReLU(bconv(sign(h + move0)))
+        w = sd[f"{name}.binary_conv.weight"]
+        a = torch.where(h + sd[f"{name}.move0.bias"] >= 0, 1.0, -1.0)
+        y = F.conv2d(a, w.sign() * w.abs().mean(dim=(1, 2, 3), keepdim=True), padding=1)
+        return F.prelu(y + sd[f"{name}.relu.pr_bias0.bias"], sd[f"{name}.relu.pr_prelu.weight"]) + sd[f"{name}.relu.pr_bias1.bias"]
+
+    x = x * k
+    f = F.leaky_relu(conv("conv_first", x), 0.1)
+    blocks = len({key.split(".")[1] for key in sd if key.startswith("body.")})
+    for b in range(blocks):
+        for u in range(2):
+            f = f + branch(f"body.{b}.body.{u}", f)
+    for j, s in enumerate(upsampler_stages(scale)):
+        if medium:
+            f = F.pixel_shuffle(branch(f"upconv{j + 1}", f), s) + F.interpolate(f, scale_factor=s, mode="nearest")
+        else:
+            f = F.leaky_relu(F.pixel_shuffle(conv(f"upconv{j + 1}", f), s), 0.1)
+    f = F.leaky_relu(f + branch("conv_hr", f) if medium else conv("conv_hr", f), 0.1)
+    out = conv("conv_last", f) + F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    return out / k
+
+
+@pytest.mark.parametrize("medium", [False, True], ids=["bbcu_l", "bbcu_m"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bbcu_checkpoint_converts_to_the_same_function(medium, scale, tmp_path):
+    sd = bbcu_state(8, 2, scale, medium)
+    torch.save({"params": sd}, tmp_path / "bbcu.pth")
+    model, options = load_external(tmp_path / "bbcu.pth", "bbcu")
+    assert options == {"scale": scale, "channels": 8, "units": 4, "model": "bbcu_m" if medium else "bbcu_l"}
+    # the shift before the sign is the negated threshold; RPReLU's first shift is negated too
+    assert torch.equal(model.body[1].conv.act_quantizer.threshold, -sd["body.0.body.1.move0.bias"])
+    assert torch.equal(model.body[2].post.shift_in, -sd["body.1.body.0.relu.pr_bias0.bias"])
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), bbcu_forward(sd, x, scale, medium), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda sd: sd.update({"body.0.body.0.binary_conv.bias": torch.zeros(8)}), "unexpected tensor 'body.0.body.0.binary_conv.bias'"),
+        (lambda sd: sd.pop("conv_hr.bias"), "missing tensor 'conv_hr.bias'"),
+        (lambda sd: sd.update({"conv_mid.weight": torch.zeros(8, 8, 3, 3)}), "unexpected tensor 'conv_mid.weight' for BBCU"),
+    ],
+    ids=["bias on a binary conv", "missing", "unknown layer"],
+)
+def test_what_bbcu_cannot_map_is_refused(change, message, tmp_path):
+    torch.save({"params": edited(bbcu_state(8, 1, 2, medium=False), change)}, tmp_path / "bad.pth")
+    with pytest.raises(TinySRError, match="bad.pth") as err:
+        load_external(tmp_path / "bad.pth", "bbcu")
+    assert message in str(err.value)
+    with pytest.raises(TinySRError, match="--res-scale is EDSR's"):
+        load_external(tmp_path / "bad.pth", "bbcu", res_scale=1.0)

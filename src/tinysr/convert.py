@@ -32,6 +32,14 @@ float rounding, not bit for bit (the scale moves to other operations).
   tinysr's Y-only models take divided by 255; Cb and Cr are upsampled by bicubic, as the
   official evaluation leaves them. The training form (ECB blocks) is refused: merge it first.
 
+* ``bbcu``: BBCU's ``BBCUL`` and ``BBCUM`` (``bbcu/archs/bbcu{l,m}_arch.py``,
+  ``quant_convs_bbcu.py``; BasicSR's ``params`` wrapper) into ``bbcu_l`` / ``bbcu_m``. Keys
+  ``conv_first``, ``body.{b}.body.{u}`` (the units of 2 per block: ``move0.bias``, the shift
+  before the sign, whose negation is tinysr's threshold; ``binary_conv.weight``;
+  ``relu.pr_bias0`` / ``pr_prelu`` / ``pr_bias1``, RPReLU's shift in, negated, slope and shift
+  out), ``upconv1`` / ``upconv2`` (plain convs for L, units for M), ``conv_hr``, ``conv_last``.
+  Pixels in [0, 1]; the residual alignment ``k`` is not stored: the official options' 130.
+
 **EDSR's residual scaling** is not stored in either EDSR format. EDSR's paper and both codebases use 0.1
 for the 32-block, 256-channel EDSR and 1 otherwise; that is the default here, and
 ``res_scale`` overrides it.
@@ -264,10 +272,78 @@ def _ecbsr_plain(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Mod
     return model.eval(), {"scale": scale, "channels": channels, "blocks": last - 1, "colors": 1}
 
 
+_BBCU_UNIT = {  # a BBCU unit's tensors: official name -> (tinysr name, sign)
+    "move0.bias": ("conv.act_quantizer.threshold", -1.0),
+    "binary_conv.weight": ("conv.weight", 1.0),
+    "relu.pr_bias0.bias": ("post.shift_in", -1.0),
+    "relu.pr_prelu.weight": ("post.prelu.weight", 1.0),
+    "relu.pr_bias1.bias": ("post.shift_out", 1.0),
+}
+
+
+def _bbcu_source_name(key: str, upsampler: dict[str, str]) -> str:
+    """BBCU's name of the tinysr tensor ``key`` (the inverse of the mapping below)."""
+    unit_names = {new: old for old, (new, _) in _BBCU_UNIT.items()}
+    modules = {"head.0": "conv_first", "conv_last": "conv_last", "conv_hr.0": "conv_hr", **{v: k for k, v in upsampler.items()}}
+    if m := re.fullmatch(r"body\.(\d+)\.(.+)", key):
+        return f"body.{int(m[1]) // 2}.body.{int(m[1]) % 2}.{unit_names.get(m[2], m[2])}"
+    for ours, theirs in modules.items():
+        if key.startswith(ours + "."):
+            rest = key[len(ours) + 1 :]
+            return f"{theirs}.{unit_names.get(rest, rest)}"
+    return key
+
+
+def _bbcu(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
+    """BBCU's BBCUL / BBCUM (BasicSR format) into ``bbcu_l`` / ``bbcu_m``."""
+    if res_scale is not None:
+        raise TinySRError("--res-scale is EDSR's residual scaling; BBCU has none")
+    tensors = _unwrap(obj, path, ("params_ema", "params"))
+    binary_tail = "upconv1.binary_conv.weight" in tensors
+    channels = _shape(tensors, "conv_first.weight", path)[0]
+    first_up = _shape(tensors, "upconv1.binary_conv.weight" if binary_tail else "upconv1.weight", path)[0]
+    stages = 2 if any(k.startswith("upconv2.") for k in tensors) else 1
+    scale = _scale_of_upsampler([(first_up,)] * stages, channels, path)
+    upsampler = {"upconv1": "upsampler.0", "upconv2": "upsampler.1" if binary_tail else "upsampler.3"}
+    renamed, names = {}, {}
+    for key, value in tensors.items():
+        if m := re.fullmatch(r"body\.(\d+)\.body\.([01])\.(.+)", key):
+            unit, rest = 2 * int(m[1]) + int(m[2]), m[3]
+            if rest not in _BBCU_UNIT:
+                raise TinySRError(f"{path}: unexpected tensor {key!r} for BBCU's unit")
+            new, sign = _BBCU_UNIT[rest]
+            new = f"body.{unit}.{new}"
+        elif m := re.fullmatch(r"(conv_first|conv_last|upconv[12]|conv_hr)\.(.+)", key):
+            module, rest = m[1], m[2]
+            unit_module = binary_tail and module in ("upconv1", "upconv2", "conv_hr")
+            if unit_module and rest in _BBCU_UNIT:
+                target = {"conv_hr": "conv_hr.0", **upsampler}[module]
+                new, sign = _BBCU_UNIT[rest]
+                new = f"{target}.{new}"
+            elif not unit_module and rest in ("weight", "bias"):
+                target = {"conv_first": "head.0", "conv_last": "conv_last", "conv_hr": "conv_hr.0", **upsampler}[module]
+                new, sign = f"{target}.{rest}", 1.0
+            else:
+                raise TinySRError(f"{path}: unexpected tensor {key!r} for BBCU-{'M' if binary_tail else 'L'}")
+        else:
+            raise TinySRError(f"{path}: unexpected tensor {key!r} for BBCU")
+        renamed[new], names[new] = sign * value, key
+    units = len(_indices(tensors, "body.{}.body.0.binary_conv.weight", path)) * 2
+    name = "bbcu_m" if binary_tail else "bbcu_l"
+    model = create_model(name, scale=scale, channels=channels, units=units)
+    # the estimator's coefficient is tinysr's own buffer, not a trained tensor
+    renamed.update({k: v for k, v in model.state_dict().items() if k.endswith(".sign.t")})
+    for key in model.state_dict():  # a missing tensor is named as the source names it
+        names.setdefault(key, _bbcu_source_name(key, upsampler))
+    _load_checked(model, renamed, names, path, f"a {name} of {units} units")
+    return model.eval(), {"scale": scale, "channels": channels, "units": units, "model": name}
+
+
 FORMATS: dict[str, Callable[[dict, Path, float | None], tuple[nn.Module, dict]]] = {
     "edsr-pytorch": _edsr_pytorch,
     "basicsr": _basicsr,
     "ecbsr": _ecbsr_plain,
+    "bbcu": _bbcu,
 }
 
 
