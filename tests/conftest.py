@@ -36,7 +36,7 @@ def data_dir() -> Path:
             return candidate
     message = (
         "benchmark images (Set5, Set14, T91) not found in $TINYSR_DATA, ../shared/data or the tinysr data cache; "
-        "point TINYSR_DATA at a folder holding Set5/HR, Set14/HR and T91 to run these tests"
+        "fetch them with `tinysr data get set5 set14 t91`, or point TINYSR_DATA at a folder holding Set5/HR, Set14/HR and T91"
     )
     if os.environ.get("TINYSR_REQUIRE_DATA") == "1":
         pytest.fail(message)

@@ -16,7 +16,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tinysr"
 # API) and the CLI are the top layer.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaf", ("tinysr._version", "tinysr.errors", "tinysr.files", "tinysr.plugins", "tinysr.progress", "tinysr.runtime", "tinysr.kernels")),
-    ("files", ("tinysr.io", "tinysr.resize", "tinysr.metrics", "tinysr.data", "tinysr.inference", "tinysr.evaluate", "tinysr.zoo")),
+    (
+        "files",
+        (
+            "tinysr.io",
+            "tinysr.resize",
+            "tinysr.metrics",
+            "tinysr.data",
+            "tinysr.inference",
+            "tinysr.evaluate",
+            "tinysr.zoo",
+            "tinysr.datasets",
+        ),
+    ),
     ("nn", ("tinysr.nn",)),
     ("models", ("tinysr.models",)),
     ("compress", ("tinysr.profile", "tinysr.compress")),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import datasets
 from ._version import __version__
 from .bench import get_suite, run_bench
 from .compress import binary_weight_bytes, deployable
@@ -21,6 +22,7 @@ from .compress.deploy import deploy_form
 from .convert import FORMATS as CHECKPOINT_FORMATS
 from .convert import load_external
 from .data import BenchmarkSet, LRCache
+from .datasets import resolve as resolve_data
 from .errors import TinySRError
 from .evaluate import evaluate
 from .export import check_onnx, export_onnx
@@ -118,7 +120,7 @@ def _write_json(path: str, payload) -> None:
 def cmd_test(args: argparse.Namespace) -> int:
 
     for folder in args.data:
-        if not Path(folder).is_dir():
+        if not resolve_data(folder).is_dir():
             raise TinySRError(f"--data {folder}: no such folder")
     cache = None if args.no_cache else LRCache(args.cache_dir)
     scores = []
@@ -338,6 +340,23 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        print(f"{'name':<10}{'images':>7}  {'present':<8} source; terms")
+        for entry in datasets.REGISTRY.values():
+            present = "yes" if datasets.is_present(entry.name, args.dir) else "no"
+            print(f"{entry.name:<10}{entry.images:>7}  {present:<8} {entry.source}; {entry.terms}")
+        return 0
+    if not args.names:
+        raise TinySRError(f"tinysr data {args.action}: name at least one set ({', '.join(datasets.REGISTRY)})")
+    for name in args.names:
+        if args.action == "path":
+            print(datasets.set_path(name, args.dir))
+        else:
+            datasets.get(name, args.dir, archive=args.archive, log=(lambda msg: None) if args.quiet else print)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     if not args.pretrained:
         print("\n".join(list_models()))
@@ -514,6 +533,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DIR", help="your own photographs instead of scikit-image's (the last 2 are held apart)")
     _add_device_and_quiet(p)
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("data", help="the standard data sets by name: list them, fetch and check them, or print their folder")
+    p.add_argument("action", choices=("list", "get", "path"), help="list the sets; get NAME...: download and check; path NAME...")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"standard sets ({', '.join(datasets.REGISTRY)})")
+    p.add_argument("--dir", metavar="DIR", help="where the sets live (default $TINYSR_CACHE/datasets or ~/.cache/tinysr/datasets)")
+    p.add_argument("--archive", metavar="FILE", help="get: the set's archive, already downloaded, instead of downloading it")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("models", help="list the registered model names, or the trained ones the zoo ships")
     p.add_argument("--pretrained", action="store_true", help="list the zoo's trained models (-m zoo:NAME) with their scores")

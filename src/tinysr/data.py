@@ -8,15 +8,15 @@ to uint8), or taken from ``LR_bicubic`` when asked (a sanity check only: SPEC §
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .datasets import resolve
 from .errors import TinySRError
-from .files import sha256_of
+from .files import default_cache_dir, sha256_of
 from .io import list_images, read_image, write_image
 from .resize import imresize
 
@@ -35,12 +35,6 @@ def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
     hr = mod_crop(hr, scale)
     lr = imresize(hr.astype(np.float64) / 255.0, 1.0 / scale)
     return np.clip(np.round(lr * 255.0), 0, 255).astype(np.uint8)
-
-
-def default_cache_dir() -> Path:
-    """``$TINYSR_CACHE`` or ``~/.cache/tinysr``."""
-    env = os.environ.get("TINYSR_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "tinysr"
 
 
 class LRCache:
@@ -74,9 +68,10 @@ class LRCache:
 def hr_image_paths(folder: str | Path, what: str) -> list[Path]:
     """The HR images of a data folder: the folder's images, or those of its ``HR/`` subfolder.
 
-    ``what`` names the folder's role in errors ("data", "training").
+    ``what`` names the folder's role in errors ("data", "training"). A standard set's name
+    (``set5``, ``tinysr data``) means its folder in the cache.
     """
-    folder = Path(folder)
+    folder = resolve(folder)
     if not folder.is_dir():
         raise TinySRError(f"{folder}: no such {what} folder")
     hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
@@ -109,7 +104,7 @@ class BenchmarkSet:
     def __init__(
         self, folder: str | Path, scale: int, lr_from_files: bool = False, cache: LRCache | None = None, max_images: int | None = None
     ):
-        self.folder = Path(folder)
+        self.folder = resolve(folder)
         if scale < 1 or int(scale) != scale:
             raise TinySRError(f"--scale {scale}: must be a positive integer")
         self.scale = int(scale)

@@ -75,6 +75,12 @@ def _umask() -> int:
     return mask
 
 
+def default_cache_dir() -> Path:
+    """``$TINYSR_CACHE`` or ``~/.cache/tinysr``: generated LR images, downloaded data sets."""
+    env = os.environ.get("TINYSR_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "tinysr"
+
+
 def sha256_of(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, read in chunks (model files can be large)."""
     with open(path, "rb") as f:
