@@ -199,3 +199,18 @@ def test_malformed_metadata_is_a_one_line_error_naming_the_file(overrides, needl
     assert main(["upscale", "-i", str(image), "-o", str(tmp_path / "o.png"), "-m", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle.split("'")[0] in err[0] and "m.safetensors" in err[0]
+
+
+def test_msrresnet_is_basicsrs_modified_srresnet():
+    # closed form at x4: head 3->64, 16 blocks of two 64->64 convs, two 64->256 upconvs, conv_hr, 64->3
+    from tinysr.profile import profile
+
+    model = tinysr.create_model("msrresnet", scale=4)
+    conv = lambda i, o: i * o * 9 + o  # noqa: E731
+    expected = conv(3, 64) + 32 * conv(64, 64) + 2 * conv(64, 256) + conv(64, 64) + conv(64, 3)
+    assert profile(model, (32, 32)).params == expected == 1_517_571
+    assert not any(isinstance(m, (torch.nn.PReLU, torch.nn.BatchNorm2d)) for m in model.modules())
+    assert model.body[0].conv1.weight.std().item() == pytest.approx(0.1 * (2 / 576) ** 0.5, rel=0.05)  # Kaiming x 0.1
+    x = torch.rand(1, 3, 8, 9)
+    with torch.no_grad():
+        assert model(x).shape == (1, 3, 32, 36)

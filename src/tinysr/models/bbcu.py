@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn import RPReLU, conv_with_stages
+from ..nn import RPReLU, conv_with_stages, kaiming_scaled_init
 from .binary import BinaryEDSR, BinaryUnit, Scheme, binary_body, binary_conv3x3
 from .registry import register
 
@@ -64,19 +64,6 @@ class BinaryUpsampleUnit(nn.Module):
         return self.shuffle(conv_with_stages(self.conv, x, [self.post], residual=repeated))
 
 
-def _official_init(modules: list[nn.Module]) -> None:
-    """Kaiming-normal (fan-in, LeakyReLU gain with slope 0) times 0.1, zero bias, for every conv
-    in ``modules`` (BasicSR's ``default_init_weights(..., 0.1)``, which BBCU calls)."""
-    for module in modules:
-        for m in module.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
-                with torch.no_grad():
-                    m.weight.mul_(0.1)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-
 def _bbcu(scale: int, binary_tail: bool, channels: int, units: int, alignment: float, init: str, detach_scale: bool) -> nn.Module:
     if init not in INITS:
         raise ValueError(f"BBCU: init must be one of {', '.join(INITS)}, got {init!r}")
@@ -87,7 +74,7 @@ def _bbcu(scale: int, binary_tail: bool, channels: int, units: int, alignment: f
         conv_hr = nn.Sequential(BinaryUnit(channels, BBCU, False, "in_branch", detach_scale), nn.LeakyReLU(0.1, inplace=True))
     model = BinaryEDSR(scale, body, channels, alignment=alignment, upsampler=upsampler, conv_hr=conv_hr)
     if init == "official":
-        _official_init([model.head, model.upsampler, model.conv_hr, model.conv_last])
+        kaiming_scaled_init([model.head, model.upsampler, model.conv_hr, model.conv_last], 0.1)
     return model
 
 

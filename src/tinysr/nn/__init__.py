@@ -18,7 +18,7 @@ from .binary import (
     sign_derivative,
 )
 from .dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt, pad_to_even
-from .layers import MeanShift, PixelShuffleUpsampler, WeightedSum, conv
+from .layers import MeanShift, PixelShuffleUpsampler, WeightedSum, conv, kaiming_scaled_init
 from .packed import conv_with_stages
 
 __all__ = [
@@ -42,5 +42,6 @@ __all__ = [
     "haar_idwt",
     "pad_to_even",
     "hard_sign",
+    "kaiming_scaled_init",
     "sign_derivative",
 ]

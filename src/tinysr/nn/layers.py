@@ -62,3 +62,16 @@ class WeightedSum(nn.Module):
 
 # A constant shift and learnable scalar weights: element-wise work, not MACs.
 register_cost(MeanShift, WeightedSum)(no_macs)
+
+
+def kaiming_scaled_init(modules: list[nn.Module], scale: float = 0.1) -> None:
+    """BasicSR's ``default_init_weights(modules, scale)``: every conv in ``modules`` gets
+    Kaiming-normal weights (fan-in, gain sqrt(2)) times ``scale`` and a zero bias."""
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+                with torch.no_grad():
+                    m.weight.mul_(scale)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
