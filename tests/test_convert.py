@@ -203,12 +203,60 @@ def test_a_checkpoint_that_needs_code_to_unpickle_is_refused(tmp_path):
 
 
 def test_a_basicsr_checkpoint_of_another_architecture_is_named(tmp_path):
-    sd = {"conv_first.weight": torch.zeros(64, 3, 3, 3), "upconv1.weight": torch.zeros(256, 64, 3, 3)}
-    torch.save({"params": sd}, tmp_path / "msrresnet.pth")
-    with pytest.raises(TinySRError, match="MSRResNet; only its EDSR converts"):
-        load_external(tmp_path / "msrresnet.pth", "basicsr")
+    sd = {"conv_first.weight": torch.zeros(64, 3, 3, 3), "conv_body.weight": torch.zeros(64, 64, 3, 3)}
+    torch.save({"params": sd}, tmp_path / "rrdb.pth")
+    with pytest.raises(TinySRError, match="an architecture tinysr has no model for \\(EDSR and MSRResNet convert\\)"):
+        load_external(tmp_path / "rrdb.pth", "basicsr")
     with pytest.raises(TinySRError, match="unknown checkpoint format 'caffe'"):
-        load_external(tmp_path / "msrresnet.pth", "caffe")
+        load_external(tmp_path / "rrdb.pth", "caffe")
+
+
+def msrresnet_state(channels: int, blocks: int, scale: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """BasicSR's MSRResNet names: conv_first, body.{i}.conv{1,2}, upconv1/2, conv_hr, conv_last."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+
+    def put(name, out_ch, in_ch):
+        sd[f"{name}.weight"], sd[f"{name}.bias"] = conv_tensors(gen, out_ch, in_ch, bias_scale=0.05)
+
+    put("conv_first", channels, 3)
+    for i in range(blocks):
+        put(f"body.{i}.conv1", channels, channels)
+        put(f"body.{i}.conv2", channels, channels)
+    for j, s in enumerate(upsampler_stages(scale)):
+        put(f"upconv{j + 1}", s * s * channels, channels)
+    put("conv_hr", channels, channels)
+    put("conv_last", 3, channels)
+    return sd
+
+
+def msrresnet_forward(sd: dict, x: torch.Tensor, scale: int) -> torch.Tensor:
+    """MSRResNet.forward of BasicSR, on [0, 1] pixels."""
+
+    def conv(t, name):
+        return F.conv2d(t, sd[f"{name}.weight"], sd[f"{name}.bias"], padding=1)
+
+    feat = F.leaky_relu(conv(x, "conv_first"), 0.1)
+    for i in range(sum(1 for k in sd if k.endswith(".conv1.weight"))):
+        feat = feat + conv(F.relu(conv(feat, f"body.{i}.conv1")), f"body.{i}.conv2")
+    for j, s in enumerate(upsampler_stages(scale)):
+        feat = F.leaky_relu(F.pixel_shuffle(conv(feat, f"upconv{j + 1}"), s), 0.1)
+    out = conv(F.leaky_relu(conv(feat, "conv_hr"), 0.1), "conv_last")
+    return out + F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_basicsr_msrresnet_converts_to_the_same_function(scale, tmp_path):
+    sd = msrresnet_state(8, 2, scale)
+    torch.save({"params_ema": sd}, tmp_path / "msrresnet.pth")
+    model, options = load_external(tmp_path / "msrresnet.pth", "basicsr")
+    assert options == {"scale": scale, "channels": 8, "blocks": 2} and model.tinysr_spec.name == "msrresnet"
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), msrresnet_forward(sd, x, scale), rtol=1e-5, atol=1e-5)
+    torch.save({"params": {**sd, "conv_mid.weight": torch.zeros(8, 8, 3, 3)}}, tmp_path / "bad.pth")
+    with pytest.raises(TinySRError, match="unexpected tensor 'conv_mid.weight' for BasicSR's MSRResNet"):
+        load_external(tmp_path / "bad.pth", "basicsr")
 
 
 def test_cli_convert_writes_a_model_file_that_loads_and_records_its_source(tmp_path, capsys):

@@ -17,7 +17,9 @@ Formats (the facts each mapping uses are read from the source code, cited per fo
   ``params_ema`` or ``params`` entry (``params_ema`` preferred, as BasicSR's own testing does
   when it exists). Keys ``conv_first``, ``body.{i}.conv{1,2}``, ``conv_after_body``,
   ``upsample.{2k}``, ``conv_last``. Input ``(x - mean) * img_range`` with ``img_range`` 255 and
-  the DIV2K mean (not stored in the file), output ``y / img_range + mean``.
+  the DIV2K mean (not stored in the file), output ``y / img_range + mean``. And BasicSR's
+  ``MSRResNet`` (``srresnet_arch.py``) into ``msrresnet``: keys ``conv_first``,
+  ``body.{i}.conv{1,2}``, ``upconv1`` / ``upconv2``, ``conv_hr``, ``conv_last``; pixels in [0, 1].
 
 **Pixel range.** Convolutions, ReLU, pixel shuffle and additions commute with a positive scale
 when every bias is scaled with the pixels, so a network trained on [0, 255] runs on [0, 1] with
@@ -212,9 +214,10 @@ BASICSR_NAMES = {"conv_first": "head", "conv_after_body": "body_tail", "conv_las
 
 def _basicsr(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
     tensors = _unwrap(obj, path, ("params_ema", "params"))
+    if "upconv1.weight" in tensors and "conv_hr.weight" in tensors:
+        return _msrresnet(tensors, path, res_scale)
     if "conv_after_body.weight" not in tensors:
-        arch = "MSRResNet" if "upconv1.weight" in tensors else "an architecture tinysr has no model for"
-        raise TinySRError(f"{path}: a BasicSR checkpoint of {arch}; only its EDSR converts")
+        raise TinySRError(f"{path}: a BasicSR checkpoint of an architecture tinysr has no model for (EDSR and MSRResNet convert)")
     renamed, names = {}, {}
     for key, value in tensors.items():
         module, _, rest = key.rpartition(".")
@@ -232,6 +235,30 @@ def _basicsr(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module,
     renamed["sub_mean.shift"] = -mean.view(1, 3, 1, 1)
     renamed["add_mean.shift"] = mean.view(1, 3, 1, 1)
     return _edsr(renamed, path, names, res_scale)
+
+
+def _msrresnet(tensors: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
+    """BasicSR's MSRResNet (``srresnet_arch.py``) into ``msrresnet``: pixels in [0, 1], as is."""
+    if res_scale is not None:
+        raise TinySRError("--res-scale: BasicSR's MSRResNet blocks have no residual scaling to set")
+    channels = _shape(tensors, "conv_first.weight", path)[0]
+    stages = 2 if "upconv2.weight" in tensors else 1
+    scale = _scale_of_upsampler([_shape(tensors, "upconv1.weight", path)] * stages, channels, path)
+    modules = {"conv_first": "head.0", "upconv1": "upsampler.0", "upconv2": "upsampler.3", "conv_hr": "conv_hr.0", "conv_last": "conv_last"}
+    renamed, names = {}, {}
+    for key, value in tensors.items():
+        module, _, rest = key.rpartition(".")
+        if module in modules:
+            new = f"{modules[module]}.{rest}"
+        elif re.fullmatch(r"body\.\d+\.conv[12]", module):
+            new = key
+        else:
+            raise TinySRError(f"{path}: unexpected tensor {key!r} for BasicSR's MSRResNet")
+        renamed[new], names[new] = value, key
+    blocks = len(_indices(renamed, "body.{}.conv1.weight", path))
+    model = create_model("msrresnet", scale=scale, channels=channels, blocks=blocks)
+    _load_checked(model, renamed, names, path, f"an MSRResNet of {blocks} blocks")
+    return model.eval(), {"scale": scale, "channels": channels, "blocks": blocks}
 
 
 def _ecbsr_plain(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
