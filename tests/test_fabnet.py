@@ -205,3 +205,39 @@ def test_paper_schedule_preset_runs_the_low_branch_from_a_quarter():
     assert cb.schedules["high"] == DynamicEstimatorSchedule().schedules["high"]
     with pytest.raises(tinysr.TinySRError, match="unknown preset"):
         DynamicEstimatorSchedule(preset="table3")
+
+
+def test_odd_sizes_follow_the_official_transform_and_crop():
+    # pytorch_wavelets' symmetric mode repeats the last row / column for Haar, and the official
+    # forward crops after conv_last_h, so the tail conv sees that padded row
+    import torch.nn.functional as F
+
+    from tinysr.nn import haar_dwt
+
+    x = torch.randn(1, 2, 7, 9)
+    for got, want in zip(haar_dwt(x), haar_dwt(F.pad(x, (0, 1, 0, 1), mode="replicate"))):
+        assert torch.equal(got, want)
+    torch.manual_seed(0)
+    model = tinysr.create_model("fabnet_b4c12", scale=3, upsample="bicubic").eval()
+    lr = torch.rand(1, 3, 5, 6)  # 15 x 18 at x3: an odd height
+    with torch.no_grad():
+        base = F.interpolate(lr, scale_factor=3, mode="bicubic", align_corners=False)
+        feat = model.head(base)
+        ll, high = model.dwt(feat)
+        outs = [ll]
+        for module in model.low:
+            outs.append(module(outs[-1]))
+        full = model.tail(model.idwt(model.fusion(outs), high + model.high(high)))
+        assert torch.allclose(model(lr), full[..., :15, :18] + base, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "nearest"])
+def test_the_official_upsamplers_are_pytorchs_interpolate(mode):
+    import torch.nn.functional as F
+
+    model = tinysr.create_model("fabnet_b4c12", scale=2, upsample=mode)
+    x = torch.rand(1, 3, 6, 7)
+    kwargs = {"align_corners": False} if mode == "bicubic" else {}
+    assert torch.equal(model.upsample(x), F.interpolate(x, scale_factor=2, mode=mode, **kwargs))
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        tinysr.create_model("fabnet_b4c12", scale=2, upsample="lanczos")

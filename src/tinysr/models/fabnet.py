@@ -20,7 +20,8 @@ reduction 48 (288 -> 6 -> 576 at C = 96). Its last FC starts at zero, so the uni
 identity (the official code starts near it, with PyTorch's default FC initialisation). Those four
 HBRMs switch their estimator at 15% of training, the other HBRMs at 20% (``fabnet_schedule``'s
 ``recalibrated`` schedule). The official B8C96 upsamples its input by nearest neighbour (the tiny
-variants bicubically); tinysr keeps MATLAB bicubic for every variant.
+variants bicubically, by PyTorch's kernel); tinysr's default is MATLAB bicubic for every variant
+(``upsample="matlab"``), and ``upsample="bicubic"`` / ``"nearest"`` are the official code's.
 
 Variants: ``fabnet_b4c12``, ``fabnet_b4c24``, ``fabnet_b4c36`` (PReLU everywhere) and
 ``fabnet_b8c96`` (recalibrated every fourth HBRM).
@@ -105,15 +106,33 @@ class FrequencyBinaryModule(nn.Module):
 
 
 INITS = ("default", "official")
+UPSAMPLERS = ("matlab", "bicubic", "nearest")
+
+
+class TorchUpsample(nn.Module):
+    """``F.interpolate(x, scale_factor=scale, mode=mode)``: the official code's pre-upsampling
+    (``bicubic`` with ``align_corners=False``, or ``nearest``)."""
+
+    def __init__(self, scale: int, mode: str):
+        super().__init__()
+        self.scale, self.mode = scale, mode
+        self.spatial_reach = 2 if mode == "bicubic" else 1  # input pixels a tile must see (inference.py)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "bicubic":
+            return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return F.interpolate(x, scale_factor=self.scale, mode="nearest")
 
 
 class FABNet(nn.Module):
     """FABNet (see the module docstring). The training options of the official code are options
     here: ``weight_estimator`` (``higher_order``, the paper's; ``clip``, the code's), ``init``
     (``default``: PyTorch's; ``official``: binary weights drawn from U(0, 0.001), so every module
-    starts near the identity) and ``pixel_range`` (1: pixels in [0, 1]; 255: the network works on
+    starts near the identity), ``pixel_range`` (1: pixels in [0, 1]; 255: the network works on
     [0, 255] inside, as the official code does, which matters because the activation estimator's
-    window ``|x| < 2/t`` is in absolute units). The weight scale is detached by default, as there.
+    window ``|x| < 2/t`` is in absolute units) and ``upsample`` (the pre-upsampling: ``matlab``
+    bicubic, or the official code's PyTorch ``bicubic`` or ``nearest``). The weight scale is
+    detached by default, as there.
     """
 
     def __init__(
@@ -126,15 +145,18 @@ class FABNet(nn.Module):
         detach_scale: bool = True,
         init: str = "default",
         pixel_range: float = 1.0,
+        upsample: str = "matlab",
     ):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if upsample not in UPSAMPLERS:
+            raise ValueError(f"upsample must be one of {UPSAMPLERS}, got {upsample!r}")
         if pixel_range <= 0:
             raise ValueError(f"pixel_range must be positive, got {pixel_range}")
         self.pixel_range = float(pixel_range)
         weights = {"estimator": weight_estimator, "detach_scale": detach_scale}
-        self.upsample = Bicubic(scale)
+        self.upsample = Bicubic(scale) if upsample == "matlab" else TorchUpsample(scale, upsample)
         self.dwt, self.idwt = HaarDWT(), HaarIDWT()
         self.head = conv(3, channels)
         self.low = nn.ModuleList([FrequencyBinaryModule(channels, "low", t=1.0, weights=weights) for _ in range(blocks)])
@@ -166,7 +188,10 @@ class FABNet(nn.Module):
         for module in self.low:
             outs.append(module(outs[-1]))
         high = high + self.high(high)
-        return self.tail(self.idwt(self.fusion(outs), high, size=feat.shape[-2:])) + base
+        # cropped after the tail conv, as the official code does: at an odd size the conv's last
+        # row or column sees the transform's padded one rather than zeros
+        out = self.tail(self.idwt(self.fusion(outs), high))
+        return out[..., : feat.shape[-2], : feat.shape[-1]] + base
 
 
 class FABNetNoSplit(nn.Module):
@@ -203,9 +228,10 @@ def fabnet_b4c12(
     detach_scale: bool = True,
     init: str = "default",
     pixel_range: float = 1.0,
+    upsample: str = "matlab",
 ) -> nn.Module:
     """FABNet-B4C12 (PReLU everywhere)."""
-    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range)
+    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range, upsample)
 
 
 @register
@@ -218,9 +244,10 @@ def fabnet_b4c24(
     detach_scale: bool = True,
     init: str = "default",
     pixel_range: float = 1.0,
+    upsample: str = "matlab",
 ) -> nn.Module:
     """FABNet-B4C24 (PReLU everywhere)."""
-    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range)
+    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range, upsample)
 
 
 @register
@@ -233,9 +260,10 @@ def fabnet_b4c36(
     detach_scale: bool = True,
     init: str = "default",
     pixel_range: float = 1.0,
+    upsample: str = "matlab",
 ) -> nn.Module:
     """FABNet-B4C36 (PReLU everywhere)."""
-    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range)
+    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range, upsample)
 
 
 @register
@@ -248,9 +276,10 @@ def fabnet_b8c96(
     detach_scale: bool = True,
     init: str = "default",
     pixel_range: float = 1.0,
+    upsample: str = "matlab",
 ) -> nn.Module:
     """FABNet-B8C96 (the second activation of every fourth HBRM recalibrated)."""
-    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range)
+    return FABNet(scale, channels, blocks, recalibrated_high, weight_estimator, detach_scale, init, pixel_range, upsample)
 
 
 # ``[fraction of training, t]`` points of each branch's schedule, by preset.

@@ -11,8 +11,8 @@ The four filters form an orthonormal basis of each block, so the transform prese
 (sum of squares) and its inverse is its transpose. :class:`HaarDWT` returns ``(LL, high)`` with
 ``high`` the concatenation ``[LH, HL, HH]`` (3C channels, FABNet's high-frequency branch input).
 
-Odd sizes: the input is extended by one reflected row / column at the bottom / right to even
-size before the transform; pass the original size to :class:`HaarIDWT` and it crops it away, so
+Odd sizes: the input is extended by one repeated row / column at the bottom / right to even
+size before the transform (the official FABNet's half-sample symmetric extension); pass the original size to :class:`HaarIDWT` and it crops it away, so
 ``IDWT(DWT(x), size) == x`` for any size.
 """
 
@@ -34,10 +34,12 @@ def _filters(channels: int, dtype, device) -> torch.Tensor:
 
 
 def pad_to_even(x: torch.Tensor) -> torch.Tensor:
-    """Pad an odd height / width by one reflected row / column at the end (cropped back after the inverse)."""
+    """Pad an odd height / width by repeating the last row / column (cropped back after the
+    inverse): the half-sample symmetric extension that the official FABNet's transform
+    (pytorch_wavelets, ``mode="symmetric"``) applies to a Haar filter's one missing sample."""
     h, w = x.shape[-2:]
     if h % 2 or w % 2:
-        x = F.pad(x, (0, w % 2, 0, h % 2), mode="reflect" if min(h, w) > 1 else "replicate")
+        x = F.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
     return x
 
 
