@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -425,3 +426,105 @@ def test_what_bbcu_cannot_map_is_refused(change, message, tmp_path):
     assert message in str(err.value)
     with pytest.raises(TinySRError, match="--res-scale is EDSR's"):
         load_external(tmp_path / "bad.pth", "bbcu", res_scale=1.0)
+
+
+def fabnet_state(channels: int, blocks: int, large: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The official FABNet's names and shapes (FABNet_tiny.py / FABNet_large.py)."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {"conv_head.weight": torch.randn(channels, 3, 3, 3, generator=gen), "conv_head.bias": torch.randn(channels, generator=gen)}
+
+    def module(prefix: str, c: int, second: str, attention: bool = False):
+        for i in (1, 2):
+            sd[f"{prefix}.conv{i}.weight"] = torch.randn(c, c, 3, 3, generator=gen) * 0.01
+        for i in (0, 1):
+            sd[f"{prefix}.move{i}.bias"] = torch.randn(1, c, 1, 1, generator=gen)
+        sd[f"{prefix}.relu11.weight"] = torch.rand(c, generator=gen)
+        if attention:
+            hidden = max(c // 48, 1)
+            sd.update(
+                {
+                    f"{prefix}.attention.fc1.weight": torch.randn(hidden, c, generator=gen),
+                    f"{prefix}.attention.fc1.bias": torch.zeros(hidden),
+                }
+            )
+            sd.update(
+                {
+                    f"{prefix}.attention.fc2.weight": torch.randn(2 * c, hidden, generator=gen),
+                    f"{prefix}.attention.fc2.bias": torch.randn(2 * c, generator=gen),
+                }
+            )
+            sd.update({f"{prefix}.attention.lambdas": torch.tensor([1.0, 0.5]), f"{prefix}.attention.init_v": torch.tensor([1.0, 0.0])})
+        else:
+            sd[f"{prefix}.{second}.weight"] = torch.rand(c, generator=gen)
+
+    for i in range(blocks):
+        module(f"body_LL.{i}" if large else f"body_LL_{i + 1}", channels, "relu12")
+    for i in range(2 * blocks):
+        module(f"body_HH{i // 4 + 1}.{i % 4}" if large else f"body_HH.{i}", 3 * channels, "relu22", attention=large and i % 4 == 3)
+    sd.update({"conv_last_h.weight": torch.randn(3, channels, 3, 3, generator=gen), "conv_last_h.bias": torch.randn(3, generator=gen)})
+    sd.update({f"parameters{i + 1}": torch.rand(1, 1, 1, 1, generator=gen) for i in range(blocks + 1)})
+    sd["DWTForward.h0_col"] = torch.full((1, 1, 2, 1), 0.5**0.5)  # pytorch_wavelets' Haar filter buffers
+    if not large:
+        sd["relu.weight"] = torch.tensor([0.25])  # the tiny code's unused PReLU
+    return sd
+
+
+def test_fabnet_high_band_order_maps_channel_major_to_band_major():
+    from tinysr.convert import _fabnet_high_order
+    from tinysr.nn import haar_dwt
+
+    _, high = haar_dwt(torch.randn(1, 5, 8, 6))  # band-major: band * C + c
+    channel_major = high.view(1, 3, 5, 4, 3).transpose(1, 2).reshape(1, 15, 4, 3)  # pytorch_wavelets': c * 3 + band
+    assert torch.equal(channel_major[:, _fabnet_high_order(5)], high)
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["tiny", "large"])
+def test_fabnet_checkpoint_maps_tensors_and_takes_the_official_choices(large, tmp_path):
+    from tinysr.convert import _fabnet_high_order
+
+    channels, blocks = (48, 4) if large else (12, 4)
+    sd = fabnet_state(channels, blocks, large)
+    torch.save(sd, tmp_path / "fabnet.pt")
+    model, options = load_external(tmp_path / "fabnet.pt", "fabnet", scale=3)
+    spec = model.tinysr_spec
+    assert spec.scale == 3 and options["model"] == ("fabnet_b8c96" if large else "fabnet_b4c12")
+    assert (spec.kwargs["pixel_range"], spec.kwargs["weight_estimator"]) == (255.0, "clip")
+    assert spec.kwargs["upsample"] == ("nearest" if large else "bicubic") and spec.kwargs["recalibrated_high"] is large
+    order = _fabnet_high_order(channels)
+    official = "body_HH1.1" if large else "body_HH.1"
+    unit = model.high[1]
+    assert torch.equal(unit.conv1.weight, sd[f"{official}.conv1.weight"][order][:, order])
+    assert torch.equal(unit.conv2.act_quantizer.threshold.flatten(), -sd[f"{official}.move1.bias"].flatten()[order])
+    assert torch.equal(model.low[0].conv1.act_quantizer.threshold, -sd["body_LL.0.move0.bias" if large else "body_LL_1.move0.bias"])
+    assert torch.equal(model.fusion.weights, torch.cat([sd[f"parameters{i + 1}"].flatten() for i in range(blocks + 1)]))
+    if large:  # the recalibrated activation computes the official Attention on the permuted channels
+        att, act = "body_HH1.3.attention", model.high[3].act2
+        x = torch.randn(2, 3 * channels, 4, 5)
+        pooled = x.mean(dim=(2, 3))
+        theta = (
+            2
+            * torch.sigmoid(
+                F.linear(
+                    F.relu(F.linear(pooled, sd[f"{att}.fc1.weight"], sd[f"{att}.fc1.bias"])), sd[f"{att}.fc2.weight"], sd[f"{att}.fc2.bias"]
+                )
+            )
+            - 1
+        )
+        coefs = theta.view(2, 3 * channels, 2) * torch.tensor([1.0, 0.5]) + torch.tensor([1.0, 0.0])
+        want = x * coefs[..., 0, None, None] + coefs[..., 1, None, None]
+        with torch.no_grad():
+            torch.testing.assert_close(act(x[:, order]), want[:, order], rtol=1e-5, atol=1e-5)
+
+
+FABNET_REFUSALS = [
+    ({}, None, "do not record the scale"),
+    ({"body_HH.0.conv3.weight": torch.zeros(36, 36, 3, 3)}, 2, "unexpected tensor 'body_HH.0.conv3.weight'"),
+    ({"DWTForward.h0_col": torch.ones(1, 1, 4, 1)}, 2, "not a Haar (db1) filter"),
+]
+
+
+@pytest.mark.parametrize("extra, scale, message", FABNET_REFUSALS, ids=["no scale", "unknown tensor", "another wavelet"])
+def test_what_fabnet_cannot_map_is_refused(extra, scale, message, tmp_path):
+    torch.save({**fabnet_state(12, 4, large=False), **extra}, tmp_path / "bad.pt")
+    with pytest.raises(TinySRError, match=re.escape(message)):
+        load_external(tmp_path / "bad.pt", "fabnet", scale=scale)

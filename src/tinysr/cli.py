@@ -299,7 +299,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise TinySRError(f"-o {out} exists; choose another output or pass --overwrite")
-    model, options = load_external(args.checkpoint, args.format, args.res_scale)
+    model, options = load_external(args.checkpoint, args.format, args.res_scale, args.scale)
     source = {"format": args.format, "file": Path(args.checkpoint).name, "sha256": sha256_of(args.checkpoint), **options}
     save(model, out, extra={"converted_from": json.dumps(source, sort_keys=True)})
     spec = model_spec(model)
@@ -490,12 +490,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input model file")
     p.set_defaults(func=cmd_deploy)
 
-    p = sub.add_parser("convert", help="a checkpoint written by another codebase (EDSR-PyTorch, BasicSR, ECBSR) -> a tinysr model file")
+    p = sub.add_parser(
+        "convert", help="a checkpoint written by another codebase (EDSR-PyTorch, BasicSR, ECBSR, BBCU, FABNet) -> a tinysr model file"
+    )
     p.add_argument("checkpoint", help="the .pt / .pth state dict (loaded without running code: weights_only)")
     p.add_argument("--format", "-f", required=True, choices=sorted(CHECKPOINT_FORMATS), help="the codebase that wrote it")
     p.add_argument("--output", "-o", required=True, help="output model file")
     p.add_argument(
         "--res-scale", type=float, help="EDSR's residual scaling, which checkpoints do not store (default: 0.1 for 32x256, else 1)"
+    )
+    p.add_argument(
+        "--scale", "-s", type=int, help="the scale it was trained for, where the file cannot tell it (FABNet's); elsewhere checked"
     )
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace an existing file")
     p.set_defaults(func=cmd_convert)

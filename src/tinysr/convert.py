@@ -42,6 +42,18 @@ float rounding, not bit for bit (the scale moves to other operations).
   out), ``upconv1`` / ``upconv2`` (plain convs for L, units for M), ``conv_hr``, ``conv_last``.
   Pixels in [0, 1]; the residual alignment ``k`` is not stored: the official options' 130.
 
+* ``fabnet``: the official FABNet (``src/model/FABNet_tiny.py``, ``FABNet_large.py``,
+  ``binary_common_nv1.py``) into ``fabnet_b4c{C}`` (tiny: ``body_LL_{1..4}``, ``body_HH.{i}``) or
+  ``fabnet_b8c96`` (large: ``body_LL.{i}``, ``body_HH{1..4}.{j}``, the fourth of each group with
+  ``attention``). Per module ``conv1`` / ``conv2`` (binary weights), ``move0`` / ``move1`` (the
+  shift before each sign: the negated threshold), ``relu11`` / ``relu12`` or ``relu22`` (PReLU),
+  ``attention.fc1`` / ``fc2`` (the recalibrated activation); ``conv_head``, ``conv_last_h``,
+  ``parameters{1..B+1}`` (the LL fusion). pytorch_wavelets lays the high bands out channel by
+  channel (``c * 3 + band``), tinysr band by band (``band * C + c``), with the same bands in the
+  same order and sign: every high-branch tensor is permuted accordingly. The models take the
+  official choices: pixels in [0, 255] inside, the ``clip`` weight estimator, and PyTorch's
+  bicubic (tiny) or nearest (large) pre-upsampling. The tiny code's unused ``relu`` is dropped.
+
 **EDSR's residual scaling** is not stored in either EDSR format. EDSR's paper and both codebases use 0.1
 for the 32-block, 256-channel EDSR and 1 otherwise; that is the default here, and
 ``res_scale`` overrides it.
@@ -161,7 +173,7 @@ def _from_pixel_range(tensors: dict, pixel_range: float) -> dict:
     return {k: v / pixel_range if k.endswith(".bias") else v for k, v in tensors.items()}
 
 
-def _edsr_pytorch(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
+def _edsr_pytorch(obj: dict, path: Path, res_scale: float | None, scale: int | None = None) -> tuple[nn.Module, dict]:
     tensors = _unwrap(obj, path, ())
     renamed, names = {}, {}
     shifts = {}
@@ -212,7 +224,7 @@ def _mean_of_shifts(shifts: dict, path: Path) -> torch.Tensor:
 BASICSR_NAMES = {"conv_first": "head", "conv_after_body": "body_tail", "conv_last": "tail.1"}
 
 
-def _basicsr(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
+def _basicsr(obj: dict, path: Path, res_scale: float | None, scale: int | None = None) -> tuple[nn.Module, dict]:
     tensors = _unwrap(obj, path, ("params_ema", "params"))
     if "upconv1.weight" in tensors and "conv_hr.weight" in tensors:
         return _msrresnet(tensors, path, res_scale)
@@ -261,7 +273,7 @@ def _msrresnet(tensors: dict, path: Path, res_scale: float | None) -> tuple[nn.M
     return model.eval(), {"scale": scale, "channels": channels, "blocks": blocks}
 
 
-def _ecbsr_plain(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
+def _ecbsr_plain(obj: dict, path: Path, res_scale: float | None, scale: int | None = None) -> tuple[nn.Module, dict]:
     """The official ECBSR's deployed form (``PlainSR``), Y only, into ``basenet(colors=1)``."""
     if res_scale is not None:
         raise TinySRError("--res-scale is EDSR's residual scaling; ECBSR has none")
@@ -321,7 +333,7 @@ def _bbcu_source_name(key: str, upsampler: dict[str, str]) -> str:
     return key
 
 
-def _bbcu(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
+def _bbcu(obj: dict, path: Path, res_scale: float | None, scale: int | None = None) -> tuple[nn.Module, dict]:
     """BBCU's BBCUL / BBCUM (BasicSR format) into ``bbcu_l`` / ``bbcu_m``."""
     if res_scale is not None:
         raise TinySRError("--res-scale is EDSR's residual scaling; BBCU has none")
@@ -366,18 +378,120 @@ def _bbcu(obj: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, di
     return model.eval(), {"scale": scale, "channels": channels, "units": units, "model": name}
 
 
-FORMATS: dict[str, Callable[[dict, Path, float | None], tuple[nn.Module, dict]]] = {
+_FABNET_UNIT = {"move0.bias": "conv1.act_quantizer.threshold", "move1.bias": "conv2.act_quantizer.threshold"}
+_FABNET_UNIT.update({"conv1.weight": "conv1.weight", "conv2.weight": "conv2.weight", "relu11.weight": "act1.weight"})
+_FABNET_UNIT.update({"relu12.weight": "act2.weight", "relu22.weight": "act2.weight"})
+_FABNET_UNIT.update({f"attention.fc{i}.{kind}": f"act2.fc{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")})
+
+
+def _fabnet_high_order(channels: int) -> torch.Tensor:
+    """For each tinysr high-band channel ``band * C + c``, the official one, ``c * 3 + band``."""
+    band, c = torch.meshgrid(torch.arange(3), torch.arange(channels), indexing="ij")
+    return (c * 3 + band).flatten()
+
+
+def _fabnet_permuted(name: str, value: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """A high-branch tensor of the official layout in tinysr's (``order`` from _fabnet_high_order)."""
+    if name.endswith("conv1.weight") or name.endswith("conv2.weight"):
+        return value[order][:, order]
+    if name.endswith("fc1.weight"):
+        return value[:, order]
+    if name.endswith("fc2.weight") or name.endswith("fc2.bias"):  # outputs 2c, 2c + 1: (phi, eps) of channel c
+        pairs = torch.stack([2 * order, 2 * order + 1], dim=1).flatten()
+        return value[pairs]
+    if name.endswith("fc1.bias"):
+        return value
+    return value.flatten()[order].view(value.shape)  # thresholds and PReLU slopes, per channel
+
+
+def _fabnet(obj: dict, path: Path, res_scale: float | None, scale: int | None) -> tuple[nn.Module, dict]:
+    """The official FABNet (tiny or large) into tinysr's FABNet with the official choices. Its
+    weights do not depend on the scale (every conv runs after the pre-upsampling), so the file
+    does not tell it: ``scale`` must be given."""
+    if res_scale is not None:
+        raise TinySRError("--res-scale is EDSR's residual scaling; FABNet has none")
+    if scale is None:
+        raise TinySRError(f"{path}: FABNet's checkpoints do not record the scale they were trained for: give --scale")
+    tensors = _unwrap(obj, path, ())
+    tensors.pop("relu.weight", None)  # the tiny code builds a PReLU its forward never uses
+    for key in [k for k in tensors if k.startswith(("DWTForward.", "DWTInverse."))]:  # pytorch_wavelets' filter buffers
+        if not torch.allclose(tensors.pop(key).abs().float(), torch.tensor(0.5).sqrt()):
+            raise TinySRError(f"{path}: {key} is not a Haar (db1) filter, the only wavelet tinysr's FABNet has")
+    channels = _shape(tensors, "conv_head.weight", path)[0]
+    large = "body_LL.0.conv1.weight" in tensors
+    modules: dict[str, str] = {}  # official module prefix -> tinysr's
+    if large:
+        blocks = len(_indices(tensors, "body_LL.{}.conv1.weight", path))
+        modules.update({f"body_LL.{i}": f"low.{i}" for i in range(blocks)})
+        groups = len([g for g in range(1, 5) if f"body_HH{g}.0.conv1.weight" in tensors])
+        modules.update({f"body_HH{g + 1}.{j}": f"high.{4 * g + j}" for g in range(groups) for j in range(4)})
+        high = 4 * groups
+    else:
+        blocks = len([i for i in range(1, 9) if f"body_LL_{i}.conv1.weight" in tensors])
+        modules.update({f"body_LL_{i + 1}": f"low.{i}" for i in range(blocks)})
+        high = len(_indices(tensors, "body_HH.{}.conv1.weight", path))
+        modules.update({f"body_HH.{i}": f"high.{i}" for i in range(high)})
+    if high != 2 * blocks:
+        raise TinySRError(f"{path}: {high} high-frequency modules for {blocks} low ones; FABNet has twice as many")
+    for key, value in (("lambdas", (1.0, 0.5)), ("init_v", (1.0, 0.0))):  # the attention's fixed buffers
+        for name in [k for k in tensors if k.endswith(f"attention.{key}")]:
+            if tensors.pop(name).tolist() != list(value):
+                raise TinySRError(f"{path}: {name} is not {list(value)}: an attention tinysr's recalibrated activation cannot express")
+    order = _fabnet_high_order(channels)
+    renamed, names = {}, {}
+    fusion = []
+    for key, value in tensors.items():
+        if m := re.fullmatch(r"parameters(\d+)", key):
+            fusion.append((int(m[1]), value))
+            continue
+        if key.startswith(("conv_head.", "conv_last_h.")):
+            new = key.replace("conv_head", "head").replace("conv_last_h", "tail")
+        else:
+            if ".attention." in key:
+                module, rest = key.split(".attention.", 1)
+                rest = f"attention.{rest}"
+            else:
+                module, *parts = key.rsplit(".", 2)
+                rest = ".".join(parts)
+            if module not in modules or rest not in _FABNET_UNIT:
+                raise TinySRError(f"{path}: unexpected tensor {key!r} for the official FABNet")
+            new = f"{modules[module]}.{_FABNET_UNIT[rest]}"
+            if rest.startswith("move"):
+                value = -value
+            if modules[module].startswith("high."):
+                value = _fabnet_permuted(new, value, order)
+        renamed[new], names[new] = value, key
+    if sorted(i for i, _ in fusion) != list(range(1, blocks + 2)):
+        raise TinySRError(f"{path}: the LL fusion needs parameters1..{blocks + 1}, found {sorted(i for i, _ in fusion)}")
+    renamed["fusion.weights"] = torch.cat([v.flatten() for _, v in sorted(fusion, key=lambda f: f[0])])
+    name = "fabnet_b8c96" if large else f"fabnet_b4c{channels}" if channels in (12, 24, 36) else "fabnet_b4c24"
+    options = {"blocks": blocks, "channels": channels, "weight_estimator": "clip", "pixel_range": PIXEL_RANGE}
+    options.update(recalibrated_high=large, upsample="nearest" if large else "bicubic")
+    model = create_model(name, scale=scale, **options)
+    renamed.update({k: v for k, v in model.state_dict().items() if k.endswith(".sign.t")})
+    _load_checked(model, renamed, names, path, f"a {name}")
+    return model.eval(), {"model": name, "scale": scale, **options}
+
+
+FORMATS: dict[str, Callable[[dict, Path, float | None, int | None], tuple[nn.Module, dict]]] = {
     "edsr-pytorch": _edsr_pytorch,
     "basicsr": _basicsr,
     "ecbsr": _ecbsr_plain,
     "bbcu": _bbcu,
+    "fabnet": _fabnet,
 }
 
 
-def load_external(path: str | Path, format: str, res_scale: float | None = None) -> tuple[nn.Module, dict]:
+def load_external(path: str | Path, format: str, res_scale: float | None = None, scale: int | None = None) -> tuple[nn.Module, dict]:
     """The tinysr model (eval mode) a checkpoint of ``format`` (:data:`FORMATS`) describes, and
-    the options inferred from it (``scale``, ``channels``, ``blocks``, ``res_scale``)."""
+    the options inferred from it (``scale``, ``channels``, ``blocks``, ``res_scale``). ``scale``
+    is needed where the file cannot tell it (FABNet's); elsewhere it must agree with the file."""
     if format not in FORMATS:
         raise TinySRError(f"unknown checkpoint format {format!r} ({', '.join(FORMATS)})")
+    if scale is not None and scale not in SUPPORTED_SCALES:
+        raise TinySRError(f"--scale {scale}: must be one of {', '.join(map(str, SUPPORTED_SCALES))}")
     path = Path(path)
-    return FORMATS[format](read_state_dict(path), path, res_scale)
+    model, options = FORMATS[format](read_state_dict(path), path, res_scale, scale)
+    if scale is not None and options["scale"] != scale:
+        raise TinySRError(f"{path}: a x{options['scale']} model, but --scale {scale} was given")
+    return model, options
