@@ -321,11 +321,75 @@ def test_ecbsr_plain_checkpoint_converts_to_a_y_only_basenet(scale, tmp_path):
         assert model(x).shape == (1, 3, 9 * scale, 10 * scale)  # RGB in, RGB out (Cb, Cr by bicubic)
 
 
-def test_ecbsr_training_form_and_other_widths_are_refused(tmp_path):
+ECB_MASKS = {
+    "sbx": [[1, 0, -1], [2, 0, -2], [1, 0, -1]],
+    "sby": [[1, 2, 1], [0, 0, 0], [-1, -2, -1]],
+    "lpl": [[0, 1, 0], [1, -4, 1], [0, 1, 0]],
+}
+
+
+def ecbsr_training_state(channels: int, body: int, scale: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The official ECBSR's training names (models/ecb.py): backbone.{i}.conv3x3, conv1x1_3x3.{k0,b0,k1,b1},
+    conv1x1_{sbx,sby,lpl}.{k0,b0,scale,bias,mask}, act (PReLU; the last ECB is linear). Y only, mid = 2 x out."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    widths = [1] + [channels] * (body + 1) + [scale * scale]
+    for i in range(body + 2):
+        cin, cout, p = widths[i], widths[i + 1], f"backbone.{i}"
+        sd[f"{p}.conv3x3.weight"], sd[f"{p}.conv3x3.bias"] = conv_tensors(gen, cout, cin)
+        sd[f"{p}.conv1x1_3x3.k0"], sd[f"{p}.conv1x1_3x3.b0"] = conv_tensors(gen, 2 * cout, cin, k=1)
+        sd[f"{p}.conv1x1_3x3.k1"], sd[f"{p}.conv1x1_3x3.b1"] = conv_tensors(gen, cout, 2 * cout)
+        for edge, mask in ECB_MASKS.items():
+            q = f"{p}.conv1x1_{edge}"
+            sd[f"{q}.k0"], sd[f"{q}.b0"] = conv_tensors(gen, cout, cin, k=1)
+            sd[f"{q}.scale"] = torch.randn(cout, 1, 1, 1, generator=gen) * 0.5
+            sd[f"{q}.bias"] = torch.randn(cout, generator=gen) * 5
+            sd[f"{q}.mask"] = torch.tensor(mask, dtype=torch.float32).expand(cout, 1, 3, 3).clone()
+        if i < body + 1:
+            sd[f"{p}.act.weight"] = torch.rand(cout, generator=gen) * 0.5
+    return sd
+
+
+def ecbsr_training_forward(sd: dict, y255: torch.Tensor, scale: int) -> torch.Tensor:
+    """ECBSR.forward in training form: per ECB, conv3x3 + the four 1x1-then-3x3 branches (the 1x1's
+    output padded with its own bias), PReLU; PixelShuffle(backbone(y) + y)."""
+
+    def seq(q, x, kernel, bias, groups=1):
+        b0 = sd[f"{q}.b0"].view(1, -1, 1, 1)
+        y0 = F.pad(F.conv2d(x, sd[f"{q}.k0"], sd[f"{q}.b0"]) - b0, (1, 1, 1, 1)) + b0
+        return F.conv2d(y0, kernel, bias, groups=groups)
+
+    layers = sum(1 for k in sd if k.endswith(".conv3x3.weight"))
+    out = y255
+    for i in range(layers):
+        p = f"backbone.{i}"
+        y = F.conv2d(out, sd[f"{p}.conv3x3.weight"], sd[f"{p}.conv3x3.bias"], padding=1)
+        y = y + seq(f"{p}.conv1x1_3x3", out, sd[f"{p}.conv1x1_3x3.k1"], sd[f"{p}.conv1x1_3x3.b1"])
+        for edge in ECB_MASKS:
+            q = f"{p}.conv1x1_{edge}"
+            y = y + seq(q, out, sd[f"{q}.scale"] * sd[f"{q}.mask"], sd[f"{q}.bias"], groups=y.shape[1])
+        out = F.prelu(y, sd[f"{p}.act.weight"]) if i < layers - 1 else y
+    return F.pixel_shuffle(out + y255, scale)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_ecbsr_training_checkpoint_converts_to_a_y_only_ecbsr(scale, tmp_path):
+    sd = ecbsr_training_state(channels=8, body=2, scale=scale)
+    torch.save(sd, tmp_path / "ecbsr.pt")
+    model, options = load_external(tmp_path / "ecbsr.pt", "ecbsr")
+    assert options == {"scale": scale, "channels": 8, "blocks": 2, "colors": 1, "depth_multiplier": 2}
+    y = 16 + torch.rand(1, 1, 9, 10) * 219
+    with torch.no_grad():
+        torch.testing.assert_close(model.net(y / 255) * 255, ecbsr_training_forward(sd, y, scale), rtol=1e-4, atol=1e-3)
+    sd["backbone.1.conv1x1_lpl.mask"][0, 0, 1, 1] = 4.0  # not the official Laplacian
+    torch.save(sd, tmp_path / "mask.pt")
+    with pytest.raises(TinySRError, match="backbone.1.conv1x1_lpl.mask is not the Sobel / Laplacian mask"):
+        load_external(tmp_path / "mask.pt", "ecbsr")
+
+
+def test_ecbsr_plain_forms_other_widths_are_refused(tmp_path):
     sd = plainsr_state(channels=8, body=2, scale=2)
     torch.save({**sd, "backbone.1.conv1x1_3x3.k0": torch.zeros(16, 8, 1, 1)}, tmp_path / "ecb.pt")
-    with pytest.raises(TinySRError, match="training form"):
-        load_external(tmp_path / "ecb.pt", "ecbsr")
     torch.save({**sd, "backbone.3.act.weight": torch.zeros(4)}, tmp_path / "act.pt")
     with pytest.raises(TinySRError, match="the last conv of PlainSR is linear"):
         load_external(tmp_path / "act.pt", "ecbsr")

@@ -32,7 +32,10 @@ float rounding, not bit for bit (the scale moves to other operations).
   is ``PixelShuffle(backbone(y) + y)``, i.e. a nearest-upsampled residual. It works on the Y
   channel of ``skimage.color.rgb2ycbcr`` in [16, 235] (``datas/div2k.py``), the BT.601 Y that
   tinysr's Y-only models take divided by 255; Cb and Cr are upsampled by bicubic, as the
-  official evaluation leaves them. The training form (ECB blocks) is refused: merge it first.
+  official evaluation leaves them. Its training form (``models/ecbsr.py``: ``backbone.{i}``
+  ECBs with ``conv3x3``, ``conv1x1_3x3.k0/b0/k1/b1`` and ``conv1x1_{sbx,sby,lpl}`` with ``k0``,
+  ``b0``, ``scale``, ``bias`` and the fixed ``mask``) converts into ``ecbsr(colors=1)``, the
+  same biases scaled; the fixed masks must be the Sobel / Laplacian ones.
 
 * ``bbcu``: BBCU's ``BBCUL`` and ``BBCUM`` (``bbcu/archs/bbcu{l,m}_arch.py``,
   ``quant_convs_bbcu.py``; BasicSR's ``params`` wrapper) into ``bbcu_l`` / ``bbcu_m``. Keys
@@ -279,7 +282,7 @@ def _ecbsr_plain(obj: dict, path: Path, res_scale: float | None, scale: int | No
         raise TinySRError("--res-scale is EDSR's residual scaling; ECBSR has none")
     tensors = _unwrap(obj, path, ())
     if any(".conv1x1_" in k for k in tensors):
-        raise TinySRError(f"{path}: an ECBSR checkpoint in its training form (ECB blocks); merge it with the official convert.py first")
+        return _ecbsr_training(tensors, path)
     layers = _indices(tensors, "backbone.{}.conv3x3.weight", path)
     if len(layers) < 2:
         raise TinySRError(f"{path}: no PlainSR backbone (backbone.{{i}}.conv3x3) in the checkpoint")
@@ -471,6 +474,63 @@ def _fabnet(obj: dict, path: Path, res_scale: float | None, scale: int | None) -
     renamed.update({k: v for k, v in model.state_dict().items() if k.endswith(".sign.t")})
     _load_checked(model, renamed, names, path, f"a {name}")
     return model.eval(), {"model": name, "scale": scale, **options}
+
+
+# An ECB's tensors: the official name (models/ecb.py) -> tinysr's (nn/rep.py ECB)
+_ECB_NAMES = {"conv3x3.weight": "conv3.weight", "conv3x3.bias": "conv3.bias"}
+_ECB_NAMES.update({"conv1x1_3x3.k0": "expand.weight", "conv1x1_3x3.b0": "expand.bias"})
+_ECB_NAMES.update({"conv1x1_3x3.k1": "expand3.weight", "conv1x1_3x3.b1": "expand3.bias"})
+for _j, _edge in enumerate(("sbx", "sby", "lpl")):  # tinysr's edges in the same order: Sobel-x, Sobel-y, Laplacian
+    _ECB_NAMES.update({f"conv1x1_{_edge}.k0": f"edges.{_j}.conv1.weight", f"conv1x1_{_edge}.b0": f"edges.{_j}.conv1.bias"})
+    _ECB_NAMES.update({f"conv1x1_{_edge}.scale": f"edges.{_j}.scale", f"conv1x1_{_edge}.bias": f"edges.{_j}.bias"})
+    _ECB_NAMES[f"conv1x1_{_edge}.mask"] = f"edges.{_j}.mask"
+
+
+def _ecbsr_training(tensors: dict, path: Path) -> tuple[nn.Module, dict]:
+    """The official ECBSR in its training form (``models/ecbsr.py``: ``backbone.{i}`` ECBs) into
+    ``ecbsr(colors=1)``, the same Y range conversion as the plain form. The identity branch is
+    not stored; the official configs train without it (``idt_ecbsr: 0``), as tinysr's default."""
+    layers = _indices(tensors, "backbone.{}.conv3x3.weight", path)
+    if len(layers) < 2:
+        raise TinySRError(f"{path}: no ECBSR backbone (backbone.{{i}}.conv3x3) in the checkpoint")
+    channels, colors = _shape(tensors, "backbone.0.conv3x3.weight", path)[:2]
+    if colors != 1:
+        raise TinySRError(f"{path}: an ECBSR of {colors} colour channels; the official ECBSR is Y only (colors: 1)")
+    last = layers[-1]
+    scale = math.isqrt(_shape(tensors, f"backbone.{last}.conv3x3.weight", path)[0])
+    mid = _shape(tensors, "backbone.0.conv1x1_3x3.k0", path)[0]
+    if mid % channels:
+        raise TinySRError(f"{path}: the head's expansion has {mid} channels, not a multiple of its {channels} outputs")
+    renamed, names, masks = {}, {}, {}
+    for key, value in tensors.items():
+        match = re.fullmatch(r"backbone\.(\d+)\.(.+)", key)
+        if match is None:
+            raise TinySRError(f"{path}: unexpected tensor {key!r} for the official ECBSR")
+        i, rest = int(match[1]), match[2]
+        module = "head" if i == 0 else "tail" if i == last else f"body.{i - 1}"
+        if rest == "act.weight" and i != last:
+            new = "net.head_act.weight" if i == 0 else f"net.body_acts.{i - 1}.weight"
+        elif rest in _ECB_NAMES:
+            new = f"net.{module}.{_ECB_NAMES[rest]}"
+        else:
+            raise TinySRError(f"{path}: unexpected tensor {key!r} for the official ECBSR's ECB")
+        if rest.endswith(".mask"):
+            masks[new], names[new] = value, key
+            continue
+        if rest.endswith(".scale"):
+            value = value.flatten()
+        renamed[new], names[new] = value, key
+    # the Y range 0-255 goes into the biases: every conv bias, the padding with the 1x1's bias, the edge biases
+    renamed = {k: v / PIXEL_RANGE if k.endswith(".bias") and "_act" not in k else v for k, v in renamed.items()}
+    options = {"scale": scale, "channels": channels, "blocks": last - 1, "colors": 1, "depth_multiplier": mid // channels}
+    model = create_model("ecbsr", **options)
+    for key, mask in masks.items():  # fixed Sobel / Laplacian masks: only tinysr's own can be loaded
+        own = model.state_dict()[key]
+        if mask.shape[0] and not torch.equal(mask.float().reshape(-1, 3, 3), own.expand(mask.shape[0], 3, 3)):
+            raise TinySRError(f"{path}: {names.get(key, key)} is not the Sobel / Laplacian mask of the official ECB")
+        renamed[key] = own
+    _load_checked(model, renamed, names, path, f"an ECBSR of {last - 1} body ECBs")
+    return model.eval(), options
 
 
 FORMATS: dict[str, Callable[[dict, Path, float | None, int | None], tuple[nn.Module, dict]]] = {
