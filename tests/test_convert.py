@@ -592,3 +592,54 @@ def test_what_fabnet_cannot_map_is_refused(extra, scale, message, tmp_path):
     torch.save({**fabnet_state(12, 4, large=False), **extra}, tmp_path / "bad.pt")
     with pytest.raises(TinySRError, match=re.escape(message)):
         load_external(tmp_path / "bad.pt", "fabnet", scale=scale)
+
+
+def ledsr_state(residual: int, inner: list[int], scale: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """ASSL's LEDSR names (EDSR-PyTorch layout): head.0, body.{i}.body.{0,2}, body.{n}, tail.0.0 (one
+    conv C -> 3 s^2), mean shifts; a pruned one has narrower inner convs and residual stream."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+
+    def put(name, out_ch, in_ch):
+        sd[f"{name}.weight"], sd[f"{name}.bias"] = conv_tensors(gen, out_ch, in_ch)
+
+    put("head.0", residual, 3)
+    for i, width in enumerate(inner):
+        put(f"body.{i}.body.0", width, residual)
+        put(f"body.{i}.body.2", residual, width)
+    put(f"body.{len(inner)}", residual, residual)
+    put("tail.0.0", 3 * scale * scale, residual)
+    for name, sign in (("sub_mean", -1), ("add_mean", 1)):
+        sd[f"{name}.weight"] = torch.eye(3).view(3, 3, 1, 1)
+        sd[f"{name}.bias"] = sign * 255.0 * MEAN
+    return sd
+
+
+def ledsr_forward(sd: dict, x255: torch.Tensor, scale: int) -> torch.Tensor:
+    def conv(t, name):
+        return F.conv2d(t, sd[f"{name}.weight"], sd[f"{name}.bias"], padding=1)
+
+    blocks = sum(1 for k in sd if re.fullmatch(r"body\.\d+\.body\.0\.weight", k))
+    feat = conv(x255 - 255.0 * MEAN.view(1, 3, 1, 1), "head.0")
+    res = feat
+    for i in range(blocks):
+        res = res + conv(F.relu(conv(res, f"body.{i}.body.0")), f"body.{i}.body.2")
+    res = conv(res, f"body.{blocks}") + feat
+    return F.pixel_shuffle(conv(res, "tail.0.0"), scale) + 255.0 * MEAN.view(1, 3, 1, 1)
+
+
+@pytest.mark.parametrize("residual, inner", [(12, [12, 12]), (12, [5, 9, 12]), (8, [12, 6])], ids=["full", "inner pruned", "stream pruned"])
+def test_assl_ledsr_converts_with_its_pruned_widths(residual, inner, tmp_path, capsys):
+    sd = ledsr_state(residual, inner, scale=3)
+    torch.save(sd, tmp_path / "ledsr.pt")
+    model, options = load_external(tmp_path / "ledsr.pt", "edsr-pytorch")
+    spec = model.tinysr_spec
+    assert spec.name == "ledsr" and options["channels"] == max(residual, *inner) and options["scale"] == 3
+    widths = {"head": residual, **{f"body.{i}.conv1": w for i, w in enumerate(inner)}}
+    assert options.get("widths") == (None if set(widths.values()) == {options["channels"]} else widths)
+    x = torch.rand(1, 3, 7, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x) * 255, ledsr_forward(sd, x * 255, 3), rtol=1e-4, atol=1e-3)
+    assert main(["convert", str(tmp_path / "ledsr.pt"), "-f", "edsr-pytorch", "-o", str(tmp_path / "ledsr.safetensors")]) == 0
+    with torch.no_grad():
+        assert torch.equal(tinysr.load(tmp_path / "ledsr.safetensors")(x), model(x))  # the widths travel with the file

@@ -8,7 +8,9 @@ a [0, 1] image equals the source code's output on the same image in its own rang
 
 Formats (the facts each mapping uses are read from the source code, cited per format):
 
-* ``edsr-pytorch``: EDSR-PyTorch (``src/model/edsr.py``, ``common.py``), EDSR and EDSR-baseline.
+* ``edsr-pytorch``: EDSR-PyTorch (``src/model/edsr.py``, ``common.py``), EDSR and EDSR-baseline,
+  and ASSL's code (``src/model/ledsr.py``): LEDSR, whose ``tail.0`` is one ``LiteUpsampler``
+  conv C -> 3 s^2 (``tail.0.0``, no ``tail.1``), and pruned networks, whose widths the shapes give.
   Keys ``head.0``, ``body.{i}.body.{0,2}`` (conv, ReLU, conv), ``body.{n}`` (the conv after the
   blocks), ``tail.0.{2k}`` (one conv C->4C per x2 stage, or C->9C at x3), ``tail.1`` (to RGB),
   ``sub_mean`` / ``add_mean`` (1x1 convs: identity weight, bias ``-+rgb_range * mean``). Pixels
@@ -73,6 +75,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .compress.prune import apply_widths
 from .errors import TinySRError
 from .models import create_model
 from .models.registry import SUPPORTED_SCALES
@@ -138,21 +141,42 @@ def _scale_of_upsampler(convs: list[tuple[int, ...]], channels: int, path: Path)
 
 
 def _edsr(tensors: dict, path: Path, names: dict[str, str], res_scale: float | None) -> tuple[nn.Module, dict]:
-    """An EDSR from a dict whose keys are already tinysr's (``names`` maps them back for messages)."""
-    channels, colors = _shape(tensors, "head.weight", path)[:2]
+    """An EDSR, or ASSL's LEDSR (a one-conv upsampler: ``tail.0.weight``, C -> 3 s^2), from a dict
+    whose keys are already tinysr's (``names`` maps them back for messages). A pruned network
+    (ASSL's output) has narrower convs: its widths come from the shapes, the residual stream's
+    from the head, each block's inner width from its first conv, and it becomes the unpruned
+    network of the widest of them with tinysr's ``prune`` transform."""
+    residual, colors = _shape(tensors, "head.weight", path)[:2]
     if colors != 3:
         raise TinySRError(f"{path}: {names['head.weight']} takes {colors} colour channels; tinysr's EDSR takes RGB")
     blocks = len(_indices(tensors, "body.{}.conv1.weight", path))
-    ups = _indices(tensors, "tail.0.{}.weight", path, step=2)  # a PixelShuffle between the convs
-    scale = _scale_of_upsampler([_shape(tensors, f"tail.0.{i}.weight", path) for i in ups], channels, path)
+    inner = [_shape(tensors, f"body.{i}.conv1.weight", path)[0] for i in range(blocks)]
+    channels = max([residual, *inner])
+    lite = "tail.0.weight" in tensors
+    if lite:
+        outputs = _shape(tensors, "tail.0.weight", path)[0]
+        scale = math.isqrt(outputs // 3)
+        if 3 * scale * scale != outputs or scale not in SUPPORTED_SCALES:
+            raise TinySRError(f"{path}: {names['tail.0.weight']} has {outputs} outputs, not 3 x a scale's square")
+    else:
+        ups = _indices(tensors, "tail.0.{}.weight", path, step=2)  # a PixelShuffle between the convs
+        scale = _scale_of_upsampler([_shape(tensors, f"tail.0.{i}.weight", path) for i in ups], residual, path)
     if res_scale is None:
         res_scale = 0.1 if (channels, blocks) == (256, 32) else 1.0
-    if (channels, blocks, res_scale) == (256, 32, 0.1):
+    if lite:
+        model = create_model("ledsr", scale=scale, channels=channels, blocks=blocks, res_scale=res_scale)
+    elif (channels, blocks, res_scale) == (256, 32, 0.1):
         model = create_model("edsr", scale=scale)
     else:
         model = create_model("edsr_baseline", scale=scale, channels=channels, blocks=blocks, res_scale=res_scale)
-    _load_checked(model, tensors, names, path, f"an EDSR of {blocks} blocks")
+    widths = {"head": residual, **{f"body.{i}.conv1": w for i, w in enumerate(inner)}}
+    if any(w != channels for w in widths.values()):
+        model = apply_widths(model, widths)
+    what = f"{'an LEDSR' if lite else 'an EDSR'} of {blocks} blocks"
+    _load_checked(model, tensors, names, path, what)
     options = {"scale": scale, "channels": channels, "blocks": blocks, "res_scale": res_scale}
+    if any(w != channels for w in widths.values()):
+        options["widths"] = widths
     return model.eval(), options
 
 
@@ -195,6 +219,11 @@ def _edsr_pytorch(obj: dict, path: Path, res_scale: float | None, scale: int | N
         else:
             raise TinySRError(f"{path}: unexpected tensor {key!r} for EDSR-PyTorch's EDSR")
         renamed[new], names[new] = value, key
+    if "tail.1.weight" not in renamed and "tail.0.0.weight" in renamed:  # ASSL's LEDSR: one conv, C -> 3 s^2
+        for kind in ("weight", "bias"):
+            if f"tail.0.0.{kind}" in renamed:
+                renamed[f"tail.0.{kind}"] = renamed.pop(f"tail.0.0.{kind}")
+                names[f"tail.0.{kind}"] = names.pop(f"tail.0.0.{kind}")
     # the conv after the blocks is body.{n}, n the number of blocks
     blocks = len(_indices(renamed, "body.{}.conv1.weight", path))
     after = {names[k].split(".")[1] for k in renamed if k.startswith("body_tail.")}
