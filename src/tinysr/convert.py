@@ -262,23 +262,30 @@ def _basicsr(obj: dict, path: Path, res_scale: float | None, scale: int | None =
         return _msrresnet(tensors, path, res_scale)
     if "conv_after_body.weight" not in tensors:
         raise TinySRError(f"{path}: a BasicSR checkpoint of an architecture tinysr has no model for (EDSR and MSRResNet convert)")
-    renamed, names = {}, {}
-    for key, value in tensors.items():
-        module, _, rest = key.rpartition(".")
-        if module in BASICSR_NAMES:
-            new = f"{BASICSR_NAMES[module]}.{rest}"
-        elif re.fullmatch(r"body\.\d+\.conv[12]", module):
-            new = key
-        elif re.fullmatch(r"upsample\.\d+", module):
-            new = f"tail.0.{module.split('.')[1]}.{rest}"
-        else:
-            raise TinySRError(f"{path}: unexpected tensor {key!r} for BasicSR's EDSR")
-        renamed[new], names[new] = value, key
+    # upsample.{0,2,..}: one conv per stage, a PixelShuffle between them
+    upsample = {f"upsample.{i}": f"tail.0.{i}" for i in range(0, 2 * len(SUPPORTED_SCALES), 2)}
+    renamed, names = _basicsr_renamed(tensors, path, {**BASICSR_NAMES, **upsample}, "BasicSR's EDSR")
     renamed = _from_pixel_range(renamed, PIXEL_RANGE)
     mean = torch.tensor(DIV2K_RGB_MEAN)
     renamed["sub_mean.shift"] = -mean.view(1, 3, 1, 1)
     renamed["add_mean.shift"] = mean.view(1, 3, 1, 1)
     return _edsr(renamed, path, names, res_scale)
+
+
+def _basicsr_renamed(tensors: dict, path: Path, modules: dict[str, str], what: str) -> tuple[dict, dict]:
+    """BasicSR's tensors under tinysr's names: ``modules`` maps whole modules, and the residual
+    blocks' ``body.{i}.conv{1,2}`` keep theirs; returns (renamed, tinysr name -> BasicSR's)."""
+    renamed, names = {}, {}
+    for key, value in tensors.items():
+        module, _, rest = key.rpartition(".")
+        if module in modules:
+            new = f"{modules[module]}.{rest}"
+        elif re.fullmatch(r"body\.\d+\.conv[12]", module):
+            new = key
+        else:
+            raise TinySRError(f"{path}: unexpected tensor {key!r} for {what}")
+        renamed[new], names[new] = value, key
+    return renamed, names
 
 
 def _msrresnet(tensors: dict, path: Path, res_scale: float | None) -> tuple[nn.Module, dict]:
@@ -289,16 +296,7 @@ def _msrresnet(tensors: dict, path: Path, res_scale: float | None) -> tuple[nn.M
     stages = 2 if "upconv2.weight" in tensors else 1
     scale = _scale_of_upsampler([_shape(tensors, "upconv1.weight", path)] * stages, channels, path)
     modules = {"conv_first": "head.0", "upconv1": "upsampler.0", "upconv2": "upsampler.3", "conv_hr": "conv_hr.0", "conv_last": "conv_last"}
-    renamed, names = {}, {}
-    for key, value in tensors.items():
-        module, _, rest = key.rpartition(".")
-        if module in modules:
-            new = f"{modules[module]}.{rest}"
-        elif re.fullmatch(r"body\.\d+\.conv[12]", module):
-            new = key
-        else:
-            raise TinySRError(f"{path}: unexpected tensor {key!r} for BasicSR's MSRResNet")
-        renamed[new], names[new] = value, key
+    renamed, names = _basicsr_renamed(tensors, path, modules, "BasicSR's MSRResNet")
     blocks = len(_indices(renamed, "body.{}.conv1.weight", path))
     model = create_model("msrresnet", scale=scale, channels=channels, blocks=blocks)
     _load_checked(model, renamed, names, path, f"an MSRResNet of {blocks} blocks")
