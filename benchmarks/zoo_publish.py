@@ -71,7 +71,7 @@ def main() -> None:
         "iterations": config["train"]["iterations"],
         "seed": config.get("seed"),
         "data": [Path(p).name for p in config["data"]["train"]],
-        "form": FORM_NAMES[form],
+        "form": "pruned" if trained.tinysr_spec.transformed_by("prune") else FORM_NAMES[form],
         "trained_on": date.today().isoformat(),
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -127,7 +127,7 @@ def test_zoo_suite_scores_every_shipped_model_as_stored(tmp_path, data_dir):
     rows = run_bench(suite, tmp_path / "zoo", test_sets=[str(data_dir / "Set5")], plots=False, log=lambda _: None)
     by_name = {r["method"]: r for r in rows}
     assert not any(p.name == "config.yaml" for p in (tmp_path / "zoo").rglob("*"))  # no training run
-    stored_forms = {"merged": "merge", "packed": "pack", "trained": "none"}
+    stored_forms = {"merged": "merge", "packed": "pack", "pruned": "none", "trained": "none"}
     for entry in list_pretrained():
         row = by_name[entry["name"]]
         assert row["Set5_psnr"] == pytest.approx(entry["scores"]["Set5"]["psnr"], abs=1e-4)

@@ -40,7 +40,8 @@ def test_a_zoo_entry_loads_and_records_its_provenance(name):
     assert entry["recipe"] in list_recipes()
     assert (spec.name, spec.scale) == (recipe.model.name, recipe.scale) == (entry["model"], entry["scale"])
     assert {"Set5", "Set14"} <= set(entry["scores"])
-    assert entry["form"] in ("merged", "packed", "trained") and entry["precision"] in ("float16", "float32")
+    assert entry["form"] in ("merged", "packed", "pruned", "trained") and entry["precision"] in ("float16", "float32")
+    assert (entry["form"] == "pruned") == model_spec(model).transformed_by("prune")
     assert entry["family"] in FAMILIES and entry["family"] != REFERENCE
 
 

@@ -2,7 +2,7 @@
 
 Each entry is a normal tinysr model file, named ``NAME.safetensors``, whose metadata also holds a
 ``zoo`` record (JSON): the recipe it was trained with, the compression family it shows, its
-iterations, data and seed, the form it ships in (deployable or training), the storage precision
+iterations, data and seed, the form it ships in (merged, packed, pruned or as trained), the storage precision
 and its Set5 / Set14 scores measured on that very file. ``zoo:NAME`` names it wherever a model file is accepted (``tinysr.load``,
 ``-m``); :func:`list_pretrained` reads the records (``tinysr models --pretrained``).
 

@@ -201,7 +201,7 @@ PAPER = Suite("paper", _paper_entries())
 
 SUITES = {s.name: s for s in (SMOKE, CPU, PAPER)}
 ZOO = "zoo"
-_STORED_FORMS = {"merged": "merge", "packed": "pack", "trained": "none"}  # zoo record form -> deploy
+_STORED_FORMS = {"merged": "merge", "packed": "pack", "pruned": "none", "trained": "none"}  # zoo record form -> deploy
 
 
 def zoo_suite() -> Suite:
