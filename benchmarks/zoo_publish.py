@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("name", help="the zoo entry's name (zoo:NAME)")
     parser.add_argument("--recipe", required=True, help="the shipped recipe the run was trained with")
     parser.add_argument("--family", required=True, choices=[f for f in FAMILIES if f != REFERENCE], help="the compression family it shows")
+    parser.add_argument("--paper", help="the key of the papers' numbers to set beside it (bench/paper.py; default: the model's name)")
     parser.add_argument("--form", choices=("deploy", "train"), default="deploy")
     parser.add_argument("--precision", choices=("auto", "float16", "float32"), default="auto")
     parser.add_argument("--test", nargs="+", type=Path, default=[REPO.parent / "shared" / "data" / s for s in ("Set5", "Set14")])
@@ -68,6 +69,7 @@ def main() -> None:
     record = {
         "recipe": args.recipe,
         "family": args.family,
+        "paper": args.paper or trained.tinysr_spec.name,
         "iterations": config["train"]["iterations"],
         "seed": config.get("seed"),
         "data": [Path(p).name for p in config["data"]["train"]],

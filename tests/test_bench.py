@@ -132,7 +132,7 @@ def test_zoo_suite_scores_every_shipped_model_as_stored(tmp_path, data_dir):
         row = by_name[entry["name"]]
         assert row["Set5_psnr"] == pytest.approx(entry["scores"]["Set5"]["psnr"], abs=1e-4)
         assert (row["family"], row["form"], row["iterations"]) == (entry["family"], stored_forms[entry["form"]], entry["iterations"])
-        reported = REPORTED.get((entry["model"], entry["scale"]))
+        reported = REPORTED.get((entry.get("paper", entry["model"]), entry["scale"]))
         assert row["paper_Set5_psnr"] == (reported.set5 if reported else None)
     for scale in {e["scale"] for e in list_pretrained()}:
         assert by_name[f"bicubic_x{scale}"]["family"] == "reference"

@@ -206,10 +206,13 @@ _STORED_FORMS = {"merged": "merge", "packed": "pack", "pruned": "none", "trained
 
 def zoo_suite() -> Suite:
     """The ``zoo`` suite: bicubic at every scale the zoo has, then each shipped model, by family.
-    Its paper key is its model's name, so the papers' numbers sit beside it where SPEC has them."""
+    Its paper key is its record's (a pruned entry's method and ratio), else its model's name, so
+    the papers' numbers sit beside it where SPEC has them."""
     pretrained = sorted(list_pretrained(), key=lambda e: (FAMILIES.index(e["family"]), e["scale"], e["name"]))
     entries = [Entry(f"bicubic_x{scale}", REFERENCE, model="bicubic", scale=scale) for scale in sorted({e["scale"] for e in pretrained})]
-    entries += [Entry(e["name"], e["family"], deploy=_STORED_FORMS[e["form"]], paper=e["model"], zoo=e["name"]) for e in pretrained]
+    entries += [
+        Entry(e["name"], e["family"], deploy=_STORED_FORMS[e["form"]], paper=e.get("paper", e["model"]), zoo=e["name"]) for e in pretrained
+    ]
     return Suite(ZOO, tuple(entries))
 
 
