@@ -26,6 +26,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -184,7 +185,7 @@ def _download(url: str, downloads: Path) -> Path:
     fname = Path(url.split("?")[0]).name
     fetcher = pooch.create(path=downloads, base_url="", registry={fname: None}, urls={fname: url}, retry_if_failed=2)
     try:
-        return Path(fetcher.fetch(fname, progressbar=True))
+        return Path(fetcher.fetch(fname, progressbar=sys.stderr.isatty()))  # a bar redraws with \r: terminals only
     except Exception as exc:  # requests' and pooch's errors: a network failure, not a bug
         raise TinySRError(f"{url}: download failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
