@@ -39,7 +39,8 @@ from .files import atomic_write, default_cache_dir
 from .io import read_image
 
 MARKER = ".tinysr-dataset.json"  # in a checked set's folder: its images and their sizes
-DIGESTS = Path(__file__).with_name("dataset_digests.json")  # set name -> sorted pixel digests
+# set name -> the sorted pixel_digest of each image of the shared copies (tests check they agree)
+DIGESTS = Path(__file__).with_name("dataset_digests.json")
 DOWNLOAD_ATTEMPTS = 2  # a corrupt archive is downloaded once more before giving up
 
 _EDSR_BENCHMARK = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
@@ -148,7 +149,8 @@ def check_images(name: str, images: list[Path]) -> str | None:
             return f"{path.name} does not decode ({exc})"
     expected = known_digests(name)
     if expected is not None and sorted(digests) != expected:
-        wrong = sum(1 for d in digests if d not in set(expected))
+        known = set(expected)
+        wrong = sum(1 for d in digests if d not in known)
         return f"{wrong} of its {len(images)} images are not {entry.folder}'s (their pixels' SHA-256 differ)"
     return None
 
@@ -190,6 +192,19 @@ def _download(url: str, downloads: Path) -> Path:
         raise TinySRError(f"{url}: download failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
 
+def _unpack_checked(name: str, archive: Path, partial: Path) -> list[Path]:
+    """The set's images taken out of ``archive`` into the fresh folder ``partial``, checked;
+    :class:`_Corrupt` where the archive does not unpack or they are not the set."""
+    images_dir = _image_dir(partial, standard_set(name))
+    shutil.rmtree(partial, ignore_errors=True)
+    _extract(archive, standard_set(name), images_dir)
+    images = sorted(images_dir.iterdir())
+    problem = check_images(name, images)
+    if problem is not None:
+        raise _Corrupt(problem)
+    return images
+
+
 def _mark(folder: Path, images: list[Path]) -> None:
     sizes = {p.name: p.stat().st_size for p in images}
     atomic_write(folder / MARKER, lambda tmp: Path(tmp).write_text(json.dumps(sizes, indent=1, sort_keys=True)))
@@ -223,17 +238,10 @@ def get(name: str, root: str | Path | None = None, archive: str | Path | None = 
     downloads = root / "downloads"
     partial = root / f".{entry.folder}.partial"
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-        if archive is not None:
-            source = Path(archive)
-        else:
-            source = _download(entry.url, downloads)
-        shutil.rmtree(partial, ignore_errors=True)
+        source = Path(archive) if archive is not None else _download(entry.url, downloads)
         try:
-            _extract(source, entry, _image_dir(partial, entry))
-            images = sorted(_image_dir(partial, entry).iterdir())
-            problem = check_images(name, images)
-            if problem is not None:
-                raise _Corrupt(problem)
+            images = _unpack_checked(name, source, partial)
+            break
         except _Corrupt as exc:
             shutil.rmtree(partial, ignore_errors=True)
             if archive is not None:  # the user's file: theirs to keep, but not a set
@@ -242,13 +250,11 @@ def get(name: str, root: str | Path | None = None, archive: str | Path | None = 
             if attempt == DOWNLOAD_ATTEMPTS:
                 raise TinySRError(f"{entry.url}: {entry.name} failed its check twice ({exc}); nothing was kept") from None
             log(f"{entry.name}: the downloaded archive failed its check ({exc}); downloading it again")
-            continue
-        _mark(partial, images)
-        shutil.rmtree(folder, ignore_errors=True)  # a stale, unmarked or changed copy of ours
-        partial.rename(folder)
-        log(f"{entry.name}: {len(images)} images checked, in {folder}")
-        return folder
-    raise AssertionError("unreachable")
+    _mark(partial, images)
+    shutil.rmtree(folder, ignore_errors=True)  # a stale, unmarked or changed copy of ours
+    partial.rename(folder)
+    log(f"{entry.name}: {len(images)} images checked, in {folder}")
+    return folder
 
 
 def resolve(folder: str | Path) -> Path:
@@ -260,11 +266,3 @@ def resolve(folder: str | Path) -> Path:
     if not is_present(str(folder)):
         raise TinySRError(f"{folder}: the standard set is not downloaded yet (tinysr data get {str(folder).lower()})")
     return set_path(str(folder))
-
-
-def write_digests(sets: dict[str, Path]) -> None:
-    """Record the pixel digests of checked copies (set name -> its image folder) in the registry file."""
-    table = json.loads(DIGESTS.read_text()) if DIGESTS.is_file() else {}
-    for name, images in sets.items():
-        table[standard_set(name).name] = sorted(pixel_digest(p) for p in sorted(Path(images).iterdir()) if p.is_file())
-    atomic_write(DIGESTS, lambda tmp: Path(tmp).write_text(json.dumps(table, indent=1, sort_keys=True) + "\n"))
