@@ -183,6 +183,8 @@ def _edsr(tensors: dict, path: Path, names: dict[str, str], res_scale: float | N
 def _load_checked(model: nn.Module, tensors: dict, names: dict, path: Path, what: str) -> None:
     """Load ``tensors`` (tinysr names) into ``model`` or refuse in one line, naming the source's key."""
     own = model.state_dict()
+    # a sign estimator's coefficient is tinysr's own buffer (a training schedule's), not a trained tensor
+    tensors = {**{k: v for k, v in own.items() if k.endswith(".sign.t")}, **tensors}
     unknown = sorted(set(tensors) - set(own))
     if unknown:
         raise TinySRError(f"{path}: unexpected tensor {names.get(unknown[0], unknown[0])!r} for {what}")
@@ -400,18 +402,22 @@ def _bbcu(obj: dict, path: Path, res_scale: float | None, scale: int | None = No
     units = len(_indices(tensors, "body.{}.body.0.binary_conv.weight", path)) * 2
     name = "bbcu_m" if binary_tail else "bbcu_l"
     model = create_model(name, scale=scale, channels=channels, units=units)
-    # the estimator's coefficient is tinysr's own buffer, not a trained tensor
-    renamed.update({k: v for k, v in model.state_dict().items() if k.endswith(".sign.t")})
     for key in model.state_dict():  # a missing tensor is named as the source names it
         names.setdefault(key, _bbcu_source_name(key, upsampler))
     _load_checked(model, renamed, names, path, f"a {name} of {units} units")
     return model.eval(), {"scale": scale, "channels": channels, "units": units, "model": name}
 
 
-_FABNET_UNIT = {"move0.bias": "conv1.act_quantizer.threshold", "move1.bias": "conv2.act_quantizer.threshold"}
-_FABNET_UNIT.update({"conv1.weight": "conv1.weight", "conv2.weight": "conv2.weight", "relu11.weight": "act1.weight"})
-_FABNET_UNIT.update({"relu12.weight": "act2.weight", "relu22.weight": "act2.weight"})
-_FABNET_UNIT.update({f"attention.fc{i}.{kind}": f"act2.fc{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")})
+_FABNET_UNIT = {  # an official FABNet module's tensors -> tinysr's FrequencyBinaryModule's
+    "move0.bias": "conv1.act_quantizer.threshold",
+    "move1.bias": "conv2.act_quantizer.threshold",
+    "conv1.weight": "conv1.weight",
+    "conv2.weight": "conv2.weight",
+    "relu11.weight": "act1.weight",
+    "relu12.weight": "act2.weight",  # LL modules
+    "relu22.weight": "act2.weight",  # HH modules
+    **{f"attention.fc{i}.{kind}": f"act2.fc{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")},
+}
 
 
 def _fabnet_high_order(channels: int) -> torch.Tensor:
@@ -498,19 +504,22 @@ def _fabnet(obj: dict, path: Path, res_scale: float | None, scale: int | None) -
     options = {"blocks": blocks, "channels": channels, "weight_estimator": "clip", "pixel_range": PIXEL_RANGE}
     options.update(recalibrated_high=large, upsample="nearest" if large else "bicubic")
     model = create_model(name, scale=scale, **options)
-    renamed.update({k: v for k, v in model.state_dict().items() if k.endswith(".sign.t")})
     _load_checked(model, renamed, names, path, f"a {name}")
     return model.eval(), {"model": name, "scale": scale, **options}
 
 
 # An ECB's tensors: the official name (models/ecb.py) -> tinysr's (nn/rep.py ECB)
-_ECB_NAMES = {"conv3x3.weight": "conv3.weight", "conv3x3.bias": "conv3.bias"}
-_ECB_NAMES.update({"conv1x1_3x3.k0": "expand.weight", "conv1x1_3x3.b0": "expand.bias"})
-_ECB_NAMES.update({"conv1x1_3x3.k1": "expand3.weight", "conv1x1_3x3.b1": "expand3.bias"})
-for _j, _edge in enumerate(("sbx", "sby", "lpl")):  # tinysr's edges in the same order: Sobel-x, Sobel-y, Laplacian
-    _ECB_NAMES.update({f"conv1x1_{_edge}.k0": f"edges.{_j}.conv1.weight", f"conv1x1_{_edge}.b0": f"edges.{_j}.conv1.bias"})
-    _ECB_NAMES.update({f"conv1x1_{_edge}.scale": f"edges.{_j}.scale", f"conv1x1_{_edge}.bias": f"edges.{_j}.bias"})
-    _ECB_NAMES[f"conv1x1_{_edge}.mask"] = f"edges.{_j}.mask"
+_ECB_EDGE_NAMES = (("k0", "conv1.weight"), ("b0", "conv1.bias"), ("scale", "scale"), ("bias", "bias"), ("mask", "mask"))
+_ECB_NAMES = {
+    "conv3x3.weight": "conv3.weight",
+    "conv3x3.bias": "conv3.bias",
+    "conv1x1_3x3.k0": "expand.weight",
+    "conv1x1_3x3.b0": "expand.bias",
+    "conv1x1_3x3.k1": "expand3.weight",
+    "conv1x1_3x3.b1": "expand3.bias",
+    # tinysr's edges in the same order: Sobel-x, Sobel-y, Laplacian
+    **{f"conv1x1_{edge}.{theirs}": f"edges.{j}.{ours}" for j, edge in enumerate(("sbx", "sby", "lpl")) for theirs, ours in _ECB_EDGE_NAMES},
+}
 
 
 def _ecbsr_training(tensors: dict, path: Path) -> tuple[nn.Module, dict]:
