@@ -293,12 +293,18 @@ def plainsr_state(channels: int, body: int, scale: int, seed: int = 0) -> dict[s
     return sd
 
 
-def plainsr_forward(sd: dict, y255: torch.Tensor, scale: int) -> torch.Tensor:
-    """PlainSR.forward on the Y channel in [16, 235]: PixelShuffle(backbone(y) + y)."""
+def plainsr_forward(sd: dict, y255: torch.Tensor, scale: int, layer=None) -> torch.Tensor:
+    """PlainSR.forward on the Y channel in [16, 235]: PixelShuffle(backbone(y) + y), each layer
+    ``layer(i, x)`` (default: its conv3x3) then PReLU, the last one linear."""
+
+    def conv3x3(i, x):
+        return F.conv2d(x, sd[f"backbone.{i}.conv3x3.weight"], sd[f"backbone.{i}.conv3x3.bias"], padding=1)
+
+    layer = layer or conv3x3
     layers = sum(1 for k in sd if k.endswith(".conv3x3.weight"))
     out = y255
     for i in range(layers):
-        out = F.conv2d(out, sd[f"backbone.{i}.conv3x3.weight"], sd[f"backbone.{i}.conv3x3.bias"], padding=1)
+        out = layer(i, out)
         if i < layers - 1:
             out = F.prelu(out, sd[f"backbone.{i}.act.weight"])
     return F.pixel_shuffle(out + y255, scale)
@@ -351,25 +357,24 @@ def ecbsr_training_state(channels: int, body: int, scale: int, seed: int = 0) ->
 
 
 def ecbsr_training_forward(sd: dict, y255: torch.Tensor, scale: int) -> torch.Tensor:
-    """ECBSR.forward in training form: per ECB, conv3x3 + the four 1x1-then-3x3 branches (the 1x1's
-    output padded with its own bias), PReLU; PixelShuffle(backbone(y) + y)."""
+    """ECBSR.forward in training form: PlainSR's, each layer an ECB: conv3x3 + the four
+    1x1-then-3x3 branches (the 1x1's output padded with its own bias)."""
 
     def seq(q, x, kernel, bias, groups=1):
         b0 = sd[f"{q}.b0"].view(1, -1, 1, 1)
         y0 = F.pad(F.conv2d(x, sd[f"{q}.k0"], sd[f"{q}.b0"]) - b0, (1, 1, 1, 1)) + b0
         return F.conv2d(y0, kernel, bias, groups=groups)
 
-    layers = sum(1 for k in sd if k.endswith(".conv3x3.weight"))
-    out = y255
-    for i in range(layers):
+    def ecb(i, x):
         p = f"backbone.{i}"
-        y = F.conv2d(out, sd[f"{p}.conv3x3.weight"], sd[f"{p}.conv3x3.bias"], padding=1)
-        y = y + seq(f"{p}.conv1x1_3x3", out, sd[f"{p}.conv1x1_3x3.k1"], sd[f"{p}.conv1x1_3x3.b1"])
+        y = F.conv2d(x, sd[f"{p}.conv3x3.weight"], sd[f"{p}.conv3x3.bias"], padding=1)
+        y = y + seq(f"{p}.conv1x1_3x3", x, sd[f"{p}.conv1x1_3x3.k1"], sd[f"{p}.conv1x1_3x3.b1"])
         for edge in ECB_MASKS:
             q = f"{p}.conv1x1_{edge}"
-            y = y + seq(q, out, sd[f"{q}.scale"] * sd[f"{q}.mask"], sd[f"{q}.bias"], groups=y.shape[1])
-        out = F.prelu(y, sd[f"{p}.act.weight"]) if i < layers - 1 else y
-    return F.pixel_shuffle(out + y255, scale)
+            y = y + seq(q, x, sd[f"{q}.scale"] * sd[f"{q}.mask"], sd[f"{q}.bias"], groups=y.shape[1])
+        return y
+
+    return plainsr_forward(sd, y255, scale, layer=ecb)
 
 
 @pytest.mark.parametrize("scale", [2, 4])
