@@ -36,13 +36,12 @@ import torch
 from torch import nn
 
 from ..nn import RPReLU, conv_with_stages, kaiming_scaled_init
-from .binary import BinaryEDSR, BinaryUnit, Scheme, binary_body, binary_conv3x3
+from .binary import UPSAMPLE_STAGES, BinaryEDSR, BinaryUnit, Scheme, binary_body, binary_conv3x3
 from .registry import register
 
 BBCU = Scheme("approx", threshold=True, rprelu=True, bn=False, weight_estimator="clip")
 ALIGNMENT = 130.0  # k of the official training options, for every BBCU network and scale
 INITS = ("official", "default")
-_STAGES = {2: [2], 3: [3], 4: [2, 2]}
 
 
 class BinaryUpsampleUnit(nn.Module):
@@ -70,7 +69,7 @@ def _bbcu(scale: int, binary_tail: bool, channels: int, units: int, alignment: f
     body = binary_body(channels, units, BBCU, bn=False, rprelu_position="in_branch", detach_scale=detach_scale)
     upsampler = conv_hr = None
     if binary_tail:
-        upsampler = nn.Sequential(*[BinaryUpsampleUnit(channels, s, detach_scale) for s in _STAGES[scale]])
+        upsampler = nn.Sequential(*[BinaryUpsampleUnit(channels, s, detach_scale) for s in UPSAMPLE_STAGES[scale]])
         conv_hr = nn.Sequential(BinaryUnit(channels, BBCU, False, "in_branch", detach_scale), nn.LeakyReLU(0.1, inplace=True))
     model = BinaryEDSR(scale, body, channels, alignment=alignment, upsampler=upsampler, conv_hr=conv_hr)
     if init == "official":

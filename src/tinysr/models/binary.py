@@ -105,13 +105,15 @@ def binary_body(
     return nn.Sequential(*[BinaryUnit(channels, scheme, bn, rprelu_position, detach_scale) for _ in range(units)])
 
 
+UPSAMPLE_STAGES = {2: [2], 3: [3], 4: [2, 2]}  # the pixel-shuffle factor of each upsampler stage, per scale
+
+
 class BBCUUpsampler(nn.Sequential):
     """conv C->C*s^2 + PixelShuffle(s) + LeakyReLU(0.1) per stage (two x2 stages for x4)."""
 
     def __init__(self, scale: int, channels: int):
-        stages = {2: [2], 3: [3], 4: [2, 2]}[scale]
         layers: list[nn.Module] = []
-        for s in stages:
+        for s in UPSAMPLE_STAGES[scale]:
             layers += [conv(channels, channels * s * s), nn.PixelShuffle(s), nn.LeakyReLU(0.1, inplace=True)]
         super().__init__(*layers)
 
