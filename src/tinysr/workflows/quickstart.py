@@ -61,8 +61,9 @@ def skimage_data_dir() -> Path | None:
     return folder if (folder / SKIMAGE_TEST[0]).is_file() else None
 
 
-def _prepare_images(out: Path, data: str | None) -> tuple[Path, Path]:
-    """Copy the photographs as PNG into ``out/data/{train,test}``; returns the two folders."""
+def _prepare_images(out: Path, data: str | None, train: bool = True) -> tuple[Path, Path]:
+    """Copy the photographs as PNG into ``out/data/{train,test}`` (the held-apart ones only
+    unless ``train``); returns the two folders."""
     train_dir, test_dir = out / "data" / "train", out / "data" / "test"
     if data is not None:
         paths = list_images(data)
@@ -78,7 +79,7 @@ def _prepare_images(out: Path, data: str | None) -> tuple[Path, Path]:
             )
         train_paths = [folder / n for n in SKIMAGE_TRAIN if (folder / n).is_file()]
         test_paths = [folder / n for n in SKIMAGE_TEST]
-    for dest, paths in ((train_dir, train_paths), (test_dir, test_paths)):
+    for dest, paths in ((train_dir, train_paths if train else []), (test_dir, test_paths)):
         for p in paths:
             target = dest / f"{p.stem}.png"
             if not target.is_file():
@@ -151,7 +152,7 @@ def showcase_models(scale: int = 2) -> list[dict]:
 
 def _compare_zoo_models(out: Path, data: str | None) -> dict:
     scale = 2
-    _, test_dir = _prepare_images(out, data)
+    _, test_dir = _prepare_images(out, data, train=False)
     entries = showcase_models(scale)
     if not entries:
         raise TinySRError(f"the zoo has no x{scale} model to show; train one with tinysr quickstart --train")
