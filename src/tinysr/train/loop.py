@@ -181,7 +181,7 @@ class Trainer:
         c = self.config
         if c.init is None:
             model = create_model(c.model.name, scale=c.scale, **c.model.kwargs)
-            if c.model.init_from is not None:
+            if c.model.init_from is not None and not self.resume:  # a resume loads every weight from its checkpoint
                 copied, total = start_from(model, c.model.init_from)
                 if self.is_main:
                     print(
