@@ -9,7 +9,7 @@ import torch
 
 import tinysr
 from tinysr.cli import main
-from tinysr.compress import apply_widths, l1_plan, prune
+from tinysr.compress import apply_widths, l1_plan, l1_unaligned_plan, prune, prune_layers
 from tinysr.compress.assl import ASSL, required_iterations
 from tinysr.compress.channels import channel_groups
 from tinysr.compress.prune import WeightNormConv2d, fold_weight_norm, insert_weight_norm, kept_count
@@ -74,6 +74,52 @@ def test_surgery_equals_zeroing_the_pruned_channels():
         assert torch.allclose(pruned(x), zeroed(x), atol=1e-5)
     head, conv2 = pruned.get_submodule("head"), pruned.get_submodule("body.2.conv2")
     assert head.out_channels == conv2.out_channels == pruned.get_submodule("body.0.conv1").in_channels == 6
+
+
+def test_unaligned_l1_is_the_official_baseline_each_conv_its_own_filters(tmp_path):
+    """The official ASSL code's L1 baseline: every conv keeps its own largest-L1 filters (tied
+    ones as many, not the same), and each conv reads the kept filters of the conv before it."""
+    model = small_edsr()
+    plan = l1_unaligned_plan(model, 0.5)
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    for name, kept in plan.items():  # an independent ranking: the 6 largest of 12 filter L1 norms
+        norms = convs[name].weight.detach().abs().sum((1, 2, 3))
+        assert torch.equal(kept, norms.topk(6).indices.sort().values), name
+    tied = ["head", "body.0.conv2", "body.1.conv2", "body.2.conv2", "body_tail"]
+    assert len({tuple(plan[n].tolist()) for n in tied}) > 1  # this seed's tied convs rank differently
+    pruned = prune_layers(model, plan)
+    reads = {"body.0.conv1": "head", "body.1.conv1": "body.0.conv2", "body.2.conv1": "body.1.conv2", "body_tail": "body.2.conv2"}
+    reads |= {"tail.0.0": "body_tail"} | {f"body.{i}.conv2": f"body.{i}.conv1" for i in range(3)}
+    for name, conv in convs.items():
+        weight = conv.weight.detach()
+        if name in plan:
+            weight = weight[plan[name]]
+        if name in reads:
+            weight = weight[:, plan[reads[name]]]
+        assert torch.equal(pruned.get_submodule(name).weight, weight), name
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        assert not torch.allclose(pruned(x), prune(model, l1_plan(model, 0.5))(x), atol=1e-3)
+    tinysr.save(pruned, tmp_path / "u.safetensors")  # the same widths as the aligned plan's
+    with torch.no_grad():
+        assert torch.equal(tinysr.load(tmp_path / "u.safetensors")(x), pruned(x))
+
+
+def test_unaligned_l1_equals_aligned_l1_when_tied_convs_rank_alike():
+    model = small_edsr()
+    order = torch.randperm(12)
+    with torch.no_grad():  # every tied conv gets the same filter ranking
+        for name in ["head", "body.0.conv2", "body.1.conv2", "body.2.conv2", "body_tail"]:
+            w = model.get_submodule(name).weight
+            w.copy_(w.sign() * (order.float() + 1).view(-1, 1, 1, 1))
+    aligned, unaligned = prune(model, l1_plan(model, 0.5)), prune_layers(model, l1_unaligned_plan(model, 0.5))
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        assert torch.equal(aligned(x), unaligned(x))
+    with pytest.raises(TinySRError, match="as many"):
+        plan = l1_unaligned_plan(model, 0.5)
+        plan["head"] = plan["head"][:-1]
+        prune_layers(model, plan)
 
 
 def test_pruned_model_profiles_like_a_fresh_dense_model_and_round_trips(tmp_path):
@@ -178,7 +224,7 @@ def test_assl_penalty_drives_the_pruned_gammas_down(data_dir, tmp_path):
             assert ratio[pruned].max() < ratio[~pruned].min(), p  # the penalty, not the data, did it
 
 
-@pytest.mark.parametrize("method", ["l1", "scratch"])
+@pytest.mark.parametrize("method", ["l1", "l1_unaligned", "scratch"])
 def test_cli_prune_baselines(method, tmp_path, data_dir, capsys):
     train, val = make_folders(data_dir, tmp_path)
     source = tmp_path / "trained.safetensors"

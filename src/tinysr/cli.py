@@ -473,7 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, metavar="RUN_DIR", help="run folder (rerun the same command to resume)")
     p.add_argument("--from", required=True, metavar="MODEL_FILE", help="the trained model to prune")
     p.add_argument("--ratio", type=_ratio, required=True, help="fraction of each layer's filters to remove, e.g. 0.5")
-    p.add_argument("--method", choices=PRUNE_METHODS, default="assl", help="assl (default), l1 (L1-norm, no regularisation) or scratch")
+    p.add_argument(
+        "--method",
+        choices=PRUNE_METHODS,
+        default="assl",
+        help="assl (default); l1: L1-norm, no regularisation, tied convs keep the same channels; "
+        "l1_unaligned: the official ASSL code's L1, each conv its own; scratch: l1's widths, fresh weights",
+    )
     p.add_argument("--prune-lr", type=float, default=2e-4, help="constant learning rate of ASSL's regularisation phase (paper: 2e-4)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key (repeatable)")
     _add_device_and_quiet(p)

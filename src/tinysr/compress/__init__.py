@@ -8,7 +8,7 @@ registers every transform (pack, prune, reparameterize) and ASSL's training call
 from . import assl  # noqa: F401  (registers the ``assl`` training callback)
 from .deploy import deployable
 from .pack import binary_weight_bytes, pack, set_kernel
-from .prune import apply_widths, l1_plan, prune
+from .prune import apply_widths, l1_plan, l1_unaligned_plan, prune, prune_layers
 from .reparameterize import reparameterize
 from .transforms import list_transforms
 
@@ -17,9 +17,11 @@ __all__ = [
     "binary_weight_bytes",
     "deployable",
     "l1_plan",
+    "l1_unaligned_plan",
     "list_transforms",
     "pack",
     "prune",
+    "prune_layers",
     "reparameterize",
     "set_kernel",
 ]

@@ -17,6 +17,8 @@ whole (so upsampler and tail convs keep their outputs; their *inputs* shrink as 
 :func:`narrow` then performs the surgery for chosen kept indices: slices each producer conv's
 filters (and bias), each per-channel follower's parameters (PReLU slopes, BN), and each
 consumer's input channels, producing a smaller dense network of the same classes.
+:func:`narrow_layers` does the same for a kept set per conv (tied convs keeping different
+channels, as the official ASSL code's L1 baseline does).
 """
 
 from __future__ import annotations
@@ -225,20 +227,51 @@ def narrow(model: nn.Module, keep: dict[str, torch.Tensor], groups: list[Channel
     unknown = set(keep) - set(by_key)
     if unknown:
         raise TinySRError(f"pruning: {', '.join(sorted(unknown))} not prunable channel groups (known: {', '.join(by_key)})")
+    return narrow_layers(model, {p: idx for key, idx in keep.items() for p in by_key[key].producers}, groups)
+
+
+@torch.no_grad()
+def narrow_layers(model: nn.Module, kept: dict[str, torch.Tensor], groups: list[ChannelGroup] | None = None) -> nn.Module:
+    """Keep filters ``kept[conv]`` of each named producer conv, in place; each group's producers
+    may keep different indices but must keep as many (their outputs are added).
+
+    A consumer or follower of a group reads the channels of the group's producer that precedes it
+    most closely in module order: with one kept set per group this is :func:`narrow`'s surgery;
+    with a set per layer it is the official ASSL code's (each conv takes the kept filters of the
+    conv before it as its input channels), which does not keep the residual stream's channels in
+    register. Groups with no producer in ``kept`` stay whole. Returns ``model``.
+    """
+    groups = groups if groups is not None else channel_groups(model)
     modules = dict(model.named_modules())
+    order = {name: i for i, name in enumerate(modules)}
+    known = {p for g in groups for p in g.producers}
+    unknown = set(kept) - known
+    if unknown:
+        raise TinySRError(f"pruning: {', '.join(sorted(unknown))} not producers of prunable channel groups")
     out_idx: dict[str, torch.Tensor] = {}
     in_idx: dict[str, torch.Tensor] = {}
-    for key, idx in keep.items():
-        idx = torch.as_tensor(idx, dtype=torch.long).sort().values
-        group = by_key[key]
-        if len(idx) == 0 or idx.min() < 0 or idx.max() >= group.channels or len(idx.unique()) != len(idx):
-            raise TinySRError(f"pruning: bad kept channels for {key} (need 1..{group.channels} distinct indices)")
+    for group in groups:
+        if not any(p in kept for p in group.producers):
+            continue
+        missing = [p for p in group.producers if p not in kept]
+        if missing:
+            raise TinySRError(f"pruning: {group.key}'s group also needs kept channels for {', '.join(missing)}")
         for p in group.producers:
+            idx = torch.as_tensor(kept[p], dtype=torch.long).sort().values
+            if len(idx) == 0 or idx.min() < 0 or idx.max() >= group.channels or len(idx.unique()) != len(idx):
+                raise TinySRError(f"pruning: bad kept channels for {p} (need 1..{group.channels} distinct indices)")
             out_idx[p] = idx
+        if len({len(out_idx[p]) for p in group.producers}) > 1:
+            raise TinySRError(f"pruning: the convs of {group.key}'s group must keep as many channels (their outputs are added)")
+
+        def read_by(name: str, group: ChannelGroup = group) -> torch.Tensor:
+            before = [p for p in group.producers if order[p] < order[name]]
+            return out_idx[max(before, key=order.__getitem__) if before else group.producers[0]]
+
         for c in group.consumers:
-            in_idx[c] = idx
+            in_idx[c] = read_by(c)
         for f in group.followers:
-            set_submodule(model, f, _slice_follower(modules[f], idx))
+            set_submodule(model, f, _slice_follower(modules[f], read_by(f)))
     for name in set(out_idx) | set(in_idx):
         set_submodule(model, name, _slice_conv(modules[name], out_idx.get(name), in_idx.get(name)))
     return model

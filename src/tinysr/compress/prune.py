@@ -5,9 +5,14 @@
   function unchanged; :func:`fold_weight_norm` writes ``gamma * V / ||V||`` back into a plain conv
   (the same tensor the WN layer convolves with: exact).
 * :func:`l1_plan` keeps, per channel group, the filters with the largest L1 norm (summed over
-  the group's producers for a constrained group, so they keep identical indices).
-* :func:`prune` performs the surgery (``channels.narrow``) and records the kept widths in the
-  model spec (transform ``prune``), so ``tinysr.load`` rebuilds the smaller network on its own.
+  the group's producers for a constrained group, so they keep identical indices): the *aligned*
+  L1 baseline, tinysr's.
+* :func:`l1_unaligned_plan` is the official ASSL code's L1 baseline: every conv keeps its own
+  largest-L1 filters, tied ones too, and each conv reads the kept channels of the conv before
+  it (``channels.narrow_layers``), so the residual adds sum channels that were not summed before.
+* :func:`prune` / :func:`prune_layers` perform the surgery (``channels.narrow`` /
+  ``narrow_layers``) and record the kept widths in the model spec (transform ``prune``), so
+  ``tinysr.load`` rebuilds the smaller network on its own (the widths are the same either way).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TinySRError
-from .channels import ChannelGroup, channel_groups, narrow, set_submodule
+from .channels import ChannelGroup, channel_groups, narrow, narrow_layers, set_submodule
 from .transforms import record, register_transform
 
 TRANSFORM = "prune"
@@ -82,17 +87,18 @@ def kept_count(channels: int, ratio: float) -> int:
     return max(1, channels - pruned)
 
 
+def layer_scores(model: nn.Module, name: str) -> torch.Tensor:
+    """Importance of each filter of conv ``name``: its L1 norm, or the WN gamma when the conv is
+    weight-normalised (the quantity ASSL's penalty drives to zero)."""
+    module = model.get_submodule(name)
+    if isinstance(module, WeightNormConv2d):
+        return module.gamma.detach().abs().cpu()
+    return module.weight.detach().abs().flatten(1).sum(1).cpu()
+
+
 def filter_scores(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
-    """Importance of each channel of ``group``: filter L1 norms summed over its producers (the WN
-    gamma when the producer is weight-normalised, the quantity ASSL's penalty drives to zero)."""
-    total = torch.zeros(group.channels)
-    for name in group.producers:
-        module = model.get_submodule(name)
-        if isinstance(module, WeightNormConv2d):
-            total += module.gamma.detach().abs().cpu()
-        else:
-            total += module.weight.detach().abs().flatten(1).sum(1).cpu()
-    return total
+    """Importance of each channel of ``group``: :func:`layer_scores` summed over its producers."""
+    return sum((layer_scores(model, name) for name in group.producers), torch.zeros(group.channels))
 
 
 def lowest(scores: torch.Tensor, n: int) -> torch.Tensor:
@@ -110,6 +116,19 @@ def l1_plan(model: nn.Module, ratio: float, groups: list[ChannelGroup] | None = 
     return plan
 
 
+def l1_unaligned_plan(model: nn.Module, ratio: float, groups: list[ChannelGroup] | None = None) -> dict[str, torch.Tensor]:
+    """Kept filter indices per producer conv, as the official ASSL code's L1 baseline picks them:
+    each conv its own largest-L1 filters, ``ratio`` of each layer removed, tied convs included (they
+    keep as many filters, not the same ones). For :func:`prune_layers`."""
+    groups = groups if groups is not None else channel_groups(model)
+    plan = {}
+    for g in groups:
+        n_pruned = g.channels - kept_count(g.channels, ratio)
+        for name in g.producers:
+            plan[name] = kept_indices(g.channels, lowest(layer_scores(model, name), n_pruned))
+    return plan
+
+
 def kept_indices(channels: int, pruned) -> torch.Tensor:
     """The sorted indices of ``range(channels)`` that are not in ``pruned``."""
     mask = torch.ones(channels, dtype=torch.bool)
@@ -122,6 +141,16 @@ def prune(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
     """A pruned copy of ``model`` keeping channels ``keep[group key]`` (see :func:`l1_plan`)."""
     pruned = narrow(copy.deepcopy(model), keep)
     return record(model, pruned, TRANSFORM, widths={key: int(len(idx)) for key, idx in keep.items()})
+
+
+@torch.no_grad()
+def prune_layers(model: nn.Module, kept: dict[str, torch.Tensor]) -> nn.Module:
+    """A pruned copy of ``model`` keeping filters ``kept[conv]`` of each producer conv (see
+    :func:`l1_unaligned_plan`); consumers read the kept channels of the conv before them."""
+    groups = channel_groups(model)
+    pruned = narrow_layers(copy.deepcopy(model), kept, groups)
+    widths = {g.key: int(len(kept[g.key])) for g in groups if g.key in kept}
+    return record(model, pruned, TRANSFORM, widths=widths)
 
 
 @register_transform(TRANSFORM)

@@ -6,7 +6,12 @@ The recipe given is the **fine-tuning** recipe (data, optimiser, schedule, itera
   the recipe's ``assl`` callback entry when present, the paper's defaults otherwise) at a constant
   learning rate (``--prune-lr``, default the paper's 2e-4) for exactly the iterations that bring
   every penalty to tau, in ``RUN_DIR/regularize``; its output is ``pruned.safetensors``;
-* ``l1``: the source's filters with the smallest L1 norms removed at once (no regularisation);
+* ``l1``: the source's filters with the smallest L1 norms removed at once (no regularisation),
+  *aligned*: convs tied by residual adds keep the same channels, ranked by their summed L1 norms,
+  so the pruned network is a sub-network of the source (tinysr's baseline, the stronger one);
+* ``l1_unaligned``: the official ASSL code's L1 baseline: each conv keeps its own largest-L1
+  filters, tied ones too, and reads the kept channels of the conv before it, so the residual
+  stream's channels no longer line up and fine-tuning has to repair the network;
 * ``scratch``: the same widths as ``l1``, fresh random weights (the "train the small network from
   scratch" baseline).
 
@@ -24,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..compress.assl import ASSL, PRUNED_FILE
-from ..compress.prune import apply_widths, l1_plan, prune
+from ..compress.prune import apply_widths, l1_plan, l1_unaligned_plan, prune, prune_layers
 from ..errors import TinySRError
 from ..files import folder_lock
 from ..model_file import load, save
@@ -32,7 +37,7 @@ from ..models import create_model
 from ..train import train_or_reuse
 from ..train.config import Component, Config, ModelConfig, SchedulerConfig
 
-METHODS = ("assl", "l1", "scratch")
+METHODS = ("assl", "l1", "l1_unaligned", "scratch")
 
 
 def pruned_model_file(
@@ -75,6 +80,8 @@ def pruned_model_file(
         plan = l1_plan(trained, ratio)
         if method == "l1":
             save(prune(trained, plan), out)
+        elif method == "l1_unaligned":
+            save(prune_layers(trained, l1_unaligned_plan(trained, ratio)), out)
         else:
             torch.manual_seed(config.seed)
             fresh = create_model(spec.name, **spec.kwargs)
