@@ -10,7 +10,8 @@
 //
 // Layouts: activations NHWC (a channels_last tensor), packed to (N, H, W, Cw) words; weights
 // (KH, KW, Cw, Opad) words, so the words of consecutive output channels are contiguous and one
-// vector load feeds 8 (AVX-512) or 4 (AVX2) output channels; output NHWC floats.
+// vector load feeds 8 output channels (AVX-512: 64-bit words; AVX2: the 32-bit half words it
+// re-splits them into, see below); output NHWC floats.
 //
 // Paths, chosen at run time (or forced): AVX-512 with VPOPCNTDQ, AVX2 (popcount by nibble lookup,
 // Mula et al.), portable C++. Threads: OpenMP over output rows, as many as PyTorch uses.
@@ -154,30 +155,6 @@ inline void interior_columns(const Geometry& g, int64_t oh, int64_t* lo, int64_t
   if (ih0 < 0 || ih0 + (g.KH - 1) * g.DH >= g.H) *hi = *lo;
 }
 
-// AVX2 has no vector popcount. Each 64-bit word is counted by nibbles: vpshufb looks up the
-// popcount of every 4-bit index in a 16-entry table (Mula et al.). Because XOR commutes with
-// the nibble split, (a ^ w) & 0x0f = (a & 0x0f) ^ (w & 0x0f), weights and activations are split
-// into low and high nibbles once per call, and per 4 output channels and word the loop is
-// 2 xor, 2 lookups and 2 byte adds. Byte counters gain at most 8 per word, so they are widened
-// with vpsadbw (8 bytes -> one 64-bit lane sum) every kWordsPerFlush words and per pixel.
-constexpr int kWordsPerFlush = 31;  // 31 * 8 = 248 fits a byte
-constexpr int kAvx2Vectors = 8;     // output channels per block: 8 vectors of 4
-
-// Words split into nibbles: word i of each group of `group` words becomes words 2i (low
-// nibbles) and 2i + 1 (high nibbles) for activations (group 1); for weights (group Opad, one
-// group per tap and channel word) the group's low nibbles come first, then its high nibbles.
-std::vector<uint64_t> split_nibbles(const uint64_t* words, int64_t n, int64_t group, int nt) {
-  const uint64_t low = 0x0f0f0f0f0f0f0f0fULL;
-  std::vector<uint64_t> split(2 * n);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t first = 2 * (i - i % group) + i % group;
-    split[first] = words[i] & low;
-    split[first + group] = (words[i] >> 4) & low;
-  }
-  return split;
-}
-
 // For a pixel whose taps all lie inside the image: the activation word of each (tap, channel
 // word) pair, in the weights' order, relative to the word of the pixel's first tap.
 std::vector<int64_t> interior_offsets(const Geometry& g) {
@@ -188,18 +165,79 @@ std::vector<int64_t> interior_offsets(const Geometry& g) {
   return offsets;
 }
 
-// The operands of one AVX2 call: nibble-split words of activations and weights.
+// AVX2 has no vector popcount. Words are counted by nibbles: vpshufb looks up the popcount of
+// every 4-bit index in a 16-entry table (Mula et al.). Because XOR commutes with the nibble split,
+// (a ^ w) & 0x0f = (a & 0x0f) ^ (w & 0x0f), weights and activations are split into low and high
+// nibbles once per call, and per vector of output channels and word the loop is 2 xor, 2 lookups
+// and 2 byte adds. The lookups cost per byte, used or not, so the AVX2 path counts in 32-bit
+// half words and skips a half word that lies wholly beyond the C channels: 24 channels take one
+// half word per tap instead of a 64-bit word, 72 take three instead of four. A vector then holds
+// 8 output channels' half words. Byte counters gain at most 8 per half word, so they are widened
+// to each lane's int32 sum (vpmaddubsw, vpmaddwd) every kHalfWordsPerFlush half words and per pixel.
+constexpr int kHalfWordsPerFlush = 31;  // 31 * 8 = 248 fits a byte
+// Output channels per block: at most 4 vectors of 8. The 4 byte counters, the lookup table, the
+// two broadcasts and the temporaries then fit AVX2's 16 vector registers; 8 vectors spilled
+// counters to the stack on every word and ran slower.
+constexpr int kAvx2Vectors = 4;
+
+// Half words of C channels that hold any channel (the rest are zero in every word).
+inline int64_t used_half_words(int64_t C) { return (C + 31) / 32; }
+
+// The 32-bit half words of `n` packed 64-bit words (each in place: low half first), nibble-split:
+// half word i becomes entries 2i (low nibbles) and 2i + 1 (high nibbles).
+std::vector<uint32_t> split_activation_nibbles(const uint64_t* words, int64_t n, int nt) {
+  const uint32_t low = 0x0f0f0f0fu;
+  const auto* halves = reinterpret_cast<const uint32_t*>(words);  // x86 is little-endian
+  std::vector<uint32_t> split(4 * n);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < 2 * n; ++i) {
+    split[2 * i] = halves[i] & low;
+    split[2 * i + 1] = (halves[i] >> 4) & low;
+  }
+  return split;
+}
+
+// Weight words (taps, Cw, Opad) as nibble-split half words: for pair j = tap * used + h (half
+// word h < used), the Opad low-nibble entries, then the Opad high-nibble entries.
+std::vector<uint32_t> split_weight_nibbles(const Geometry& g, const uint64_t* wp) {
+  const uint32_t low = 0x0f0f0f0fu;
+  const int64_t used = used_half_words(g.C), taps = g.KH * g.KW;
+  std::vector<uint32_t> split(taps * used * 2 * g.Opad);
+  for (int64_t t = 0; t < taps; ++t)
+    for (int64_t h = 0; h < used; ++h)
+      for (int64_t o = 0; o < g.Opad; ++o) {
+        const uint32_t half = uint32_t(wp[(t * g.Cw + h / 2) * g.Opad + o] >> (32 * (h % 2)));
+        uint32_t* pair = split.data() + (t * used + h) * 2 * g.Opad;
+        pair[o] = half & low;
+        pair[g.Opad + o] = (half >> 4) & low;
+      }
+  return split;
+}
+
+// For a pixel whose taps all lie inside the image: the activation half word of each pair (tap,
+// used half word), in the weights' order, relative to the first half word of the pixel's first tap.
+std::vector<int64_t> interior_half_word_offsets(const Geometry& g) {
+  std::vector<int64_t> offsets;
+  for (int64_t kh = 0; kh < g.KH; ++kh)
+    for (int64_t kw = 0; kw < g.KW; ++kw)
+      for (int64_t h = 0; h < used_half_words(g.C); ++h)
+        offsets.push_back((kh * g.DH * g.W + kw * g.DW) * 2 * g.Cw + h);
+  return offsets;
+}
+
+// The operands of one AVX2 call: nibble-split half words of activations and weights.
 struct Avx2Operands {
-  const uint64_t* act_split;  // (N, H, W, Cw, 2)
-  const uint64_t* w_split;    // (taps * Cw, 2, Opad)
-  const int64_t* offsets;     // interior_offsets
+  const uint32_t* act_split;  // (N, H, W, 2 * Cw, 2)
+  const uint32_t* w_split;    // (taps * used, 2, Opad)
+  const int64_t* offsets;     // interior_half_word_offsets
+  int64_t used;               // half words per tap
 };
 
-// Counters of one block: NV vectors of 4 output channels.
+// Counters of one block: NV vectors of 8 output channels.
 template <int NV>
 struct Avx2Counters {
   __m256i bytes[NV];  // per-byte counts since the last flush
-  __m256i total[NV];  // 4 x int64 counts per vector
+  __m256i total[NV];  // 8 x int32 counts per vector
   int pending = 0;
 
   __attribute__((target("avx2"))) void reset() {
@@ -207,23 +245,25 @@ struct Avx2Counters {
     pending = 0;
   }
   __attribute__((target("avx2"))) void flush() {
-    for (int v = 0; v < NV; ++v) {
-      total[v] = _mm256_add_epi64(total[v], _mm256_sad_epu8(bytes[v], _mm256_setzero_si256()));
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    for (int v = 0; v < NV; ++v) {  // bytes -> pairs (int16) -> each lane's four bytes (int32)
+      const __m256i pairs = _mm256_maddubs_epi16(bytes[v], ones8);
+      total[v] = _mm256_add_epi32(total[v], _mm256_madd_epi16(pairs, ones16));
       bytes[v] = _mm256_setzero_si256();
     }
     pending = 0;
   }
-  // One split activation word (low, high nibbles) against the block's split weight words of one
-  // (tap, channel word) pair: low nibbles at w_split, high ones opad words on.
-  __attribute__((target("avx2"), always_inline)) inline void add_word(const uint64_t* a_split, const uint64_t* w_split,
-                                                                       int64_t opad) {
+  // One split activation half word (low, high nibbles) against the block's split weight half words
+  // of one pair: low nibbles at w_split, high ones opad entries on.
+  __attribute__((target("avx2"), always_inline)) inline void add_half_word(const uint32_t* a_split, const uint32_t* w_split,
+                                                                            int64_t opad) {
     const __m256i lookup = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                             0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i a_low = _mm256_set1_epi64x(int64_t(a_split[0]));
-    const __m256i a_high = _mm256_set1_epi64x(int64_t(a_split[1]));
+    const __m256i a_low = _mm256_set1_epi32(int32_t(a_split[0]));
+    const __m256i a_high = _mm256_set1_epi32(int32_t(a_split[1]));
     for (int v = 0; v < NV; ++v) {
-      const __m256i lo = _mm256_xor_si256(a_low, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w_split + v * 4)));
-      const __m256i hi = _mm256_xor_si256(a_high, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w_split + opad + v * 4)));
+      const __m256i lo = _mm256_xor_si256(a_low, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w_split + v * 8)));
+      const __m256i hi = _mm256_xor_si256(a_high, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w_split + opad + v * 8)));
       bytes[v] = _mm256_add_epi8(bytes[v], _mm256_shuffle_epi8(lookup, lo));
       bytes[v] = _mm256_add_epi8(bytes[v], _mm256_shuffle_epi8(lookup, hi));
     }
@@ -237,36 +277,33 @@ template <int NV>
 __attribute__((target("avx2")))
 void store_block_avx2(const Avx2Counters<NV>& c, int64_t o0, int64_t n_out, const float* alpha,
                       const float* bias, int64_t valid_bits, float* out) {
-  const __m256i permute = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
   const __m256i all = _mm256_set1_epi32(int32_t(valid_bits));
   int v = 0;
-  for (; v + 1 < NV && (v + 2) * 4 <= n_out; v += 2) {  // two vectors -> 8 int32 counts
-    const __m256i mixed = _mm256_or_si256(c.total[v], _mm256_slli_epi64(c.total[v + 1], 32));
-    const __m256i count = _mm256_permutevar8x32_epi32(mixed, permute);
-    const __m256i dot = _mm256_sub_epi32(all, _mm256_slli_epi32(count, 1));
-    const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_loadu_ps(alpha + o0 + v * 4)),
-                                   _mm256_loadu_ps(bias + o0 + v * 4));
-    _mm256_storeu_ps(out + v * 4, y);
+  for (; v < NV && (v + 1) * 8 <= n_out; ++v) {
+    const __m256i dot = _mm256_sub_epi32(all, _mm256_slli_epi32(c.total[v], 1));
+    const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_loadu_ps(alpha + o0 + v * 8)),
+                                   _mm256_loadu_ps(bias + o0 + v * 8));
+    _mm256_storeu_ps(out + v * 8, y);
   }
-  alignas(32) int64_t lanes[4];
-  for (; v < NV; ++v) {
+  if (v < NV && v * 8 < n_out) {
+    alignas(32) int32_t lanes[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), c.total[v]);
-    for (int j = 0; j < 4 && v * 4 + j < n_out; ++j) {
-      const float dot = float(valid_bits - 2 * lanes[j]);
-      out[v * 4 + j] = dot * alpha[o0 + v * 4 + j] + bias[o0 + v * 4 + j];
+    for (int j = 0; v * 8 + j < n_out; ++j) {
+      const float dot = float(valid_bits - 2 * int64_t(lanes[j]));
+      out[v * 8 + j] = dot * alpha[o0 + v * 8 + j] + bias[o0 + v * 8 + j];
     }
   }
 }
 
-// One output row for the block of NV * 4 output channels starting at o0. Pixels whose taps
-// all lie inside the image (most of them) run one flat loop over (tap, channel word) pairs;
+// One output row for the block of NV * 8 output channels starting at o0. Pixels whose taps
+// all lie inside the image (most of them) run one flat loop over the pairs (tap, half word);
 // border pixels skip their outside taps.
 template <int NV>
 __attribute__((target("avx2")))
 void conv_block_avx2(const Geometry& g, const Avx2Operands& op, int64_t oh, int64_t o0,
                      const float* alpha, const float* bias, float* out_row) {
-  const int64_t n_out = std::min<int64_t>(NV * 4, g.O - o0);
-  const int64_t pairs = g.KH * g.KW * g.Cw;
+  const int64_t n_out = std::min<int64_t>(NV * 8, g.O - o0);
+  const int64_t pairs = g.KH * g.KW * op.used, halves = 2 * g.Cw;
   const int64_t ih0 = oh * g.SH - g.PH;
   int64_t lo, hi;
   interior_columns(g, oh, &lo, &hi);
@@ -275,13 +312,11 @@ void conv_block_avx2(const Geometry& g, const Avx2Operands& op, int64_t oh, int6
     counters.reset();
     int64_t valid = 0;
     if (ow >= lo && ow < hi) {
-      const int64_t first = (ih0 * g.W + ow * g.SW - g.PW) * g.Cw;
-      const uint64_t* a = op.act_split + 2 * first;
-      for (int64_t j0 = 0; j0 < pairs; j0 += kWordsPerFlush) {
-        const int64_t j1 = std::min(pairs, j0 + kWordsPerFlush);
-        for (int64_t j = j0; j < j1; ++j) {
-          counters.add_word(a + 2 * op.offsets[j], op.w_split + 2 * j * g.Opad + o0, g.Opad);
-        }
+      const uint32_t* a = op.act_split + 2 * (ih0 * g.W + ow * g.SW - g.PW) * halves;
+      for (int64_t j0 = 0; j0 < pairs; j0 += kHalfWordsPerFlush) {
+        const int64_t j1 = std::min(pairs, j0 + kHalfWordsPerFlush);
+        for (int64_t j = j0; j < j1; ++j)
+          counters.add_half_word(a + 2 * op.offsets[j], op.w_split + 2 * j * g.Opad + o0, g.Opad);
         counters.flush();
       }
       valid = g.KH * g.KW;
@@ -293,11 +328,11 @@ void conv_block_avx2(const Geometry& g, const Avx2Operands& op, int64_t oh, int6
           const int64_t iw = ow * g.SW - g.PW + kw * g.DW;
           if (!tap_inside(iw, g.W)) continue;
           ++valid;
-          const int64_t at = (ih * g.W + iw) * g.Cw;
-          for (int64_t cw = 0; cw < g.Cw; ++cw) {
-            const int64_t j = (kh * g.KW + kw) * g.Cw + cw;
-            counters.add_word(op.act_split + 2 * (at + cw), op.w_split + 2 * j * g.Opad + o0, g.Opad);
-            if (counters.pending == kWordsPerFlush) counters.flush();
+          const int64_t at = (ih * g.W + iw) * halves;
+          for (int64_t h = 0; h < op.used; ++h) {
+            const int64_t j = (kh * g.KW + kw) * op.used + h;
+            counters.add_half_word(op.act_split + 2 * (at + h), op.w_split + 2 * j * g.Opad + o0, g.Opad);
+            if (counters.pending == kHalfWordsPerFlush) counters.flush();
           }
         }
       }
@@ -419,19 +454,28 @@ void dispatch_blocks(int64_t n_vectors, int max_nv, F&& block) {
   for (int64_t first = 0; first < n_vectors; first += max_nv) block(first, std::min<int64_t>(max_nv, n_vectors - first));
 }
 
+// Vectors per AVX2 block: at most kAvx2Vectors, fewer where a pixel's pass over the block's
+// split weights (pairs x 2 x NV vectors of 32 bytes) would not stay in a 32 KB L1 data cache with
+// room to spare (wide inputs: hundreds of channels), and spread evenly over the blocks (72
+// channels run as 3 blocks of 3 vectors, not 4 + 4 + 1).
+constexpr int64_t kAvx2WeightBytes = 24 * 1024;
+
+int avx2_block_vectors(const Geometry& g, const Avx2Operands& op) {
+  const int64_t per_vector = g.KH * g.KW * op.used * 2 * 32;
+  const int64_t widest = std::clamp<int64_t>(kAvx2WeightBytes / per_vector, 1, kAvx2Vectors);
+  const int64_t vectors = (g.O + 7) / 8, blocks = (vectors + widest - 1) / widest;
+  return int((vectors + blocks - 1) / blocks);
+}
+
 void conv_row_avx2(const Geometry& g, const Avx2Operands& op, int64_t oh, const float* alpha, const float* bias,
                    float* out_row) {
-  dispatch_blocks((g.O + 3) / 4, kAvx2Vectors, [&](int64_t first, int64_t nv) {
-    const int64_t o0 = first * 4;
+  dispatch_blocks((g.O + 7) / 8, avx2_block_vectors(g, op), [&](int64_t first, int64_t nv) {
+    const int64_t o0 = first * 8;
     switch (nv) {
       case 1: conv_block_avx2<1>(g, op, oh, o0, alpha, bias, out_row); break;
       case 2: conv_block_avx2<2>(g, op, oh, o0, alpha, bias, out_row); break;
       case 3: conv_block_avx2<3>(g, op, oh, o0, alpha, bias, out_row); break;
-      case 4: conv_block_avx2<4>(g, op, oh, o0, alpha, bias, out_row); break;
-      case 5: conv_block_avx2<5>(g, op, oh, o0, alpha, bias, out_row); break;
-      case 6: conv_block_avx2<6>(g, op, oh, o0, alpha, bias, out_row); break;
-      case 7: conv_block_avx2<7>(g, op, oh, o0, alpha, bias, out_row); break;
-      default: conv_block_avx2<8>(g, op, oh, o0, alpha, bias, out_row); break;
+      default: conv_block_avx2<4>(g, op, oh, o0, alpha, bias, out_row); break;
     }
   });
 }
@@ -609,13 +653,14 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
     stages.codes.push_back(code);
   }
   const int nt = at::get_num_threads();
-  std::vector<uint64_t> act_split, w_split;
+  std::vector<uint32_t> act_split, w_split;
   std::vector<int64_t> offsets;
   if (p == kAVX2) {
-    act_split = split_nibbles(act, g.N * g.H * g.W * g.Cw, 1, nt);
-    w_split = split_nibbles(wp, g.KH * g.KW * g.Cw * g.Opad, g.Opad, 1);
+    act_split = split_activation_nibbles(act, g.N * g.H * g.W * g.Cw, nt);
+    w_split = split_weight_nibbles(g, wp);
+    offsets = interior_half_word_offsets(g);
   }
-  if (p == kAVX2 || p == kAVX512) offsets = interior_offsets(g);
+  if (p == kAVX512) offsets = interior_offsets(g);
 #pragma omp parallel num_threads(nt)
   {
     std::vector<int64_t> acc(p == kPortable ? O : 0);
@@ -626,8 +671,8 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
         float* row = y + (n * g.OH + oh) * g.OW * O;
         if (p == kAVX512) conv_row_avx512(g, image, wp, offsets.data(), oh, ap, bp, row);
         else if (p == kAVX2) {
-          const int64_t first = n * g.H * g.W * g.Cw;
-          const Avx2Operands op{act_split.data() + 2 * first, w_split.data(), offsets.data()};
+          const int64_t first = n * g.H * g.W * 2 * g.Cw;  // half words
+          const Avx2Operands op{act_split.data() + 2 * first, w_split.data(), offsets.data(), used_half_words(g.C)};
           conv_row_avx2(g, op, oh, ap, bp, row);
         }
         else conv_row_portable(g, image, wp, oh, ap, bp, row, acc.data());
