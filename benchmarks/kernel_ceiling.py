@@ -5,7 +5,10 @@ How much faster than float a binary conv can be is set by two instruction rates 
 * **binary**: the packed kernel's inner step, one 64-bit activation word against the words of a
   vector of output channels, is 3 instructions on the AVX-512 path (xor, ``vpopcntq``, add: 8
   channels x 64 = 512 binary MACs) and 6 on the AVX2 path (2 xor, 2 ``vpshufb`` nibble lookups,
-  2 byte adds: 4 channels x 64 = 256 binary MACs, plus one ``vpsadbw`` + add per 31 words);
+  2 byte adds on 256 bits: 256 binary MACs, plus one widening of the byte counters per 31 words;
+  the kernel counts 8 channels' 32-bit half words per vector, this loop 4 channels' 64-bit words,
+  the same instructions per MAC). Where the kernel outruns this loop (Zen 4), the loop is
+  latency-bound there and the port count is the bound to read;
 * **float**: one fused multiply-add is 16 float32 MACs (AVX-512) or 8 (AVX2).
 
 Each is timed here in a loop of independent chains on operands in registers or L1 (no memory
