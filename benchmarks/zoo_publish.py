@@ -1,7 +1,8 @@
 """Publish a finished training run into the model zoo (``src/tinysr/zoo/NAME.safetensors``).
 
 The run's final model is put in the form it ships in (``--form deploy``: merged or bit-packed as
-``tinysr deploy`` would; ``--form train``: as trained), scored on the test sets under the
+``tinysr deploy`` would, as trained for a full-precision or pruned model, which has nothing to
+merge or pack; ``--form train``: as trained), scored on the test sets under the
 protocol (SPEC §1), and stored in float16 when that moves no set's PSNR by 0.005 dB or more
 (``--precision auto``), else in float32. The file's ``zoo`` metadata records the recipe, the
 iterations, data, seed, form, precision and the scores of the stored file itself, and the table

@@ -13,7 +13,8 @@ import tinysr
 from test_binary import xnor_popcount_reference
 from tinysr import kernels
 from tinysr.cli import main
-from tinysr.compress import pack, set_kernel
+from tinysr.compress import deployable, pack, set_kernel
+from tinysr.compress.deploy import deploy_form
 from tinysr.errors import TinySRError
 from tinysr.kernels import available_paths, cpu_model, native
 from tinysr.nn import ActivationQuantizer, BinaryConv2d, RSign, SignActivation, WeightQuantizer, XnorWeight
@@ -290,6 +291,16 @@ def test_cli_deploy_packs_binary_models(tmp_path, capsys):
     assert any(isinstance(m, PackedBinaryConv2d) for m in packed.modules())
     assert main(["deploy", "-m", str(tmp_path / "p.safetensors"), "-o", str(tmp_path / "q.safetensors")]) == 2
     assert "already packed" in capsys.readouterr().err
+
+
+def test_cli_deploy_says_a_full_precision_model_has_nothing_to_deploy(tmp_path, capsys):
+    model = tinysr.create_model("edsr_baseline", scale=2, channels=8, blocks=1)
+    assert deploy_form(model) == "none" and deployable(model) is model  # bench and the zoo use it as trained
+    tinysr.save(model, tmp_path / "fp.safetensors")
+    assert main(["deploy", "-m", str(tmp_path / "fp.safetensors"), "-o", str(tmp_path / "out.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "fp.safetensors" in err and "nothing to deploy" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.safetensors").exists()
 
 
 class MedianScaledSigns(WeightQuantizer):

@@ -277,6 +277,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise TinySRError(f"-o {args.output} would replace the model it deploys ({args.model}); choose another output or pass --overwrite")
     model = load(args.model)
     form = deploy_form(model, "pack" if args.pack else "auto")
+    if form == "none":
+        spec = model_spec(model)
+        done = [word for name, word in (("pack", "packed"), ("reparameterize", "merged")) if spec.transformed_by(name)]
+        state = f"is already {done[0]}" if done else "has neither re-parameterizable blocks nor binary convs"
+        raise TinySRError(f"deploy: {args.model} ({spec.name}) {state}: it runs as it is, there is nothing to deploy")
     deployed = deployable(model, form)
     save(deployed, args.output)
     name = model_spec(model).name

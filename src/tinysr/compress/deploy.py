@@ -3,7 +3,8 @@
 * ``merge``: re-parameterizable blocks merged into single convs (:func:`reparameterize`);
 * ``pack``: binary convs bit-packed for the native kernel (:func:`pack`);
 * ``none``: the model as trained;
-* ``auto``: ``merge`` when the model has mergeable blocks, else ``pack``.
+* ``auto``: ``merge`` when the model has mergeable blocks, ``pack`` when it has binary convs,
+  else ``none`` (a full-precision or pruned model already runs in its deployable form).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import TinySRError
-from .pack import pack
+from .pack import has_binary_convs, pack
 from .reparameterize import has_mergeable_blocks, reparameterize
 
 FORMS = ("auto", "merge", "pack", "none")
@@ -22,7 +23,7 @@ def deploy_form(model: nn.Module, form: str = "auto") -> str:
     if form not in FORMS:
         raise TinySRError(f"unknown deploy form {form!r} ({', '.join(FORMS)})")
     if form == "auto":
-        return "merge" if has_mergeable_blocks(model) else "pack"
+        return "merge" if has_mergeable_blocks(model) else "pack" if has_binary_convs(model) else "none"
     return form
 
 

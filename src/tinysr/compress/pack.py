@@ -27,6 +27,11 @@ def _packed(module: nn.Module) -> nn.Module | None:
     return PackedBinaryConv2d.from_conv(module) if isinstance(module, BinaryConv2d) and module.is_binary else None
 
 
+def has_binary_convs(model: nn.Module) -> bool:
+    """Whether ``model`` has a binary conv :func:`pack` would pack."""
+    return any(isinstance(m, BinaryConv2d) and m.is_binary for m in model.modules())
+
+
 @torch.no_grad()
 def pack(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (built by ``create_model``) with every binary conv bit-packed, in eval mode."""
