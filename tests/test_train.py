@@ -26,9 +26,10 @@ from tinysr.resize import imresize
 from tinysr.train import Callback, build_callback, build_loss, load_config, parse_config, register_callback, train, train_or_reuse
 from tinysr.train.checkpoint import load_state, save_state, state_path
 from tinysr.train.config import list_recipes
-from tinysr.train.run_dir import recipe_differences, recipe_inputs
+from tinysr.train.run_dir import recipe_differences, recipe_inputs, record_inputs, stale_input
 from tinysr.train.sampling import SampleStream
 from tinysr.train.schedule import lr_at
+from tinysr.zoo import zoo_path
 from train_helpers import change_builder_default, make_folders, run_bounded, tiny_recipe, write_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,6 +266,15 @@ def test_the_files_a_recipe_reads_are_its_init_its_start_and_its_losses_teachers
     assert (
         recipe_inputs({**recipe, **unread, "train": {"loss": [{"name": "btm_kd", "kwargs": {"teacher": str(tmp_path / "missing")}}]}}) == []
     )
+    from_zoo = {**recipe, **unread, "model": {"name": "edsr_baseline", "kwargs": {}, "init_from": "zoo:edsr_baseline_x2"}}
+    assert recipe_inputs(from_zoo) == ["zoo:edsr_baseline_x2", str(teacher)]  # a zoo entry is read too
+    record_inputs(tmp_path, from_zoo)
+    recorded = json.loads((tmp_path / "inputs.json").read_text())
+    assert recorded["zoo:edsr_baseline_x2"] == hashlib.sha256(zoo_path("edsr_baseline_x2").read_bytes()).hexdigest()
+    assert stale_input(tmp_path, from_zoo) is None
+    recorded["zoo:edsr_baseline_x2"] = "0" * 64  # as if the zoo entry had been retrained since
+    (tmp_path / "inputs.json").write_text(json.dumps(recorded))
+    assert "zoo:edsr_baseline_x2 holds other bytes" in stale_input(tmp_path, from_zoo)
 
 
 def test_init_from_copies_the_tensors_of_the_same_name_and_shape(tmp_path):

@@ -27,6 +27,7 @@ from ..errors import TinySRError
 from ..files import atomic_write, sha256_of
 from ..model_file import read_metadata
 from ..models.registry import resolved_options
+from ..zoo import is_zoo_name, zoo_path
 from .checkpoint import state_path
 from .config import Config
 
@@ -66,25 +67,38 @@ def truncate_log(path: Path, iteration: int) -> None:
 
 
 # -------------------------------------------------------------------------------------- the inputs
+def _input_file(name) -> Path | None:
+    """The file a recipe value names: a zoo entry (``zoo:NAME``) or an existing path; else None."""
+    if not isinstance(name, str):
+        return None
+    if is_zoo_name(name):
+        try:
+            return zoo_path(name)
+        except TinySRError:
+            return None
+    return Path(name) if Path(name).is_file() else None
+
+
 def _named_files(tree) -> list[str]:
-    """The existing files named anywhere in ``tree`` (part of a recipe), in the order it names them."""
+    """The files named anywhere in ``tree`` (part of a recipe: existing paths and zoo entries), in
+    the order it names them."""
     if isinstance(tree, dict):
         return [f for v in tree.values() for f in _named_files(v)]
     if isinstance(tree, list):
         return [f for v in tree for f in _named_files(v)]
-    return [tree] if isinstance(tree, str) and Path(tree).is_file() else []
+    return [tree] if _input_file(tree) is not None else []
 
 
 def recipe_inputs(recipe: dict) -> list[str]:
     """The files a run of ``recipe`` (a ``Config.to_dict()`` tree) reads: its ``init`` model, the
-    model its weights start from (``model.init_from``) and any file a loss term names. Callbacks
-    are left out: they may name files they write (ASSL's output)."""
+    model its weights start from (``model.init_from``, a file or a zoo entry) and any file a loss
+    term names. Callbacks are left out: they may name files they write (ASSL's output)."""
     return _named_files([recipe["init"], recipe["model"].get("init_from"), recipe["train"]["loss"]])
 
 
 def record_inputs(run_dir: str | Path, recipe: dict) -> None:
     """Write ``inputs.json``: the digest of every file the run reads, keyed by the recipe's path."""
-    digests = {path: sha256_of(path) for path in recipe_inputs(recipe)}
+    digests = {name: sha256_of(_input_file(name)) for name in recipe_inputs(recipe)}
     text = json.dumps(digests, indent=1, sort_keys=True) + "\n"
     atomic_write(Path(run_dir) / INPUTS_NAME, lambda tmp: Path(tmp).write_text(text))
 
@@ -98,16 +112,17 @@ def stale_input(run_dir: str | Path, recipe: dict, finished: Path | None = None)
     if not path.is_file():
         if finished is None:
             return None
-        newer = [f for f in recipe_inputs(recipe) if Path(f).stat().st_mtime_ns > finished.stat().st_mtime_ns]
+        newer = [f for f in recipe_inputs(recipe) if _input_file(f).stat().st_mtime_ns > finished.stat().st_mtime_ns]
         return f"{newer[0]} was written after this run finished (retrained in place?)" if newer else None
     try:
         recorded = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise TinySRError(f"{path}: cannot read the run's input digests ({exc})") from exc
     for name, digest in recorded.items():
-        if not Path(name).is_file():
+        file = _input_file(name)
+        if file is None:
             return f"{name}, which it read, is gone"
-        if sha256_of(name) != digest:
+        if sha256_of(file) != digest:
             return f"{name} holds other bytes than when it read it (retrained in place?)"
     return None
 
