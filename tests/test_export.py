@@ -1,11 +1,12 @@
 """ONNX export (SPEC §7, deployable outputs): onnxruntime's output equals PyTorch's."""
 
 import pytest
+import torch
 
 import tinysr
 from test_rep import randomize
 from tinysr.cli import main
-from tinysr.compress import reparameterize
+from tinysr.compress import pack, reparameterize
 from tinysr.errors import TinySRError
 from tinysr.export import check_onnx, export_onnx
 
@@ -47,3 +48,14 @@ def test_cli_export(tmp_path, capsys):
     assert diff <= 1e-4
     assert main(["export", "-m", str(tmp_path / "missing.safetensors"), "-o", str(tmp_path / "x.onnx")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_a_packed_binary_model_exports_its_float_simulation(tmp_path):
+    """A packed model's graph records the PyTorch path of its binary convs (the native kernel
+    cannot be traced): the file computes the packed model's function."""
+    torch.manual_seed(0)
+    model = tinysr.create_model("edsr_reactnet", scale=2, channels=16, units=2).eval()
+    packed = pack(model)
+    path = export_onnx(packed, tmp_path / "p.onnx")
+    assert check_onnx(packed, path) <= 1e-4
+    assert check_onnx(model, path) <= 1e-4

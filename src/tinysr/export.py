@@ -8,7 +8,8 @@ TorchScript-based exporter (``dynamo=False``), which exports every network here 
 second; it needs the ``onnx`` package, and :func:`check_onnx` needs ``onnxruntime`` (both in the
 ``onnx`` extra: ``pip install 'tinysr[onnx]'``).
 
-1-bit models export too, as their float simulation (``Sign`` and float convs), but ONNX has no
+1-bit models export too, as their float simulation (``Sign`` and float convs; a packed model's
+graph records its PyTorch path, unpacked signs included, not the native kernel), but ONNX has no
 1-bit convolution, so they run no faster than float (SPEC §9 is where real binary speed lives);
 and a pre-activation within rounding error of 0 may take the other sign under a different
 summation order, so their outputs are close to PyTorch's only where no sign flips (a trained

@@ -146,6 +146,8 @@ class PackedBinaryConv2d(nn.Module):
             raise TinySRError(f"PackedBinaryConv2d: unknown kernel {self.kernel!r} ({', '.join(KERNELS)})")
         if self.kernel == "torch" or x.device.type != "cpu" or x.dtype != torch.float32:
             return None
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+            return None  # a traced graph cannot hold the native call: it records the PyTorch path
         module = native()
         if module is None and self.kernel != "auto":
             raise TinySRError(f"PackedBinaryConv2d: kernel {self.kernel!r} asked for, but the native kernel is unavailable")
