@@ -6,15 +6,22 @@ fine-tuning recipe (equal fine-tuning budget), then Set5/Set14 PSNR/SSIM, params
 the unpruned one at a 320x180 LR input, timed alternately in one run (best of --repeat), so
 the measured speed-up sits next to the Mult-Adds reduction it should track.
 
-Runs live in ``--runs`` (``<method>_<ratio>``): an interrupted ablation resumes.
+``--budget total`` (the default) gives every method the same total number of training
+iterations: ASSL spends part of it on its regularisation phase, so the L1-norm and scratch
+baselines fine-tune for those iterations more (the official "scratch (same epochs)" reading).
+``--budget finetune`` gives every method the same fine-tuning only, ASSL's regularisation on top.
+
+Runs live in ``--runs`` (``<method>_<ratio>``, ``_total`` added to the baselines' folders at
+``--budget total``): an interrupted ablation resumes.
 
     python benchmarks/prune_ablation.py --from runs/edsr_baseline_x2_cpu/model.safetensors \\
-        --config edsr_baseline_x2_prune_cpu --ratios 0.5 0.9 --prune-lr 5e-4
+        --config edsr_baseline_x2_prune_cpu --ratios 0.5 0.9 --prune-lr 5e-4 [--budget total]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -25,7 +32,7 @@ import tinysr
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
 from tinysr.train import load_config
-from tinysr.workflows.pruning import METHODS, run_pruning
+from tinysr.workflows.pruning import METHODS, regularization_iterations, run_pruning
 
 
 def best_time(model, x, repeat: int) -> float:
@@ -55,6 +62,7 @@ def main() -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.9])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--prune-lr", type=float, default=2e-4)
+    parser.add_argument("--budget", choices=("total", "finetune"), default="total", help="what every method gets equally (see above)")
     parser.add_argument("--runs", type=Path, default=Path("runs/prune"))
     parser.add_argument("--test", nargs="+", default=["../shared/data/Set5", "../shared/data/Set14"])
     parser.add_argument("--repeat", type=int, default=5)
@@ -78,24 +86,32 @@ def main() -> None:
 
     rows = [row("unpruned", None, source)]
     for ratio in args.ratios:
+        extra = regularization_iterations(config, ratio) if args.budget == "total" else 0
         for method in args.methods:
-            final = run_pruning(config, args.runs / f"{method}_{ratio}", args.source, ratio, method, args.prune_lr, progress=False)
-            rows.append(row(method, ratio, tinysr.load(final)))
+            recipe, folder = config, f"{method}_{ratio}"
+            if method != "assl" and extra:  # the baselines fine-tune for ASSL's regularisation too
+                recipe = dataclasses.replace(config, train=dataclasses.replace(config.train, iterations=config.train.iterations + extra))
+                folder += "_total"
+            final = run_pruning(recipe, args.runs / folder, args.source, ratio, method, args.prune_lr, progress=False)
+            rows.append(
+                row(method, ratio, tinysr.load(final)) | {"train_iterations": recipe.train.iterations + (extra if method == "assl" else 0)}
+            )
     sets = [Path(d).name for d in args.test]
     print(
-        f"x{config.scale}; fine-tuning: {config.train.iterations} iterations ({args.config}); "
+        f"x{config.scale}; budget: {args.budget} (iterations per method in the table); fine-tuning recipe {args.config}; "
         f"Mult-Adds at 1280x720 output; CPU time at 320x180 input, {torch.get_num_threads()} threads"
     )
     print(
-        "| ratio | method | params | Mult-Adds (G) | "
+        "| ratio | method | iterations | params | Mult-Adds (G) | "
         + " | ".join(f"{s} PSNR / SSIM" for s in sets)
         + " | CPU ms | speed-up | Mult-Adds reduction |"
     )
-    print("|---|---|---:|---:|" + "---:|" * len(sets) + "---:|---:|---:|")
+    print("|---|---|---:|---:|---:|" + "---:|" * len(sets) + "---:|---:|---:|")
     for r in rows:
         cells = " | ".join(f"{r[f'{s}_psnr']:.3f} / {r[f'{s}_ssim']:.4f}" for s in sets)
         print(
-            f"| {r['ratio'] if r['ratio'] is not None else '-'} | {r['method']} | {r['params'] / 1e3:.1f}K | {r['mult_adds'] / 1e9:.1f} | "
+            f"| {r['ratio'] if r['ratio'] is not None else '-'} | {r['method']} | {r.get('train_iterations', '-')} | "
+            f"{r['params'] / 1e3:.1f}K | {r['mult_adds'] / 1e9:.1f} | "
             f"{cells} | {r['ms']:.0f} | {r['speedup']:.2f}x | {r['flops_ratio']:.2f}x |"
         )
     if args.json:

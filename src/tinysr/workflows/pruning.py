@@ -40,6 +40,18 @@ from ..train.config import Component, Config, ModelConfig, SchedulerConfig
 METHODS = ("assl", "l1", "l1_unaligned", "scratch")
 
 
+def assl_options(config: Config, ratio: float) -> dict:
+    """ASSL's callback options for a pruning run: the recipe's ``assl`` entry, at ``ratio``."""
+    options = {k: v for cb in config.callbacks if cb.name == "assl" for k, v in cb.kwargs.items()}
+    options["ratio"] = ratio
+    return options
+
+
+def regularization_iterations(config: Config, ratio: float) -> int:
+    """Iterations of ASSL's regularisation phase for ``config``'s options (before fine-tuning)."""
+    return ASSL(**assl_options(config, ratio)).iterations
+
+
 def pruned_model_file(
     config: Config,
     run_dir: Path,
@@ -56,8 +68,7 @@ def pruned_model_file(
     trained = load(source)
     spec = trained.tinysr_spec
     if method == "assl":
-        options = {k: v for cb in config.callbacks if cb.name == "assl" for k, v in cb.kwargs.items()}
-        options["ratio"] = ratio
+        options = assl_options(config, ratio)
         iterations = ASSL(**options).iterations
         phase = dataclasses.replace(
             config,
