@@ -18,7 +18,7 @@ from tinysr.compress.deploy import deploy_form
 from tinysr.errors import TinySRError
 from tinysr.kernels import available_paths, cpu_model, native
 from tinysr.nn import ActivationQuantizer, BinaryConv2d, RSign, SignActivation, WeightQuantizer, XnorWeight
-from tinysr.nn.packed import PackedBinaryConv2d, pack_weight_signs, unpack_weight_signs
+from tinysr.nn.packed import PackedBinaryConv2d, conv_pair_with_stages, pack_weight_signs, unpack_weight_signs
 from tinysr.plugins import no_macs, register_cost
 
 PATHS = available_paths()
@@ -212,6 +212,38 @@ def test_output_stages_equal_the_layers_they_replace(path):
     assert (want < 0).any() and (want > 0).any()
     assert torch.equal(got, want)
     assert torch.equal(packed(x), conv(x).detach())  # no stages: the layer alone
+
+
+@pytest.mark.parametrize("path", NATIVE)
+@pytest.mark.parametrize("cin, mid, cout", [(40, 24, 40), (70, 70, 70), (24, 130, 33)])
+def test_a_conv_pair_packs_the_second_input_in_the_first_output_pass(path, cin, mid, cout, monkeypatch):
+    """Two binary convs where only the second reads the first's output (a BTM / FABNet block):
+    the first conv returns the second's packed input bits instead of floats, and the block's
+    output equals the float-simulated layers bit for bit (odd channel counts, words beyond 64)."""
+    torch.manual_seed(cin + mid + cout)
+    first, second = binary_conv(cin, mid, 3, 1, 1, 1, threshold=True), binary_conv(mid, cout, 3, 1, 1, 1, threshold=True)
+    packed = [PackedBinaryConv2d.from_conv(c) for c in (first, second)]
+    for p in packed:
+        p.kernel = path
+    prelus = [torch.nn.PReLU(mid), torch.nn.PReLU(cout)]
+    with torch.no_grad():
+        for m in prelus:
+            m.weight.uniform_(-1, 1)
+    x = torch.randn(2, cin, 9, 11).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(2, cout, 9, 11)
+    emitted = []
+    run_native = PackedBinaryConv2d.run_native
+
+    def spy(self, *args, **kwargs):
+        emitted.append(kwargs.get("next_threshold") is not None)
+        return run_native(self, *args, **kwargs)
+
+    monkeypatch.setattr(PackedBinaryConv2d, "run_native", spy)
+    with torch.no_grad():
+        want = prelus[1](second(prelus[0](first(x)))) + residual
+        got = conv_pair_with_stages(*packed, x, [prelus[0]], [prelus[1]], residual=residual)
+    assert emitted == [True, False]  # the first conv wrote words, the second read them
+    assert torch.equal(got, want)
 
 
 FUSABLE_NETWORKS = [

@@ -56,64 +56,62 @@ inline bool tap_inside(int64_t i, int64_t size) { return i >= 0 && i < size; }
 
 // ---------------------------------------------------------------- packing: bit = !(x >= thr)
 
-void pack_portable(const float* x, const float* thr, uint64_t* out, int64_t pixels, int64_t C, int64_t Cw, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t p = 0; p < pixels; ++p) {
-    const float* xp = x + p * C;
-    for (int64_t w = 0; w < Cw; ++w) {
-      uint64_t word = 0;
-      const int64_t end = std::min(C, (w + 1) * 64);
-      for (int64_t c = w * 64; c < end; ++c)
-        if (!(xp[c] >= thr[c])) word |= uint64_t{1} << (c - w * 64);
-      out[p * Cw + w] = word;
-    }
+// One pixel's C floats xp -> its Cw words (bit c % 64 of word c / 64 set where !(x >= thr)).
+void pack_pixel_portable(const float* xp, const float* thr, uint64_t* out, int64_t C, int64_t Cw) {
+  for (int64_t w = 0; w < Cw; ++w) {
+    uint64_t word = 0;
+    const int64_t end = std::min(C, (w + 1) * 64);
+    for (int64_t c = w * 64; c < end; ++c)
+      if (!(xp[c] >= thr[c])) word |= uint64_t{1} << (c - w * 64);
+    out[w] = word;
   }
 }
 
 __attribute__((target("avx2")))
-void pack_avx2(const float* x, const float* thr, uint64_t* out, int64_t pixels, int64_t C, int64_t Cw, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t p = 0; p < pixels; ++p) {
-    const float* xp = x + p * C;
-    for (int64_t w = 0; w < Cw; ++w) {
-      uint64_t word = 0;
-      const int64_t end = std::min(C, (w + 1) * 64);
-      int64_t c = w * 64;
-      for (; c + 8 <= end; c += 8) {
-        __m256 lt = _mm256_cmp_ps(_mm256_loadu_ps(xp + c), _mm256_loadu_ps(thr + c), _CMP_NGE_UQ);
-        word |= uint64_t(uint32_t(_mm256_movemask_ps(lt))) << (c - w * 64);
-      }
-      for (; c < end; ++c)
-        if (!(xp[c] >= thr[c])) word |= uint64_t{1} << (c - w * 64);
-      out[p * Cw + w] = word;
+void pack_pixel_avx2(const float* xp, const float* thr, uint64_t* out, int64_t C, int64_t Cw) {
+  for (int64_t w = 0; w < Cw; ++w) {
+    uint64_t word = 0;
+    const int64_t end = std::min(C, (w + 1) * 64);
+    int64_t c = w * 64;
+    for (; c + 8 <= end; c += 8) {
+      __m256 lt = _mm256_cmp_ps(_mm256_loadu_ps(xp + c), _mm256_loadu_ps(thr + c), _CMP_NGE_UQ);
+      word |= uint64_t(uint32_t(_mm256_movemask_ps(lt))) << (c - w * 64);
     }
+    for (; c < end; ++c)
+      if (!(xp[c] >= thr[c])) word |= uint64_t{1} << (c - w * 64);
+    out[w] = word;
   }
 }
 
 TINYSR_AVX512
-void pack_avx512(const float* x, const float* thr, uint64_t* out, int64_t pixels, int64_t C, int64_t Cw, int nt) {
+void pack_pixel_avx512(const float* xp, const float* thr, uint64_t* out, int64_t C, int64_t Cw) {
   const int64_t full = C / 64;  // words whose 64 channels all exist: four unmasked compares each
-#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t w = 0; w < full; ++w) {
+    const float* xc = xp + w * 64;
+    const float* tc = thr + w * 64;
+    uint64_t word = 0;
+    for (int k = 0; k < 4; ++k)
+      word |= uint64_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(xc + 16 * k), _mm512_loadu_ps(tc + 16 * k), _CMP_NGE_UQ)) << (16 * k);
+    out[w] = word;
+  }
+  if (full < Cw) {
+    uint64_t word = 0;
+    for (int64_t c = full * 64; c < C; c += 16) {
+      const __mmask16 live = C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (C - c)) - 1);
+      __m512 v = _mm512_maskz_loadu_ps(live, xp + c);
+      __m512 t = _mm512_maskz_loadu_ps(live, thr + c);
+      word |= uint64_t(_mm512_mask_cmp_ps_mask(live, v, t, _CMP_NGE_UQ)) << (c - full * 64);
+    }
+    out[full] = word;
+  }
+}
+
+// `pixels` consecutive pixels of C floats each -> their words, on one path.
+void pack_pixels(int64_t path, const float* x, const float* thr, uint64_t* out, int64_t pixels, int64_t C, int64_t Cw) {
   for (int64_t p = 0; p < pixels; ++p) {
-    const float* xp = x + p * C;
-    for (int64_t w = 0; w < full; ++w) {
-      const float* xc = xp + w * 64;
-      const float* tc = thr + w * 64;
-      uint64_t word = 0;
-      for (int k = 0; k < 4; ++k)
-        word |= uint64_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(xc + 16 * k), _mm512_loadu_ps(tc + 16 * k), _CMP_NGE_UQ)) << (16 * k);
-      out[p * Cw + w] = word;
-    }
-    if (full < Cw) {
-      uint64_t word = 0;
-      for (int64_t c = full * 64; c < C; c += 16) {
-        const __mmask16 live = C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (C - c)) - 1);
-        __m512 v = _mm512_maskz_loadu_ps(live, xp + c);
-        __m512 t = _mm512_maskz_loadu_ps(live, thr + c);
-        word |= uint64_t(_mm512_mask_cmp_ps_mask(live, v, t, _CMP_NGE_UQ)) << (c - full * 64);
-      }
-      out[p * Cw + full] = word;
-    }
+    if (path == kAVX512) pack_pixel_avx512(x + p * C, thr, out + p * Cw, C, Cw);
+    else if (path == kAVX2) pack_pixel_avx2(x + p * C, thr, out + p * Cw, C, Cw);
+    else pack_pixel_portable(x + p * C, thr, out + p * Cw, C, Cw);
   }
 }
 
@@ -594,22 +592,26 @@ at::Tensor pack_activations(at::Tensor x, at::Tensor thresholds, int64_t path) {
   auto words = at::empty({N, H, W, Cw}, x.options().dtype(at::kLong));
   const int nt = at::get_num_threads();
   auto* out = reinterpret_cast<uint64_t*>(words.data_ptr<int64_t>());
-  switch (resolve(path)) {
-    case kAVX512: pack_avx512(nhwc.data_ptr<float>(), thr.data_ptr<float>(), out, N * H * W, C, Cw, nt); break;
-    case kAVX2: pack_avx2(nhwc.data_ptr<float>(), thr.data_ptr<float>(), out, N * H * W, C, Cw, nt); break;
-    default: pack_portable(nhwc.data_ptr<float>(), thr.data_ptr<float>(), out, N * H * W, C, Cw, nt); break;
-  }
+  const float* xs = nhwc.data_ptr<float>();
+  const float* ts = thr.data_ptr<float>();
+  const Path p = resolve(path);
+  const int64_t rows = N * H;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) pack_pixels(p, xs + r * W * C, ts, out + r * W * Cw, W, C, Cw);
   return words;
 }
 
 // The binary conv on packed activations (N, H, W, Cw) and packed weights (KH*KW, Cw, Opad):
 // returns alpha * (valid*C - 2*popcount) + bias as an (N, O, OH, OW) channels_last float tensor,
-// then the stages (see Stage), row by row.
+// then the stages (see Stage), row by row. With next_thresholds (one per output channel), the
+// output is instead the next binary conv's input, binarised against them and packed: (N, OH, OW,
+// ceil(O/64)) words, each row packed from the floats while they are in cache, which are never
+// stored (for a conv whose output only the next binary conv reads).
 at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, int64_t O,
                             at::Tensor alpha, at::Tensor bias, std::vector<int64_t> kernel, std::vector<int64_t> stride,
                             std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t path,
                             std::vector<int64_t> stage_codes, std::vector<at::Tensor> stage_vectors,
-                            at::Tensor residual) {
+                            at::Tensor residual, at::Tensor next_thresholds) {
   TORCH_CHECK(words.dim() == 4 && words.scalar_type() == at::kLong && words.is_contiguous(), "packed_conv2d: bad activation words");
   TORCH_CHECK(weight_words.dim() == 3 && weight_words.scalar_type() == at::kLong && weight_words.is_contiguous(), "packed_conv2d: bad weight words");
   Geometry g{};
@@ -625,10 +627,16 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
   TORCH_CHECK(g.OH > 0 && g.OW > 0, "packed_conv2d: input smaller than the kernel");
   auto a = alpha.to(at::kFloat).contiguous();
   auto b = bias.to(at::kFloat).contiguous();
-  auto out = at::empty({g.N, g.OH, g.OW, O}, a.options()).permute({0, 3, 1, 2});  // channels_last view
+  const bool emit_words = next_thresholds.defined() && next_thresholds.numel() > 0;
+  TORCH_CHECK(!emit_words || next_thresholds.numel() == O, "packed_conv2d: need one next threshold per output channel");
+  const int64_t next_cw = (O + 63) / 64;
+  at::Tensor next_thr = emit_words ? next_thresholds.to(at::kFloat).contiguous() : at::Tensor();
+  at::Tensor out = emit_words ? at::empty({g.N, g.OH, g.OW, next_cw}, words.options())
+                              : at::empty({g.N, g.OH, g.OW, O}, a.options()).permute({0, 3, 1, 2});  // channels_last view
   const auto* act = reinterpret_cast<const uint64_t*>(words.data_ptr<int64_t>());
   const auto* wp = reinterpret_cast<const uint64_t*>(weight_words.data_ptr<int64_t>());
-  float* y = out.data_ptr<float>();
+  float* y = emit_words ? nullptr : out.data_ptr<float>();
+  auto* next_words = emit_words ? reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>()) : nullptr;
   const float* ap = a.data_ptr<float>();
   const float* bp = b.data_ptr<float>();
   const Path p = resolve(path);
@@ -640,7 +648,8 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
     const int64_t code = stage_codes[k];
     TORCH_CHECK(code >= kAddChannel && code <= kAddResidual, "packed_conv2d: unknown stage ", code);
     if (code == kAddResidual) {
-      TORCH_CHECK(residual.defined() && residual.sizes() == out.sizes() && residual.scalar_type() == at::kFloat,
+      TORCH_CHECK(residual.defined() && residual.dim() == 4 && residual.size(0) == g.N && residual.size(1) == O &&
+                      residual.size(2) == g.OH && residual.size(3) == g.OW && residual.scalar_type() == at::kFloat,
                   "packed_conv2d: the residual must be a float32 tensor of the output's shape");
       residual_cl = residual.contiguous(at::MemoryFormat::ChannelsLast);
       stages.residual = residual_cl.data_ptr<float>();
@@ -664,11 +673,12 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
 #pragma omp parallel num_threads(nt)
   {
     std::vector<int64_t> acc(p == kPortable ? O : 0);
+    std::vector<float> row_buffer(emit_words ? g.OW * O : 0);  // the row's floats, in cache, never stored
 #pragma omp for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; ++n)
       for (int64_t oh = 0; oh < g.OH; ++oh) {
         const uint64_t* image = act + n * g.H * g.W * g.Cw;
-        float* row = y + (n * g.OH + oh) * g.OW * O;
+        float* row = emit_words ? row_buffer.data() : y + (n * g.OH + oh) * g.OW * O;
         if (p == kAVX512) conv_row_avx512(g, image, wp, offsets.data(), oh, ap, bp, row);
         else if (p == kAVX2) {
           const int64_t first = n * g.H * g.W * 2 * g.Cw;  // half words
@@ -677,6 +687,8 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
         }
         else conv_row_portable(g, image, wp, oh, ap, bp, row, acc.data());
         if (!stages.codes.empty()) apply_stages(stages, p != kPortable, (n * g.OH + oh) * g.OW, g.OW, O, row);
+        if (emit_words)
+          pack_pixels(p, row, next_thr.data_ptr<float>(), next_words + (n * g.OH + oh) * g.OW * next_cw, g.OW, O, next_cw);
       }
   }
   return out;

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TinySRError
-from ..nn import BinaryConv2d, SignActivation, XnorWeight, conv_with_stages
+from ..nn import BinaryConv2d, SignActivation, XnorWeight, conv_pair_with_stages
 from ..nn.layers import DIV2K_RGB_MEAN
 from ..plugins import Callback, no_macs, register_callback, register_cost, register_loss
 from .binary import BinaryEDSR, BinaryVDSR
@@ -86,7 +86,7 @@ class BTMBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x + act2(conv2(act1(conv1(x)))); packed, the activations and the add fold into the convs
-        return conv_with_stages(self.conv2, conv_with_stages(self.conv1, x, [self.act1]), [self.act2], residual=x)
+        return conv_pair_with_stages(self.conv1, self.conv2, x, [self.act1], [self.act2], residual=x)
 
 
 class MRBBlock(nn.Module):

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TinySRError
-from ..nn import BinaryConv2d, HaarDWT, HaarIDWT, RSign, SignActivation, WeightedSum, XnorWeight, conv, conv_with_stages, pad_to_even
+from ..nn import BinaryConv2d, HaarDWT, HaarIDWT, RSign, SignActivation, WeightedSum, XnorWeight, conv, conv_pair_with_stages, pad_to_even
 from ..plugins import Callback, register_callback
 from .bicubic import Bicubic
 from .registry import register
@@ -102,7 +102,7 @@ class FrequencyBinaryModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x + act2(conv2(act1(conv1(x)))); packed, the PReLUs and the add fold into the convs
-        return conv_with_stages(self.conv2, conv_with_stages(self.conv1, x, [self.act1]), [self.act2], residual=x)
+        return conv_pair_with_stages(self.conv1, self.conv2, x, [self.act1], [self.act2], residual=x)
 
 
 INITS = ("default", "official")

@@ -19,7 +19,7 @@ from .binary import (
 )
 from .dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt, pad_to_even
 from .layers import MeanShift, PixelShuffleUpsampler, WeightedSum, conv, kaiming_scaled_init
-from .packed import conv_with_stages
+from .packed import conv_pair_with_stages, conv_with_stages
 
 __all__ = [
     "ActivationQuantizer",
@@ -37,6 +37,7 @@ __all__ = [
     "XnorWeight",
     "binary_sign",
     "conv",
+    "conv_pair_with_stages",
     "conv_with_stages",
     "haar_dwt",
     "haar_idwt",

@@ -27,7 +27,10 @@ the BTM, FABNet, BNN, Bi-Real and ReActNet blocks without BN) can run inside its
 while the row is in cache, instead of one pass over memory each: the blocks call
 :func:`conv_with_stages`, which folds them when the native kernel runs and applies them one by
 one otherwise. They are the same float operations in the same order, so the outputs are the
-same bit for bit. BN is not folded (it stays a layer of its own).
+same bit for bit. BN is not folded (it stays a layer of its own). Where only the next binary
+conv reads a conv's output (the two convs of a BTM or FABNet block), :func:`conv_pair_with_stages`
+also folds the next conv's binarise + pack into that pass: the first conv returns the second's
+packed input words, and its float output is never stored.
 
 ``kernel`` picks the implementation: ``auto`` (the native kernel's best path for this CPU, else
 PyTorch), ``torch`` (unpacked float conv, no compiler needed), or a native path forced by name
@@ -162,8 +165,13 @@ class PackedBinaryConv2d(nn.Module):
             a = hard_sign(x - self.threshold.view(1, -1, 1, 1))
             y = F.conv2d(a, self.signs(), None, self.stride, self.padding, self.dilation) * self.alpha.view(1, -1, 1, 1)
             return apply_stages(y + self.bias.view(1, -1, 1, 1), stages, residual)
+        return self.run_native(module, module.pack_activations(x, self.threshold, PATHS[self.kernel]), stages, residual)
+
+    def run_native(self, module, words: torch.Tensor, stages: tuple = (), residual: torch.Tensor | None = None, next_threshold=None):
+        """The native conv on its input already binarised and packed (``words``), then ``stages``;
+        with ``next_threshold``, the next binary conv's packed input (its threshold given) instead
+        of the float output (see :func:`conv_pair_with_stages`)."""
         code = PATHS[self.kernel]
-        words = module.pack_activations(x, self.threshold, code)
         return module.packed_conv2d(
             words,
             self.in_channels,
@@ -179,6 +187,7 @@ class PackedBinaryConv2d(nn.Module):
             [STAGE_CODES[name] for name, _ in stages],
             [_NONE if v is None else v for _, v in stages],
             _NONE if residual is None else residual,
+            _NONE if next_threshold is None else next_threshold,
         )
 
     def extra_repr(self) -> str:
@@ -239,3 +248,38 @@ def conv_with_stages(conv: nn.Module, x: torch.Tensor, before=(), residual=None,
     for m in after:
         y = m(y)
     return y
+
+
+def conv_pair_with_stages(
+    first: nn.Module, second: nn.Module, x: torch.Tensor, first_before=(), second_before=(), residual=None
+) -> torch.Tensor:
+    """``conv_with_stages(second, conv_with_stages(first, x, first_before), second_before, residual)``,
+    for a conv whose output only the next binary conv reads (the two convs of a BTM or FABNet block).
+
+    When both are packed and run the same native path, the first conv's output pass ends by
+    binarising each row against the second conv's thresholds and packing it, so the first conv's
+    float output is never stored and the second does not read it back: a block is one pass over
+    memory. The words are those the second conv would pack itself, so the outputs are equal bit
+    for bit; anything else runs the two calls as written.
+    """
+    fusable = (
+        isinstance(first, PackedBinaryConv2d)
+        and isinstance(second, PackedBinaryConv2d)
+        and first.kernel == second.kernel
+        and second.pre is None
+        and second.in_channels == first.out_channels
+    )
+    module = first.native_module(x) if fusable else None
+    if module is not None:
+        parts = [stages_of(m, first.out_channels) for m in first_before] + [stages_of(m, second.out_channels) for m in second_before]
+        if all(part is not None for part in parts):
+            first_stages = tuple(stage for part in parts[: len(first_before)] for stage in part)
+            second_stages = tuple(stage for part in parts[len(first_before) :] for stage in part)
+            if residual is not None:
+                second_stages += (("residual", None),)
+            with torch.no_grad():
+                x = first.pre.pre_sign(x) if first.pre is not None else x
+                packed = module.pack_activations(x, first.threshold, PATHS[first.kernel])
+                words = first.run_native(module, packed, first_stages, next_threshold=second.threshold)
+                return second.run_native(module, words, second_stages, residual)
+    return conv_with_stages(second, conv_with_stages(first, x, first_before), second_before, residual=residual)
