@@ -88,7 +88,10 @@ class _Free(nn.Module):
         self.out_channels = conv.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if x.shape[1] == self.out_channels else x[:, : self.out_channels]
+        channels = x.shape[1]
+        if channels >= self.out_channels:
+            return x if channels == self.out_channels else x[:, : self.out_channels]
+        return x.repeat(1, -(-self.out_channels // channels), 1, 1)[:, : self.out_channels]  # a binary upsampler's conv
 
 
 def _without_binary_convs(model: nn.Module) -> nn.Module:
