@@ -108,11 +108,8 @@ void pack_pixel_avx512(const float* xp, const float* thr, uint64_t* out, int64_t
 
 // `pixels` consecutive pixels of C floats each -> their words, on one path.
 void pack_pixels(int64_t path, const float* x, const float* thr, uint64_t* out, int64_t pixels, int64_t C, int64_t Cw) {
-  for (int64_t p = 0; p < pixels; ++p) {
-    if (path == kAVX512) pack_pixel_avx512(x + p * C, thr, out + p * Cw, C, Cw);
-    else if (path == kAVX2) pack_pixel_avx2(x + p * C, thr, out + p * Cw, C, Cw);
-    else pack_pixel_portable(x + p * C, thr, out + p * Cw, C, Cw);
-  }
+  auto* pack_pixel = path == kAVX512 ? pack_pixel_avx512 : path == kAVX2 ? pack_pixel_avx2 : pack_pixel_portable;
+  for (int64_t p = 0; p < pixels; ++p) pack_pixel(x + p * C, thr, out + p * Cw, C, Cw);
 }
 
 // ---------------------------------------------------------------- convolution
@@ -153,13 +150,15 @@ inline void interior_columns(const Geometry& g, int64_t oh, int64_t* lo, int64_t
   if (ih0 < 0 || ih0 + (g.KH - 1) * g.DH >= g.H) *hi = *lo;
 }
 
-// For a pixel whose taps all lie inside the image: the activation word of each (tap, channel
-// word) pair, in the weights' order, relative to the word of the pixel's first tap.
-std::vector<int64_t> interior_offsets(const Geometry& g) {
+// For a pixel whose taps all lie inside the image: the activation word of each (tap, word) pair,
+// in the weights' order, relative to the first word of the pixel's first tap, for activations of
+// `per_pixel` words a pixel of which the first `per_tap` are read (AVX-512: Cw and Cw 64-bit
+// words; AVX2: 2 * Cw and the used 32-bit half words).
+std::vector<int64_t> interior_offsets(const Geometry& g, int64_t per_pixel, int64_t per_tap) {
   std::vector<int64_t> offsets;
   for (int64_t kh = 0; kh < g.KH; ++kh)
     for (int64_t kw = 0; kw < g.KW; ++kw)
-      for (int64_t cw = 0; cw < g.Cw; ++cw) offsets.push_back((kh * g.DH * g.W + kw * g.DW) * g.Cw + cw);
+      for (int64_t w = 0; w < per_tap; ++w) offsets.push_back((kh * g.DH * g.W + kw * g.DW) * per_pixel + w);
   return offsets;
 }
 
@@ -212,22 +211,11 @@ std::vector<uint32_t> split_weight_nibbles(const Geometry& g, const uint64_t* wp
   return split;
 }
 
-// For a pixel whose taps all lie inside the image: the activation half word of each pair (tap,
-// used half word), in the weights' order, relative to the first half word of the pixel's first tap.
-std::vector<int64_t> interior_half_word_offsets(const Geometry& g) {
-  std::vector<int64_t> offsets;
-  for (int64_t kh = 0; kh < g.KH; ++kh)
-    for (int64_t kw = 0; kw < g.KW; ++kw)
-      for (int64_t h = 0; h < used_half_words(g.C); ++h)
-        offsets.push_back((kh * g.DH * g.W + kw * g.DW) * 2 * g.Cw + h);
-  return offsets;
-}
-
 // The operands of one AVX2 call: nibble-split half words of activations and weights.
 struct Avx2Operands {
   const uint32_t* act_split;  // (N, H, W, 2 * Cw, 2)
   const uint32_t* w_split;    // (taps * used, 2, Opad)
-  const int64_t* offsets;     // interior_half_word_offsets
+  const int64_t* offsets;     // interior_offsets(g, 2 * Cw, used)
   int64_t used;               // half words per tap
 };
 
@@ -667,9 +655,9 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
   if (p == kAVX2) {
     act_split = split_activation_nibbles(act, g.N * g.H * g.W * g.Cw, nt);
     w_split = split_weight_nibbles(g, wp);
-    offsets = interior_half_word_offsets(g);
+    offsets = interior_offsets(g, 2 * g.Cw, used_half_words(g.C));
   }
-  if (p == kAVX512) offsets = interior_offsets(g);
+  if (p == kAVX512) offsets = interior_offsets(g, g.Cw, g.Cw);
 #pragma omp parallel num_threads(nt)
   {
     std::vector<int64_t> acc(p == kPortable ? O : 0);
