@@ -221,6 +221,18 @@ def stages_of(module: nn.Module, channels: int) -> list | None:
     return method(channels) if method is not None else None
 
 
+def _stage_sequence(channels: int, before, residual, after) -> tuple | None:
+    """The stages of ``after(before(y) + residual)`` on ``channels`` channels, or None when a module
+    has no stage form."""
+    parts = [stages_of(m, channels) for m in (*before, *after)]
+    if any(part is None for part in parts):
+        return None
+    stages = [stage for part in parts[: len(before)] for stage in part]
+    if residual is not None:
+        stages.append(("residual", None))
+    return tuple(stages + [stage for part in parts[len(before) :] for stage in part])
+
+
 def conv_with_stages(conv: nn.Module, x: torch.Tensor, before=(), residual=None, after=()) -> torch.Tensor:
     """``after(before(conv(x)) + residual)``, where ``before`` and ``after`` are sequences of
     element-wise modules applied in order and ``residual`` may be None (no addition).
@@ -231,15 +243,10 @@ def conv_with_stages(conv: nn.Module, x: torch.Tensor, before=(), residual=None,
     Any other conv, or a module without a stage form, runs them one by one as written.
     """
     if isinstance(conv, PackedBinaryConv2d) and conv.native_module(x) is not None:
-        channels = conv.out_channels
-        parts = [stages_of(m, channels) for m in (*before, *after)]
-        if all(part is not None for part in parts):
-            stages = [stage for part in parts[: len(before)] for stage in part]
-            if residual is not None:
-                stages.append(("residual", None))
-            stages += [stage for part in parts[len(before) :] for stage in part]
+        stages = _stage_sequence(conv.out_channels, before, residual, after)
+        if stages is not None:
             with torch.no_grad():
-                return conv(x, tuple(stages), residual)
+                return conv(x, stages, residual)
     y = conv(x)
     for m in before:
         y = m(y)
@@ -271,12 +278,9 @@ def conv_pair_with_stages(
     )
     module = first.native_module(x) if fusable else None
     if module is not None:
-        parts = [stages_of(m, first.out_channels) for m in first_before] + [stages_of(m, second.out_channels) for m in second_before]
-        if all(part is not None for part in parts):
-            first_stages = tuple(stage for part in parts[: len(first_before)] for stage in part)
-            second_stages = tuple(stage for part in parts[len(first_before) :] for stage in part)
-            if residual is not None:
-                second_stages += (("residual", None),)
+        first_stages = _stage_sequence(first.out_channels, first_before, None, ())
+        second_stages = _stage_sequence(second.out_channels, second_before, residual, ())
+        if first_stages is not None and second_stages is not None:
             with torch.no_grad():
                 x = first.pre.pre_sign(x) if first.pre is not None else x
                 packed = module.pack_activations(x, first.threshold, PATHS[first.kernel])
