@@ -42,6 +42,43 @@ def test_native_kernel_builds_where_a_compiler_exists_and_dispatch_sees_the_cpu(
     assert ("avx512" in PATHS) == has_avx512
 
 
+class _Terminal:
+    """A stand-in stderr that says it is a terminal and keeps what is written to it."""
+
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_a_native_build_is_announced_on_a_terminal_once(monkeypatch, tmp_path):
+    """The first build takes seconds: a terminal user hears why; a cached build is silent."""
+    monkeypatch.setattr(kernels, "_build_directory", lambda: tmp_path)
+    monkeypatch.setattr("torch.utils.cpp_extension.load", lambda **kw: "module")
+    terminal = _Terminal()
+    monkeypatch.setattr(kernels.sys, "stderr", terminal)
+    kernels.native.cache_clear()
+    try:
+        assert kernels.native() == "module"
+        assert terminal.text.count("compiling the native kernels") == 1
+        kernels.native.cache_clear()
+        assert kernels.native() == "module"  # the stamp now says built: no second notice
+        assert terminal.text.count("compiling") == 1
+        (tmp_path / "tinysr_stamp").write_text("other sources")
+        kernels.native.cache_clear()
+        kernels.native()
+        assert terminal.text.count("compiling") == 2
+    finally:
+        kernels.native.cache_clear()
+
+
 def test_cpu_model_names_this_cpu(monkeypatch):
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     names = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")]

@@ -5,7 +5,8 @@ filter (SPEC §1).
 :func:`native` returns the compiled module, or ``None`` when it cannot be built (no compiler,
 no Python headers): callers then use their PyTorch or numpy path, which computes the same numbers.
 The build lands in PyTorch's extension cache (``$TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``), once per machine. The sources include only the PyTorch headers
+``~/.cache/torch_extensions``), once per machine; on a terminal that build is announced, as it takes
+seconds. The sources include only the PyTorch headers
 they use (the tensor, ``empty``, ``parallel_for`` and the pybind11 casters): the full
 ``torch/extension.h`` would be most of the build's time.
 """
@@ -17,6 +18,7 @@ import hashlib
 import os
 import platform
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -50,17 +52,57 @@ def native():
         from torch.utils.cpp_extension import load
 
         _remove_stale_lock()
-        return load(
+        stamp = _build_stamp()
+        if sys.stderr.isatty() and not _is_built(stamp):
+            print("tinysr: compiling the native kernels (once per machine and version) ...", file=sys.stderr, flush=True)
+        module = load(
             name="tinysr_binary_conv",
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", f"-DTINYSR_SOURCES_DIGEST={_sources_digest()}"],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
+        _mark_built(stamp)
+        return module
     except Exception as exc:  # any build failure: fall back, but say so once
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         warnings.warn(f"tinysr: native kernels unavailable, using the PyTorch and numpy paths ({first})", stacklevel=2)
         return None
+
+
+def _build_directory() -> Path | None:
+    try:
+        from torch.utils.cpp_extension import _get_build_directory  # private: tolerate its absence
+
+        return Path(_get_build_directory("tinysr_binary_conv", verbose=False))
+    except (ImportError, OSError):
+        return None
+
+
+def _build_stamp() -> str:
+    """What a cached build depends on: the sources and the PyTorch it was compiled against."""
+    import torch
+
+    return f"{_sources_digest()} torch {torch.__version__}"
+
+
+def _is_built(stamp: str) -> bool:
+    """Whether the cached build was made from these sources and this PyTorch, so ``load`` will
+    not compile. Only the notice on a terminal depends on it, never which code runs."""
+    folder = _build_directory()
+    try:
+        return folder is not None and (folder / "tinysr_stamp").read_text() == stamp
+    except OSError:
+        return False
+
+
+def _mark_built(stamp: str) -> None:
+    folder = _build_directory()
+    try:
+        if folder is not None:
+            (folder / "tinysr_stamp").write_text(stamp)
+    except OSError:
+        pass  # a read-only cache: the notice may show again, nothing else changes
 
 
 # A build takes well under this; a lock older than it was left by a process killed mid-build.
@@ -73,13 +115,11 @@ def _remove_stale_lock() -> None:
     PyTorch's ``load`` waits forever for an existing lock file, so one process killed while it
     held the lock would hang every later process on this machine.
     """
+    folder = _build_directory()
     try:
-        from torch.utils.cpp_extension import _get_build_directory  # private: tolerate its absence
-
-        lock = Path(_get_build_directory("tinysr_binary_conv", verbose=False)) / "lock"
-        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
-            lock.unlink()
-    except (ImportError, OSError):
+        if folder is not None and time.time() - (folder / "lock").stat().st_mtime > STALE_LOCK_SECONDS:
+            (folder / "lock").unlink()
+    except OSError:
         pass
 
 
