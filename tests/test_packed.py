@@ -1,8 +1,11 @@
 """Bit-packed binary inference (SPEC §9): the native kernel on every path equals the float model."""
 
 import json
+import os
 import platform
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +42,18 @@ def test_native_kernel_builds_where_a_compiler_exists_and_dispatch_sees_the_cpu(
     flags = cpu_flags()
     assert ("avx2" in PATHS) == ("avx2" in flags and "popcnt" in flags)
     has_avx512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vpopcntdq"} <= flags
-    assert ("avx512" in PATHS) == has_avx512
+    cap = os.environ.get("TINYSR_MAX_CPU_ISA", "").lower()
+    assert ("avx512" in PATHS) == (has_avx512 and cap not in ("avx2", "portable"))
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler: no native paths to cap")
+@pytest.mark.parametrize("cap, hidden", [("AVX2", {"avx512"}), ("portable", {"avx2", "avx2_pixels", "avx512"})])
+def test_max_cpu_isa_hides_the_paths_above_it(cap, hidden):
+    """TINYSR_MAX_CPU_ISA stands an AVX-512 machine in for an AVX2-only one (or a plain one)."""
+    code = "from tinysr.kernels import available_paths; print(' '.join(available_paths()))"
+    env = {**os.environ, "TINYSR_MAX_CPU_ISA": cap}
+    capped = set(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split())
+    assert capped == set(PATHS) - hidden
 
 
 class _Terminal:

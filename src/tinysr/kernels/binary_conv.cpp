@@ -25,7 +25,10 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 // Functions using AVX-512 are compiled for it alone and only called after a run-time CPU check.
@@ -39,16 +42,26 @@ struct Geometry {
   int64_t N, C, H, W, O, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, Cw, Opad;
 };
 
+// TINYSR_MAX_CPU_ISA=avx2 (or portable) hides the paths above it, as ONEDNN_MAX_CPU_ISA does for
+// oneDNN: an AVX-512 machine then runs, and chooses among, what an AVX2-only one would.
+// The highest path allowed: 1 portable, 2 AVX2, 3 AVX-512 (unset, or any other value).
+int isa_cap() {
+  const char* cap = std::getenv("TINYSR_MAX_CPU_ISA");
+  std::string name(cap == nullptr ? "" : cap);
+  for (char& ch : name) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  return name == "portable" ? 1 : name == "avx2" ? 2 : 3;
+}
+
 bool cpu_has_avx512() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  return isa_cap() >= 3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
 }
 
 bool cpu_has_avx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  return isa_cap() >= 2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
 }
 
 // Whether input index i of a tap lies inside the image (taps in the zero padding contribute 0).
