@@ -6,6 +6,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from tinysr.compress.deploy import deploy_form
 from tinysr.errors import TinySRError
 from tinysr.kernels import available_paths, cpu_model, native
 from tinysr.nn import ActivationQuantizer, BinaryConv2d, RSign, SignActivation, WeightQuantizer, XnorWeight
+from tinysr.nn import packed as packed_layers
 from tinysr.nn.packed import PackedBinaryConv2d, conv_pair_with_stages, pack_weight_signs, unpack_weight_signs
 from tinysr.plugins import no_macs, register_cost
 
@@ -156,6 +158,20 @@ def test_packed_conv_equals_float_simulation_exactly(path, cin, cout, kernel, st
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("cin, cout, kernel, padding, dilation", [(24, 24, 3, 1, 1), (72, 13, 3, 2, 2), (64, 64, (3, 5), (1, 2), 1)])
+def test_packed_conv_equals_float_simulation_on_wide_rows(path, cin, cout, kernel, padding, dilation):
+    """Rows wider than the AVX2 pixel-lane path's blocks of 64 pixels, with a partial last block:
+    the blocks, their tail and both borders' padding corrections."""
+    torch.manual_seed(cin + cout)
+    conv = binary_conv(cin, cout, kernel, 1, padding, dilation, threshold=True)
+    x = torch.randn(1, cin, 5, 150)
+    packed = PackedBinaryConv2d.from_conv(conv)
+    packed.kernel = path
+    with torch.no_grad():
+        assert torch.equal(packed(x), conv(x))
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_packed_conv_counts_every_bit_when_all_disagree(path):
     """The worst case for any counter: every activation sign against every weight sign, 288
     channels x 9 taps = 45 words per output, each adding 8 to every byte (the AVX2 path's byte
@@ -183,6 +199,37 @@ def test_packed_conv_integers_equal_xnor_popcount_reference(path, cin, cout, ker
     with torch.no_grad():
         got = packed(x).double().numpy()
     np.testing.assert_allclose(got, xnor_popcount_reference(x, conv), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.skipif("avx2_pixels" not in PATHS, reason="needs the AVX2 paths (an x86 CPU with AVX2)")
+def test_auto_times_the_two_avx2_kernels_once_per_shape_and_keeps_the_faster(monkeypatch):
+    """On a CPU without AVX-512, ``auto`` runs whichever AVX2 kernel was faster on the layer's
+    first input of that shape; here the pixel-lane one is made slow, so the other is kept."""
+    monkeypatch.setattr(packed_layers, "_autotunes", lambda: True)
+    conv = binary_conv(24, 24, 3, 1, 1, 1, threshold=True)
+    packed = PackedBinaryConv2d.from_conv(conv)
+    module = native()
+    calls = []
+
+    class SlowPixelLanes:
+        def packed_conv2d(self, *args):
+            calls.append(args[10])
+            if args[10] == kernels.PATHS["avx2_pixels"]:
+                time.sleep(0.02)
+            return module.packed_conv2d(*args)
+
+    x = torch.randn(1, 24, 9, 40)
+    words = module.pack_activations(x, packed.threshold, 0)
+    with torch.no_grad():
+        want = conv(x)
+        assert torch.equal(packed.run_native(SlowPixelLanes(), words), want)
+        assert sorted(set(calls)) == [kernels.PATHS["avx2"], kernels.PATHS["avx2_pixels"]]
+        calls.clear()
+        assert torch.equal(packed.run_native(SlowPixelLanes(), words), want)
+        assert calls == [kernels.PATHS["avx2"]]  # decided: one call, the faster kernel
+        calls.clear()
+        packed.run_native(SlowPixelLanes(), module.pack_activations(torch.randn(1, 24, 5, 7), packed.threshold, 0))
+        assert len(calls) == 2 * packed_layers.AUTOTUNE_ROUNDS  # a new shape is timed anew
 
 
 @pytest.mark.parametrize("path", [p for p in PATHS if p != "torch"])

@@ -28,19 +28,24 @@ SOURCE = Path(__file__).with_name("bindings.cpp")
 
 
 def _sources_digest() -> str:
-    """A digest of bindings.cpp and the files it includes. PyTorch rebuilds a cached extension
+    """A digest of bindings.cpp and the files it includes, at any depth. PyTorch rebuilds a cached extension
     only when the files passed to it or its flags change, so the digest goes in as a flag: an
     edit to an included file then rebuilds too."""
-    text = SOURCE.read_text()
-    included = re.findall(r'^#include "([^"]+)"', text, flags=re.MULTILINE)
-    digest = hashlib.sha256(text.encode())
-    for name in included:
-        digest.update(SOURCE.with_name(name).read_bytes())
+    digest = hashlib.sha256()
+    pending, seen = [SOURCE.name], set()
+    while pending:  # bindings.cpp, the files it includes, the files they include, ...
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        text = SOURCE.with_name(name).read_text()
+        digest.update(text.encode())
+        pending += re.findall(r'^#include "([^"]+)"', text, flags=re.MULTILINE)
     return digest.hexdigest()[:16]
 
 
 # Path codes shared with binary_conv.cpp.
-PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
+PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3, "avx2_pixels": 4}
 
 
 @functools.cache

@@ -28,6 +28,7 @@
 #include <cctype>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,9 @@
 
 namespace {
 
-enum Path : int64_t { kAuto = 0, kPortable = 1, kAVX2 = 2, kAVX512 = 3 };
+// kAVX2Pixels: AVX2 with pixels in the vector lanes (binary_conv_avx2_pixels.inc); kAVX2 the one with
+// output channels in the lanes.
+enum Path : int64_t { kAuto = 0, kPortable = 1, kAVX2 = 2, kAVX512 = 3, kAVX2Pixels = 4 };
 
 struct Geometry {
   int64_t N, C, H, W, O, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, Cw, Opad;
@@ -121,7 +124,9 @@ void pack_pixel_avx512(const float* xp, const float* thr, uint64_t* out, int64_t
 
 // `pixels` consecutive pixels of C floats each -> their words, on one path.
 void pack_pixels(int64_t path, const float* x, const float* thr, uint64_t* out, int64_t pixels, int64_t C, int64_t Cw) {
-  auto* pack_pixel = path == kAVX512 ? pack_pixel_avx512 : path == kAVX2 ? pack_pixel_avx2 : pack_pixel_portable;
+  auto* pack_pixel = path == kAVX512                        ? pack_pixel_avx512
+                    : path == kAVX2 || path == kAVX2Pixels ? pack_pixel_avx2
+                                                           : pack_pixel_portable;
   for (int64_t p = 0; p < pixels; ++p) pack_pixel(x + p * C, thr, out + p * Cw, C, Cw);
 }
 
@@ -447,6 +452,8 @@ TINYSR_AVX512 void conv_block_avx512(const Geometry& g, const uint64_t* act, con
   for (; ow < g.OW; ++ow) pixel_avx512<NV>(g, act, wp, oh, ow, o0, epi, out_row);
 }
 
+#include "binary_conv_avx2_pixels.inc"
+
 template <typename F>
 void dispatch_blocks(int64_t n_vectors, int max_nv, F&& block) {
   // Output channels in blocks of at most max_nv vectors (the accumulators stay in registers).
@@ -567,8 +574,8 @@ void apply_stages(const Stages& st, bool avx2, int64_t first, int64_t pixels, in
 Path resolve(int64_t requested) {
   if (requested == kAuto) return cpu_has_avx512() ? kAVX512 : cpu_has_avx2() ? kAVX2 : kPortable;
   TORCH_CHECK(requested != kAVX512 || cpu_has_avx512(), "binary_conv2d: this CPU has no AVX-512 VPOPCNTDQ");
-  TORCH_CHECK(requested != kAVX2 || cpu_has_avx2(), "binary_conv2d: this CPU has no AVX2");
-  TORCH_CHECK(requested >= kPortable && requested <= kAVX512, "binary_conv2d: unknown path ", requested);
+  TORCH_CHECK((requested != kAVX2 && requested != kAVX2Pixels) || cpu_has_avx2(), "binary_conv2d: this CPU has no AVX2");
+  TORCH_CHECK(requested >= kPortable && requested <= kAVX2Pixels, "binary_conv2d: unknown path ", requested);
   return Path(requested);
 }
 
@@ -577,7 +584,10 @@ Path resolve(int64_t requested) {
 // Which paths this CPU can run (portable always).
 std::vector<std::string> available_paths() {
   std::vector<std::string> paths{"portable"};
-  if (cpu_has_avx2()) paths.push_back("avx2");
+  if (cpu_has_avx2()) {
+    paths.push_back("avx2");
+    paths.push_back("avx2_pixels");
+  }
   if (cpu_has_avx512()) paths.push_back("avx512");
   return paths;
 }
@@ -640,7 +650,8 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
   auto* next_words = emit_words ? reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>()) : nullptr;
   const float* ap = a.data_ptr<float>();
   const float* bp = b.data_ptr<float>();
-  const Path p = resolve(path);
+  Path p = resolve(path);
+  if (p == kAVX2Pixels && !pixel_lanes_fit(g)) p = kAVX2;  // a layer it cannot run: the other AVX2 path
   TORCH_CHECK(stage_codes.size() == stage_vectors.size(), "packed_conv2d: one operand per stage");
   Stages stages;
   std::vector<at::Tensor> keep;  // float32 contiguous copies of the stages' operands
@@ -671,9 +682,11 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
     offsets = interior_offsets(g, 2 * g.Cw, used_half_words(g.C));
   }
   if (p == kAVX512) offsets = interior_offsets(g, g.Cw, g.Cw);
+  const PixelOperands pixel_op = p == kAVX2Pixels ? pixel_operands(g, act, wp, nt) : PixelOperands{};
 #pragma omp parallel num_threads(nt)
   {
     std::vector<int64_t> acc(p == kPortable ? O : 0);
+    std::vector<int16_t> totals(p == kAVX2Pixels ? 8 * kMaxPixelBlock : 0);  // the pixel-lane path's block totals
     std::vector<float> row_buffer(emit_words ? g.OW * O : 0);  // the row's floats, in cache, never stored
 #pragma omp for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; ++n)
@@ -681,6 +694,9 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
         const uint64_t* image = act + n * g.H * g.W * g.Cw;
         float* row = emit_words ? row_buffer.data() : y + (n * g.OH + oh) * g.OW * O;
         if (p == kAVX512) conv_row_avx512(g, image, wp, offsets.data(), oh, ap, bp, row);
+        else if (p == kAVX2Pixels)
+          conv_row_avx2_pixels(g, pixel_op, pixel_op.planes.get() + n * g.H * pixel_op.K * pixel_op.Wp, oh, ap, bp, row,
+                               totals.data());
         else if (p == kAVX2) {
           const int64_t first = n * g.H * g.W * 2 * g.Cw;  // half words
           const Avx2Operands op{act_split.data() + 2 * first, w_split.data(), offsets.data(), used_half_words(g.C)};

@@ -34,10 +34,18 @@ packed input words, and its float output is never stored.
 
 ``kernel`` picks the implementation: ``auto`` (the native kernel's best path for this CPU, else
 PyTorch), ``torch`` (unpacked float conv, no compiler needed), or a native path forced by name
-(``portable``, ``avx2``, ``avx512``; for tests and benchmarks).
+(``portable``, ``avx2``, ``avx2_pixels``, ``avx512``; for tests and benchmarks). AVX2 has two
+kernels, output channels in the vector lanes (``avx2``) or pixels (``avx2_pixels``), and which is
+faster depends on the CPU and the layer's shape (channel counts that fill 32-bit words or not,
+the row width, the weights' size against the cache): on a CPU without AVX-512, ``auto`` times
+both on a layer's first input of each shape and keeps the faster, as cuDNN's benchmark mode does.
+Their outputs are equal bit for bit, so the choice changes the speed alone.
 """
 
 from __future__ import annotations
+
+import functools
+import time
 
 import numpy as np
 import torch
@@ -45,11 +53,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TinySRError
-from ..kernels import PATHS, native
+from ..kernels import PATHS, available_paths, native
 from ..plugins import register_cost
 from .binary import hard_sign
 
-KERNELS = ("auto", "torch", "portable", "avx2", "avx512")
+KERNELS = ("auto", "torch", "portable", "avx2", "avx2_pixels", "avx512")
+# The native paths ``auto`` chooses between by timing them, where the CPU has no AVX-512 path.
+AVX2_VARIANTS = ("avx2", "avx2_pixels")
+AUTOTUNE_ROUNDS = 3  # calls of each variant, alternating; the fastest single call decides
+
+
+@functools.cache
+def _autotunes() -> bool:
+    """Whether ``auto`` times the AVX2 variants here: AVX2, and no AVX-512 path to prefer."""
+    paths = available_paths()
+    return "avx512" not in paths and all(p in paths for p in AVX2_VARIANTS)
+
 
 # Element-wise stages the native kernel applies to a packed conv's output row by row (codes shared
 # with binary_conv.cpp): ("add", v) adds a per-channel vector, ("prelu", slope) is PReLU,
@@ -106,6 +125,7 @@ class PackedBinaryConv2d(nn.Module):
         self.has_bias = False
         self.has_threshold = False
         self._unpacked: tuple[torch.Tensor, torch.Tensor] | None = None  # (words it came from, +-1 weight)
+        self._autotuned: dict[tuple, int] = {}  # (input words' shape, threads) -> the faster AVX2 path's code
 
     @classmethod
     @torch.no_grad()
@@ -171,24 +191,39 @@ class PackedBinaryConv2d(nn.Module):
         """The native conv on its input already binarised and packed (``words``), then ``stages``;
         with ``next_threshold``, the next binary conv's packed input (its threshold given) instead
         of the float output (see :func:`conv_pair_with_stages`)."""
-        code = PATHS[self.kernel]
-        return module.packed_conv2d(
-            words,
-            self.in_channels,
-            self.weight_words,
-            self.out_channels,
-            self.alpha,
-            self.bias,
-            list(self.kernel_size),
-            list(self.stride),
-            list(self.padding),
-            list(self.dilation),
-            code,
-            [STAGE_CODES[name] for name, _ in stages],
-            [_NONE if v is None else v for _, v in stages],
-            _NONE if residual is None else residual,
-            _NONE if next_threshold is None else next_threshold,
-        )
+
+        def call(code: int) -> torch.Tensor:
+            return module.packed_conv2d(
+                words,
+                self.in_channels,
+                self.weight_words,
+                self.out_channels,
+                self.alpha,
+                self.bias,
+                list(self.kernel_size),
+                list(self.stride),
+                list(self.padding),
+                list(self.dilation),
+                code,
+                [STAGE_CODES[name] for name, _ in stages],
+                [_NONE if v is None else v for _, v in stages],
+                _NONE if residual is None else residual,
+                _NONE if next_threshold is None else next_threshold,
+            )
+
+        if self.kernel != "auto" or not _autotunes():
+            return call(PATHS[self.kernel])
+        key = (tuple(words.shape), torch.get_num_threads())
+        if key in self._autotuned:
+            return call(self._autotuned[key])
+        best = {}
+        for _ in range(AUTOTUNE_ROUNDS):
+            for name in AVX2_VARIANTS:
+                start = time.perf_counter()
+                out = call(PATHS[name])
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
+        self._autotuned[key] = PATHS[min(best, key=best.get)]
+        return out
 
     def extra_repr(self) -> str:
         return (
