@@ -1,6 +1,7 @@
 """Real 1-bit inference speed on CPU (SPEC §9): the bit-packed kernel against float.
 
-Part 1, one binary conv 64->64 3x3 (padding 1) on a 1x64x180x320 input, at 1 and 2 threads:
+Part 1, one binary conv 3x3 (padding 1), 64->64 on a 1x64x180x320 input unless ``--layers`` names
+others (FABNet-B4C24 x2 at a 320x180 input: ``24:24:90x160 72:72:90x160``), at 1 and 2 threads:
 
 * ``float conv2d (NCHW)`` / ``(channels_last)``: ``torch.nn.functional.conv2d`` in float32 on the
   same shape, in both memory layouts (oneDNN is faster on channels_last: the fair baseline);
@@ -8,8 +9,10 @@ Part 1, one binary conv 64->64 3x3 (padding 1) on a 1x64x180x320 input, at 1 and
   inside a packed network (whose activations stay channels_last);
 * ``packed, NCHW input``: the same plus the layout conversion of a plain NCHW tensor;
 * ``packed, NHWC input, <path> path``: the first, with each native path this CPU runs forced
-  (``auto`` is AVX-512 where the CPU has VPOPCNTDQ, else AVX2; forcing ``avx2`` on an AVX-512 machine stands in for an AVX2-only
-  CPU, with ``ONEDNN_MAX_CPU_ISA=AVX2`` limiting the float baseline alike).
+  (``auto`` is AVX-512 where the CPU has VPOPCNTDQ; on an AVX2-only CPU it times the two AVX2
+  kernels, ``avx2`` and ``avx2_pixels``, on the first call and keeps the faster). On an AVX-512
+  machine, ``TINYSR_MAX_CPU_ISA=AVX2`` stands in for an AVX2-only CPU (the kernel's AVX-512 path
+  hidden, ``auto`` choosing as there), with ``ONEDNN_MAX_CPU_ISA=AVX2`` limiting the float baseline alike.
 
 Part 2, whole networks at a 320x180 LR input: packed vs float-simulated (the trained model as
 PyTorch runs it) vs the full-precision ``edsr_baseline``, and the packed model with its
@@ -21,7 +24,7 @@ measured with the binary convs replaced by free identities of the right shape).
 All timings: best of --repeat after a warm-up, alternating between the contenders in each round.
 
     python benchmarks/binary_conv.py [--repeat 10 --threads 1 2 --networks edsr_btm:2 fabnet_b4c24:2]
-    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/binary_conv.py --kernel avx2   # an AVX2-only CPU, on an AVX-512 one
+    TINYSR_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/binary_conv.py   # an AVX2-only CPU, on an AVX-512 one
 """
 
 from __future__ import annotations
@@ -56,10 +59,10 @@ def best_times(fns: dict, repeat: int) -> dict[str, float]:
     return best
 
 
-def single_conv(repeat: int) -> None:
-    conv = BinaryConv2d(64, 64, 3, padding=1, act_quantizer=SignActivation(), weight_quantizer=XnorWeight()).eval()
+def single_conv(repeat: int, cin: int, cout: int, height: int, width: int) -> None:
+    conv = BinaryConv2d(cin, cout, 3, padding=1, act_quantizer=SignActivation(), weight_quantizer=XnorWeight()).eval()
     packed = PackedBinaryConv2d.from_conv(conv)
-    x = torch.randn(1, 64, 180, 320)
+    x = torch.randn(1, cin, height, width)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     w, w_cl = conv.weight.detach(), conv.weight.detach().contiguous(memory_format=torch.channels_last)
     fns = {
@@ -77,7 +80,7 @@ def single_conv(repeat: int) -> None:
     times = best_times(fns, repeat)
     base = times["float conv2d (channels_last)"]
     for k, t in times.items():
-        print(f"| {torch.get_num_threads()} | {k} | {t * 1e3:.2f} | {base / t:.1f}x |")
+        print(f"| {torch.get_num_threads()} | {cin}->{cout} at {height}x{width} | {k} | {t * 1e3:.2f} | {base / t:.1f}x |")
 
 
 class _Free(nn.Module):
@@ -116,30 +119,30 @@ def _unfolded(packed: nn.Module, x: torch.Tensor) -> torch.Tensor:
         packed_layers.stages_of = saved
 
 
-def whole_networks(repeat: int, networks: list[tuple[str, int]], kernel: str) -> None:
+def whole_networks(repeat: int, networks: list[tuple[str, int]], kernels: list[str]) -> None:
+    """One row per network and kernel path, all timed side by side in one round-robin."""
     x = torch.rand(1, 3, 180, 320)
     for name, scale in networks:
         model = tinysr.create_model(name, scale=scale).eval()
-        packed = set_kernel(pack(model), kernel)
+        packed = {k: set_kernel(pack(model), k) for k in kernels}
         fp_only = _without_binary_convs(model)
-        fns = {
-            "float-simulated": lambda: model(x),
-            "packed": lambda: packed(x),
-            "packed, stages unfolded": lambda: _unfolded(packed, x),
-            "FP layers only": lambda: fp_only(x),
-        }
+        fns = {"float-simulated": lambda: model(x), "FP layers only": lambda: fp_only(x)}
+        for k, p in packed.items():
+            fns[f"packed {k}"] = lambda p=p: p(x)
+            fns[f"packed {k}, stages unfolded"] = lambda p=p: _unfolded(p, x)
         if scale == 2 or name.startswith("edsr"):
             baseline = tinysr.create_model("edsr_baseline", scale=scale).eval()
             fns["edsr_baseline (FP)"] = lambda: baseline(x)
         times = best_times(fns, repeat)
-        sim, fast, fp = times["float-simulated"], times["packed"], times["FP layers only"]
+        sim, fp = times["float-simulated"], times["FP layers only"]
         base = times.get("edsr_baseline (FP)")
-        base_cell = f"{base * 1e3:.0f} ({base / fast:.1f}x)" if base else "-"
-        unfolded = times["packed, stages unfolded"]
-        print(
-            f"| {torch.get_num_threads()} | {name} x{scale} | {sim * 1e3:.0f} | {unfolded * 1e3:.0f} | {fast * 1e3:.0f} | "
-            f"**{sim / fast:.2f}x** | {sim / fp:.2f}x | {base_cell} |"
-        )
+        for k in kernels:
+            fast, unfolded = times[f"packed {k}"], times[f"packed {k}, stages unfolded"]
+            base_cell = f"{base * 1e3:.0f} ({base / fast:.1f}x)" if base else "-"
+            print(
+                f"| {torch.get_num_threads()} | {name} x{scale} | {k} | {sim * 1e3:.0f} | {unfolded * 1e3:.0f} | {fast * 1e3:.0f} | "
+                f"**{sim / fast:.2f}x** | {sim / fp:.2f}x | {base_cell} |"
+            )
 
 
 def main() -> None:
@@ -150,31 +153,39 @@ def main() -> None:
     parser.add_argument(
         "--networks", nargs="+", default=["edsr_btm:2", "edsr_btm:4", "fabnet_b4c24:2", "fabnet_b8c96:2"], metavar="NAME:SCALE"
     )
-    parser.add_argument("--kernel", default="auto", choices=list(PATHS), help="the packed networks' kernel path")
+    parser.add_argument("--kernel", nargs="+", default=["auto"], choices=list(PATHS), help="the packed networks' kernel paths")
+    parser.add_argument("--layers", nargs="+", default=["64:64:180x320"], metavar="CIN:COUT:HxW", help="part 1's convs")
     args = parser.parse_args()
-    if args.kernel != "auto" and args.kernel not in available_paths():
-        parser.error(f"--kernel {args.kernel}: this CPU or build has no such path ({', '.join(available_paths())})")
+    for kernel in args.kernel:
+        if kernel != "auto" and kernel not in available_paths():
+            parser.error(f"--kernel {kernel}: this CPU or build has no such path ({', '.join(available_paths())})")
     # As tinysr's inference commands do, for every contender alike: without it, glibc returns each
     # large feature map to the kernel and the next pass page-faults it back in.
     retained = tinysr.retain_freed_memory()
     paths = available_paths()
     auto = next((p for p in ("avx512", "avx2", "portable") if p in paths), "torch")
+    if auto == "avx2" and "avx2_pixels" in paths:
+        auto = "avx2 or avx2_pixels, the faster per layer, timed on its first input"
     print(
         f"torch {torch.__version__}, {cpu_model()}, kernel paths: {', '.join(paths)} (auto: {auto}), "
         f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}, freed memory retained: {retained}"
     )
-    print("\n64->64 3x3 binary conv, 1x64x180x320 input (ms; speed-up vs float conv2d channels_last)\n")
-    print("| threads | implementation | time (ms) | vs float |\n|---:|---|---:|---:|")
+    print("\n3x3 binary convs, batch 1 (ms; speed-up vs float conv2d channels_last)\n")
+    print("| threads | layer | implementation | time (ms) | vs float |\n|---:|---|---|---:|---:|")
     for n in args.threads:
         torch.set_num_threads(n)
-        single_conv(args.repeat)
+        for layer in args.layers:
+            cin, cout, size = layer.split(":")
+            height, width = (int(v) for v in size.split("x"))
+            single_conv(args.repeat, int(cin), int(cout), height, width)
     if args.skip_networks:
         return
-    print(f"\nWhole networks, 320x180 LR input (ms), packed on the {args.kernel} path; bound = float-simulated / FP layers alone\n")
+    print("\nWhole networks, 320x180 LR input (ms), packed on each kernel path; bound = float-simulated / FP layers alone\n")
     print(
-        "| threads | network | float-simulated | packed, stages unfolded | packed | speed-up | bound | edsr_baseline FP (packed speed-up) |"
+        "| threads | network | kernel | float-simulated | packed, stages unfolded | packed | speed-up | bound "
+        "| edsr_baseline FP (packed speed-up) |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
     networks = [(name, int(scale)) for name, scale in (item.split(":") for item in args.networks)]
     for n in args.threads:
         torch.set_num_threads(n)
