@@ -5,10 +5,10 @@ filter (SPEC §1).
 :func:`native` returns the compiled module, or ``None`` when it cannot be built (no compiler,
 no Python headers): callers then use their PyTorch or numpy path, which computes the same numbers.
 The build lands in PyTorch's extension cache (``$TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``), once per machine; on a terminal that build is announced, as it takes
-seconds. The sources include only the PyTorch headers
-they use (the tensor, ``empty``, ``parallel_for`` and the pybind11 casters): the full
-``torch/extension.h`` would be most of the build's time.
+``~/.cache/torch_extensions``), once per machine; on a terminal that build is announced, as it
+takes seconds. The sources include only the PyTorch headers they use (the tensor, ``empty``,
+``parallel_for`` and the pybind11 casters): the full ``torch/extension.h`` would be most of the
+build's time.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ SOURCE = Path(__file__).with_name("bindings.cpp")
 
 
 def _sources_digest() -> str:
-    """A digest of bindings.cpp and the files it includes, at any depth. PyTorch rebuilds a cached extension
-    only when the files passed to it or its flags change, so the digest goes in as a flag: an
-    edit to an included file then rebuilds too."""
+    """A digest of bindings.cpp and the files it includes, at any depth. PyTorch rebuilds a cached
+    extension only when the files passed to it or its flags change, so the digest goes in as a
+    flag: an edit to an included file then rebuilds too."""
     digest = hashlib.sha256()
     pending, seen = [SOURCE.name], set()
     while pending:  # bindings.cpp, the files it includes, the files they include, ...
