@@ -165,7 +165,7 @@ def main() -> None:
     paths = available_paths()
     auto = next((p for p in ("avx512", "avx2", "portable") if p in paths), "torch")
     if auto == "avx2" and "avx2_pixels" in paths:
-        auto = "avx2 or avx2_pixels, the faster per layer, timed on its first input"
+        auto = "avx2 or avx2_pixels, the faster per layer, timed on its first input of each width class"
     print(
         f"torch {torch.__version__}, {cpu_model()}, kernel paths: {', '.join(paths)} (auto: {auto}), "
         f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}, freed memory retained: {retained}"

@@ -204,7 +204,7 @@ def test_packed_conv_integers_equal_xnor_popcount_reference(path, cin, cout, ker
 @pytest.mark.skipif("avx2_pixels" not in PATHS, reason="needs the AVX2 paths (an x86 CPU with AVX2)")
 def test_auto_times_the_two_avx2_kernels_once_per_shape_and_keeps_the_faster(monkeypatch):
     """On a CPU without AVX-512, ``auto`` runs whichever AVX2 kernel was faster on the layer's
-    first input of that shape; here the pixel-lane one is made slow, so the other is kept."""
+    first input of that width class; here the pixel-lane one is made slow, so the other is kept."""
     monkeypatch.setattr(packed_layers, "_autotunes", lambda: True)
     conv = binary_conv(24, 24, 3, 1, 1, 1, threshold=True)
     packed = PackedBinaryConv2d.from_conv(conv)
@@ -228,8 +228,11 @@ def test_auto_times_the_two_avx2_kernels_once_per_shape_and_keeps_the_faster(mon
         assert torch.equal(packed.run_native(SlowPixelLanes(), words), want)
         assert calls == [kernels.PATHS["avx2"]]  # decided: one call, the faster kernel
         calls.clear()
+        packed.run_native(SlowPixelLanes(), module.pack_activations(torch.randn(2, 24, 5, 33), packed.threshold, 0))
+        assert calls == [kernels.PATHS["avx2"]]  # another size of the same width class: no new timing
+        calls.clear()
         packed.run_native(SlowPixelLanes(), module.pack_activations(torch.randn(1, 24, 5, 7), packed.threshold, 0))
-        assert len(calls) == 2 * packed_layers.AUTOTUNE_ROUNDS  # a new shape is timed anew
+        assert len(calls) == 2 * packed_layers.AUTOTUNE_ROUNDS  # a narrower class is timed anew
 
 
 @pytest.mark.parametrize("path", [p for p in PATHS if p != "torch"])

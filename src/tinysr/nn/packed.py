@@ -38,8 +38,10 @@ PyTorch), ``torch`` (unpacked float conv, no compiler needed), or a native path 
 kernels, output channels in the vector lanes (``avx2``) or pixels (``avx2_pixels``), and which is
 faster depends on the CPU and the layer's shape (channel counts that fill 32-bit words or not,
 the row width, the weights' size against the cache): on a CPU without AVX-512, ``auto`` times
-both on a layer's first input of each shape and keeps the faster, as cuDNN's benchmark mode does.
-Their outputs are equal bit for bit, so the choice changes the speed alone.
+both on a layer's first input of each width class (widths within a factor of 2) and thread count
+and keeps the faster, as cuDNN's benchmark mode does; a test set of many image sizes then times
+each layer a few times, not once per image. Their outputs are equal bit for bit, so the choice
+changes the speed alone.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class PackedBinaryConv2d(nn.Module):
         self.has_bias = False
         self.has_threshold = False
         self._unpacked: tuple[torch.Tensor, torch.Tensor] | None = None  # (words it came from, +-1 weight)
-        self._autotuned: dict[tuple, int] = {}  # (input words' shape, threads) -> the faster AVX2 path's code
+        self._autotuned: dict[tuple, int] = {}  # (threads, width class) -> the faster AVX2 path's code
 
     @classmethod
     @torch.no_grad()
@@ -213,7 +215,7 @@ class PackedBinaryConv2d(nn.Module):
 
         if self.kernel != "auto" or not _autotunes():
             return call(PATHS[self.kernel])
-        key = (tuple(words.shape), torch.get_num_threads())
+        key = (torch.get_num_threads(), int(words.shape[2]).bit_length())  # words: (N, H, W, words a pixel)
         if key in self._autotuned:
             return call(self._autotuned[key])
         best = {}
