@@ -132,25 +132,36 @@ void pack_pixels(int64_t path, const float* x, const float* thr, uint64_t* out, 
 
 // ---------------------------------------------------------------- convolution
 
+// Calls visit(a, w) for each tap of output pixel (oh, ow) that lies inside the image (taps in the
+// zero padding contribute 0), a and w pointing at the tap's first activation and weight word;
+// returns how many there were.
+template <typename Visit>
+__attribute__((always_inline)) inline int64_t for_each_valid_tap(const Geometry& g, const uint64_t* act,
+                                                                 const uint64_t* wp, int64_t oh, int64_t ow,
+                                                                 Visit&& visit) {
+  int64_t valid = 0;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t ih = oh * g.SH - g.PH + kh * g.DH;
+    if (!tap_inside(ih, g.H)) continue;
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      const int64_t iw = ow * g.SW - g.PW + kw * g.DW;
+      if (!tap_inside(iw, g.W)) continue;
+      ++valid;
+      visit(act + (ih * g.W + iw) * g.Cw, wp + (kh * g.KW + kw) * g.Cw * g.Opad);
+    }
+  }
+  return valid;
+}
+
 // One output row (n, oh): out_row[ow * O + o] for every ow and o.
 void conv_row_portable(const Geometry& g, const uint64_t* act, const uint64_t* wp, int64_t oh,
                        const float* alpha, const float* bias, float* out_row, int64_t* acc) {
   for (int64_t ow = 0; ow < g.OW; ++ow) {
     std::fill(acc, acc + g.O, 0);
-    int64_t valid = 0;
-    for (int64_t kh = 0; kh < g.KH; ++kh) {
-      const int64_t ih = oh * g.SH - g.PH + kh * g.DH;
-      if (!tap_inside(ih, g.H)) continue;
-      for (int64_t kw = 0; kw < g.KW; ++kw) {
-        const int64_t iw = ow * g.SW - g.PW + kw * g.DW;
-        if (!tap_inside(iw, g.W)) continue;
-        ++valid;
-        const uint64_t* a = act + (ih * g.W + iw) * g.Cw;
-        const uint64_t* w = wp + (kh * g.KW + kw) * g.Cw * g.Opad;
-        for (int64_t cw = 0; cw < g.Cw; ++cw)
-          for (int64_t o = 0; o < g.O; ++o) acc[o] += __builtin_popcountll(a[cw] ^ w[cw * g.Opad + o]);
-      }
-    }
+    const int64_t valid = for_each_valid_tap(g, act, wp, oh, ow, [&](const uint64_t* a, const uint64_t* w) {
+      for (int64_t cw = 0; cw < g.Cw; ++cw)
+        for (int64_t o = 0; o < g.O; ++o) acc[o] += __builtin_popcountll(a[cw] ^ w[cw * g.Opad + o]);
+    });
     for (int64_t o = 0; o < g.O; ++o) {
       const float dot = float(valid * g.C - 2 * acc[o]);
       out_row[ow * g.O + o] = dot * alpha[o] + bias[o];
@@ -385,25 +396,16 @@ TINYSR_AVX512 void pixel_avx512(const Geometry& g, const uint64_t* act, const ui
                                 int64_t o0, const Avx512Epilogue<NV>& epi, float* out_row) {
   __m512i acc[NV];
   for (int v = 0; v < NV; ++v) acc[v] = _mm512_setzero_si512();
-  int64_t valid = 0;
-  for (int64_t kh = 0; kh < g.KH; ++kh) {
-    const int64_t ih = oh * g.SH - g.PH + kh * g.DH;
-    if (!tap_inside(ih, g.H)) continue;
-    for (int64_t kw = 0; kw < g.KW; ++kw) {
-      const int64_t iw = ow * g.SW - g.PW + kw * g.DW;
-      if (!tap_inside(iw, g.W)) continue;
-      ++valid;
-      const uint64_t* a = act + (ih * g.W + iw) * g.Cw;
-      const uint64_t* w = wp + (kh * g.KW + kw) * g.Cw * g.Opad + o0;
-      for (int64_t cw = 0; cw < g.Cw; ++cw) {
-        const __m512i av = _mm512_set1_epi64(int64_t(a[cw]));
-        for (int v = 0; v < NV; ++v) {
-          __m512i wv = _mm512_loadu_si512(w + cw * g.Opad + v * 8);
-          acc[v] = _mm512_add_epi64(acc[v], _mm512_popcnt_epi64(_mm512_xor_si512(av, wv)));
-        }
+  // The lambda names its target itself: GCC does not pass the enclosing function's on to it.
+  const int64_t valid = for_each_valid_tap(g, act, wp + o0, oh, ow, [&](const uint64_t* a, const uint64_t* w) TINYSR_AVX512 {
+    for (int64_t cw = 0; cw < g.Cw; ++cw) {
+      const __m512i av = _mm512_set1_epi64(int64_t(a[cw]));
+      for (int v = 0; v < NV; ++v) {
+        __m512i wv = _mm512_loadu_si512(w + cw * g.Opad + v * 8);
+        acc[v] = _mm512_add_epi64(acc[v], _mm512_popcnt_epi64(_mm512_xor_si512(av, wv)));
       }
     }
-  }
+  });
   epi.store(out_row + ow * g.O + o0, acc, valid * g.C);
 }
 
