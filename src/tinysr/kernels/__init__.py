@@ -57,17 +57,20 @@ def native():
         from torch.utils.cpp_extension import load
 
         _remove_stale_lock()
-        stamp = _build_stamp()
-        if sys.stderr.isatty() and not _is_built(stamp):
+        digest = _sources_digest()
+        stamp = _build_stamp(digest)
+        built = _is_built(stamp)
+        if sys.stderr.isatty() and not built:
             print("tinysr: compiling the native kernels (once per machine and version) ...", file=sys.stderr, flush=True)
         module = load(
             name="tinysr_binary_conv",
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", f"-DTINYSR_SOURCES_DIGEST={_sources_digest()}"],
+            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", f"-DTINYSR_SOURCES_DIGEST={digest}"],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
-        _mark_built(stamp)
+        if not built:
+            _mark_built(stamp)
         return module
     except Exception as exc:  # any build failure: fall back, but say so once
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -84,11 +87,11 @@ def _build_directory() -> Path | None:
         return None
 
 
-def _build_stamp() -> str:
-    """What a cached build depends on: the sources and the PyTorch it was compiled against."""
+def _build_stamp(digest: str) -> str:
+    """What a cached build depends on: the sources' digest and the PyTorch it was compiled against."""
     import torch
 
-    return f"{_sources_digest()} torch {torch.__version__}"
+    return f"{digest} torch {torch.__version__}"
 
 
 def _is_built(stamp: str) -> bool:
