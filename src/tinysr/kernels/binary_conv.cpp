@@ -47,12 +47,16 @@ struct Geometry {
 
 // TINYSR_MAX_CPU_ISA=avx2 (or portable) hides the paths above it, as ONEDNN_MAX_CPU_ISA does for
 // oneDNN: an AVX-512 machine then runs, and chooses among, what an AVX2-only one would.
-// The highest path allowed: 1 portable, 2 AVX2, 3 AVX-512 (unset, or any other value).
+// The highest path allowed: 1 portable, 2 AVX2, 3 AVX-512 (unset, or any other value); read once,
+// as the CPU's features are, since every conv call resolves its path.
 int isa_cap() {
-  const char* cap = std::getenv("TINYSR_MAX_CPU_ISA");
-  std::string name(cap == nullptr ? "" : cap);
-  for (char& ch : name) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-  return name == "portable" ? 1 : name == "avx2" ? 2 : 3;
+  static const int cap = [] {
+    const char* value = std::getenv("TINYSR_MAX_CPU_ISA");
+    std::string name(value == nullptr ? "" : value);
+    for (char& ch : name) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    return name == "portable" ? 1 : name == "avx2" ? 2 : 3;
+  }();
+  return cap;
 }
 
 bool cpu_has_avx512() {
