@@ -10,7 +10,8 @@ others (FABNet-B4C24 x2 at a 320x180 input: ``24:24:90x160 72:72:90x160``), at 1
 * ``packed, NCHW input``: the same plus the layout conversion of a plain NCHW tensor;
 * ``packed, NHWC input, <path> path``: the first, with each native path this CPU runs forced
   (``auto`` is AVX-512 where the CPU has VPOPCNTDQ; on an AVX2-only CPU it times the two AVX2
-  kernels, ``avx2`` and ``avx2_pixels``, on the first call and keeps the faster). On an AVX-512
+  kernels, ``avx2`` and ``avx2_pixels``, on a layer's first input of each width class and keeps the
+  faster). On an AVX-512
   machine, ``TINYSR_MAX_CPU_ISA=AVX2`` stands in for an AVX2-only CPU (the kernel's AVX-512 path
   hidden, ``auto`` choosing as there), with ``ONEDNN_MAX_CPU_ISA=AVX2`` limiting the float baseline alike.
 

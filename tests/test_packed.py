@@ -159,12 +159,14 @@ def test_packed_conv_equals_float_simulation_exactly(path, cin, cout, kernel, st
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cin, cout, kernel, padding, dilation", [(24, 24, 3, 1, 1), (72, 13, 3, 2, 2), (64, 64, (3, 5), (1, 2), 1)])
-def test_packed_conv_equals_float_simulation_on_wide_rows(path, cin, cout, kernel, padding, dilation):
-    """Rows wider than the AVX2 pixel-lane path's blocks of 64 pixels, with a partial last block:
-    the blocks, their tail and both borders' padding corrections."""
+@pytest.mark.parametrize("width", [150, 374])
+def test_packed_conv_equals_float_simulation_on_wide_rows(path, cin, cout, kernel, padding, dilation, width):
+    """Rows wider than the test geometries above, as the AVX2 pixel-lane path blocks them (these
+    layers keep the width): 150 pixels run as one block of 160 with a partial tail, 374 as two
+    blocks of 192, the second partial. The blocks, their tail and both borders' padding corrections."""
     torch.manual_seed(cin + cout)
     conv = binary_conv(cin, cout, kernel, 1, padding, dilation, threshold=True)
-    x = torch.randn(1, cin, 5, 150)
+    x = torch.randn(1, cin, 5, width)
     packed = PackedBinaryConv2d.from_conv(conv)
     packed.kernel = path
     with torch.no_grad():
@@ -202,7 +204,7 @@ def test_packed_conv_integers_equal_xnor_popcount_reference(path, cin, cout, ker
 
 
 @pytest.mark.skipif("avx2_pixels" not in PATHS, reason="needs the AVX2 paths (an x86 CPU with AVX2)")
-def test_auto_times_the_two_avx2_kernels_once_per_shape_and_keeps_the_faster(monkeypatch):
+def test_auto_times_the_two_avx2_kernels_once_per_width_class_and_keeps_the_faster(monkeypatch):
     """On a CPU without AVX-512, ``auto`` runs whichever AVX2 kernel was faster on the layer's
     first input of that width class; here the pixel-lane one is made slow, so the other is kept."""
     monkeypatch.setattr(packed_layers, "_autotunes", lambda: True)
