@@ -21,7 +21,7 @@ from tinysr.compress import deployable, pack, set_kernel
 from tinysr.compress.deploy import deploy_form
 from tinysr.errors import TinySRError
 from tinysr.kernels import available_paths, cpu_model, native
-from tinysr.nn import ActivationQuantizer, BinaryConv2d, RSign, SignActivation, WeightQuantizer, XnorWeight
+from tinysr.nn import ActivationQuantizer, BinaryConv2d, FoldableBatchNorm2d, RSign, SignActivation, WeightQuantizer, XnorWeight
 from tinysr.nn import packed as packed_layers
 from tinysr.nn.packed import PackedBinaryConv2d, conv_pair_with_stages, pack_weight_signs, unpack_weight_signs
 from tinysr.plugins import no_macs, register_cost
@@ -295,9 +295,9 @@ NATIVE = [p for p in PATHS if p not in ("torch", "portable")] + (["portable"] if
 
 @pytest.mark.parametrize("path", ["torch", *NATIVE])
 def test_output_stages_equal_the_layers_they_replace(path):
-    """A per-channel shift, a PReLU with slopes of both signs, and a residual, applied in the
-    kernel's output pass (or by ``apply_stages`` on the torch path), give the floats PyTorch's own
-    layers give (negative outputs included)."""
+    """A per-channel scale and shift, a PReLU with slopes of both signs, a residual and a
+    LeakyReLU, applied in the kernel's output pass (or by ``apply_stages`` on the torch path), give
+    the floats PyTorch's own layers give (negative outputs included)."""
     torch.manual_seed(5)
     conv = binary_conv(40, 24, 3, 1, 1, 1, threshold=True)
     packed = PackedBinaryConv2d.from_conv(conv)
@@ -307,10 +307,13 @@ def test_output_stages_equal_the_layers_they_replace(path):
     prelu = torch.nn.PReLU(24)
     with torch.no_grad():
         prelu.weight.uniform_(-1, 1)
-    shift = torch.randn(24)
-    stages = (("add", shift), ("prelu", prelu.weight.detach()), ("residual", None), ("add", -shift))
+    shift, scale = torch.randn(24), torch.randn(24) / 3
+    leaky = torch.nn.LeakyReLU(0.1)
+    stages = (("mul", scale), ("add", shift), ("prelu", prelu.weight.detach()), ("residual", None), ("add", -shift))
+    stages += tuple(packed_layers.stages_of(leaky, 24))
     with torch.no_grad():
-        want = prelu(conv(x) + shift.view(1, -1, 1, 1)) + residual - shift.view(1, -1, 1, 1)
+        want = prelu(conv(x) * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)) + residual - shift.view(1, -1, 1, 1)
+        want = leaky(want)
         got = packed(x, stages, residual)
     assert (want < 0).any() and (want > 0).any()
     assert torch.equal(got, want)
@@ -349,27 +352,40 @@ def test_a_conv_pair_packs_the_second_input_in_the_first_output_pass(path, cin, 
     assert torch.equal(got, want)
 
 
-FUSABLE_NETWORKS = [
-    ("edsr_btm", {"channels": 16, "blocks": 2}),
-    ("edsr_reactnet", {"channels": 16, "units": 3, "bn": False}),
-    ("edsr_reactnet", {"channels": 16, "units": 3, "bn": False, "rprelu_position": "in_branch"}),
-    ("edsr_bnn", {"channels": 16, "units": 3, "bn": False}),
-    ("fabnet_b4c12", {}),
-    ("bbcu_l", {"channels": 16, "units": 3}),
-    ("bbcu_m", {"channels": 16, "units": 3}),
+FUSABLE_NETWORKS = [  # name, kwargs, the BNs the binary body has (each after a binary conv)
+    ("edsr_btm", {"channels": 16, "blocks": 2}, 0),
+    ("edsr_reactnet", {"channels": 16, "units": 3}, 3),
+    ("edsr_reactnet", {"channels": 16, "units": 3, "bn": False}, 0),
+    ("edsr_reactnet", {"channels": 16, "units": 3, "bn": False, "rprelu_position": "in_branch"}, 0),
+    ("edsr_bnn", {"channels": 16, "units": 3}, 3),
+    ("edsr_bnn", {"channels": 16, "units": 3, "bn": False}, 0),
+    ("fabnet_b4c12", {}, 0),
+    ("bbcu_l", {"channels": 16, "units": 3}, 0),
+    ("bbcu_m", {"channels": 16, "units": 3}, 0),
+    ("edsr_e2fif", {"channels": 16, "blocks": 2}, 4),
+    ("srresnet_bam", {"channels": 16, "units": 4}, 4),
 ]
+# the element-wise modules a native path runs inside the binary convs' output pass
+FOLDED = (torch.nn.PReLU, torch.nn.LeakyReLU, FoldableBatchNorm2d)
 
 
-@pytest.mark.parametrize("name, kwargs", FUSABLE_NETWORKS)
-def test_packed_blocks_fold_their_activations_and_adds_into_the_conv(name, kwargs):
-    """On a native path no PReLU module runs inside the binary body: the convs apply them, and
-    the output equals the unfused PyTorch path bit for bit."""
+@pytest.mark.parametrize("name, kwargs, norms", FUSABLE_NETWORKS)
+def test_packed_blocks_fold_their_activations_norms_and_adds_into_the_conv(name, kwargs, norms):
+    """On a native path no PReLU, LeakyReLU or BN module runs inside the binary body: the convs
+    apply them, and the output equals the unfused PyTorch path bit for bit (BN with trained-like
+    statistics and affine parameters)."""
     torch.manual_seed(1)
     model = tinysr.create_model(name, scale=2, **kwargs).eval()
     for m in model.modules():
         if isinstance(m, torch.nn.PReLU):
             with torch.no_grad():
                 m.weight.uniform_(-0.5, 0.5)
+        if isinstance(m, FoldableBatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.3, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
     for m in model.modules():
         for p in m.parameters(recurse=False):
             if p.dim() == 4 and p.shape[0] == 1 and p.shape[2:] == (1, 1):  # RPReLU shifts
@@ -380,19 +396,56 @@ def test_packed_blocks_fold_their_activations_and_adds_into_the_conv(name, kwarg
     bodies = [inner.low, inner.high] if name.startswith("fabnet") else [inner.body]
     if name == "bbcu_m":  # its upsampler and conv_hr are binary units too
         bodies += [inner.upsampler, inner.conv_hr]
-    body_prelus = [m for body in bodies for m in body.modules() if isinstance(m, torch.nn.PReLU)]
+    # inside the blocks (a layer between blocks, such as BBCU-M's LeakyReLU after conv_hr, stays)
+    body_folded = [
+        m
+        for body in bodies
+        for parent in body.modules()
+        if not isinstance(parent, torch.nn.Sequential)
+        for m in parent.children()
+        if isinstance(m, FOLDED)
+    ]
+    assert sum(isinstance(m, FoldableBatchNorm2d) for m in body_folded) == norms
     calls = []
-    for m in body_prelus:
+    for m in body_folded:
         m.register_forward_hook(lambda *args: calls.append(1))
     x = torch.rand(1, 3, 15, 18)
     with torch.no_grad():
         unfused = set_kernel(packed, "torch")(x)
         unfused_calls = len(calls)
         fused = {p: set_kernel(packed, p)(x) for p in NATIVE}
-    assert unfused_calls == len(body_prelus) > 0 or name == "edsr_bnn"
+    assert unfused_calls == len(body_folded) > 0 or (name, kwargs.get("bn")) == ("edsr_bnn", False)
     assert len(calls) == unfused_calls  # none more on the native paths
     for path, got in fused.items():
         assert torch.equal(got, unfused), path
+
+
+def test_foldable_batch_norm_is_batch_norm_up_to_rounding():
+    """Training: nn.BatchNorm2d exactly (output and running statistics). Inference: x * s + t, the
+    two operations a packed conv's stages run, within a few float32 epsilons of PyTorch's BN (of
+    the larger of |x s| and |t|: they cancel near zero), with the same state dict."""
+    torch.manual_seed(3)
+    ours, reference = FoldableBatchNorm2d(12), torch.nn.BatchNorm2d(12)
+    with torch.no_grad():
+        ours.running_mean.uniform_(-1, 1)
+        ours.running_var.uniform_(0.2, 3)
+        ours.weight.uniform_(-2, 2)
+        ours.bias.uniform_(-1, 1)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 12, 10, 9)
+    assert torch.equal(ours(x), reference(x))  # training mode
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(getattr(ours, name), getattr(reference, name))
+    assert ours.epilogue_stages(12) is None  # nothing to fold while training
+    ours.eval(), reference.eval()
+    scale, shift = ours.inference_affine()
+    with torch.no_grad():
+        got, want = ours(x), reference(x)
+        magnitude = torch.maximum((x * scale.view(1, -1, 1, 1)).abs(), shift.abs().view(1, -1, 1, 1))
+        assert torch.equal(got, x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1))
+    assert ((got - want).abs() <= 16 * torch.finfo(torch.float32).eps * magnitude).all()
+    assert [name for name, _ in ours.epilogue_stages(12)] == ["mul", "add"]
+    assert ours(x.half()).dtype == torch.float16
 
 
 def test_packed_weights_are_one_bit(tmp_path):

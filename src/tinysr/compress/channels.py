@@ -32,6 +32,7 @@ from torch import nn
 
 from ..errors import TinySRError
 from ..models.bicubic import Bicubic
+from ..nn.rep import FreezableBatchNorm2d
 
 # Modules that act on each channel separately (channel c in -> channel c out).
 _CHANNELWISE_MODULES = (nn.ReLU, nn.PReLU, nn.LeakyReLU, nn.BatchNorm2d, nn.Identity, nn.Dropout)
@@ -199,7 +200,10 @@ def _slice_follower(module: nn.Module, idx: torch.Tensor) -> nn.Module:
         new = nn.PReLU(len(idx))
         new.weight.data.copy_(module.weight.detach()[idx])
     elif isinstance(module, nn.BatchNorm2d):
-        new = nn.BatchNorm2d(len(idx), module.eps, module.momentum, module.affine, module.track_running_stats)
+        # its own class: a BN subclass (frozen statistics, foldable inference) keeps its behaviour
+        new = type(module)(len(idx), module.eps, module.momentum, module.affine, module.track_running_stats)
+        if isinstance(module, FreezableBatchNorm2d):
+            new.freeze_stats = module.freeze_stats
         for name in ("weight", "bias", "running_mean", "running_var"):
             src = getattr(module, name)
             if src is not None:

@@ -16,7 +16,8 @@
 // Paths, chosen at run time (or forced): AVX-512 with VPOPCNTDQ, AVX2 (popcount by nibble lookup,
 // Mula et al.), portable C++. Threads: OpenMP over output rows, as many as PyTorch uses.
 // Built with -ffp-contract=off so the epilogue rounds like PyTorch: float(dot) * alpha, then + bias.
-// Optional stages (per-channel shift, PReLU, residual add) then run on each output row in cache.
+// Optional stages (per-channel scale or shift, PReLU, residual add) then run on each output row in
+// cache.
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -516,6 +517,7 @@ enum Stage : int64_t {
   kAddChannel = 1,  // y += v[o]  (a shift; a subtraction is the addition of -v, exactly)
   kPReLU = 2,       // y = y > 0 ? y : v[o] * y
   kAddResidual = 3, // y += r     (r: a tensor of the output's shape, channels_last)
+  kMulChannel = 4,  // y *= v[o]  (a scale: BN at inference is a scale, then a shift)
 };
 
 struct Stages {
@@ -532,6 +534,11 @@ void add_channel(float* y, const float* v, int64_t pixels, int64_t O) {
     for (int64_t o = 0; o < O; ++o) y[o] = y[o] + v[o];
 }
 
+void mul_channel(float* y, const float* v, int64_t pixels, int64_t O) {
+  for (int64_t i = 0; i < pixels; ++i, y += O)
+    for (int64_t o = 0; o < O; ++o) y[o] = y[o] * v[o];
+}
+
 void prelu(float* y, const float* v, int64_t pixels, int64_t O) {
   for (int64_t i = 0; i < pixels; ++i, y += O)
     for (int64_t o = 0; o < O; ++o) y[o] = y[o] > 0.0f ? y[o] : v[o] * y[o];
@@ -546,6 +553,14 @@ __attribute__((target("avx2"))) void add_channel_avx2(float* y, const float* v, 
     int64_t o = 0;
     for (; o + 8 <= O; o += 8) _mm256_storeu_ps(y + o, _mm256_add_ps(_mm256_loadu_ps(y + o), _mm256_loadu_ps(v + o)));
     for (; o < O; ++o) y[o] = y[o] + v[o];
+  }
+}
+
+__attribute__((target("avx2"))) void mul_channel_avx2(float* y, const float* v, int64_t pixels, int64_t O) {
+  for (int64_t i = 0; i < pixels; ++i, y += O) {
+    int64_t o = 0;
+    for (; o + 8 <= O; o += 8) _mm256_storeu_ps(y + o, _mm256_mul_ps(_mm256_loadu_ps(y + o), _mm256_loadu_ps(v + o)));
+    for (; o < O; ++o) y[o] = y[o] * v[o];
   }
 }
 
@@ -572,6 +587,7 @@ void apply_stages(const Stages& st, bool avx2, int64_t first, int64_t pixels, in
   for (size_t k = 0; k < st.codes.size(); ++k) {
     const float* v = st.vectors[k];
     if (st.codes[k] == kAddChannel) avx2 ? add_channel_avx2(y, v, pixels, O) : add_channel(y, v, pixels, O);
+    else if (st.codes[k] == kMulChannel) avx2 ? mul_channel_avx2(y, v, pixels, O) : mul_channel(y, v, pixels, O);
     else if (st.codes[k] == kPReLU) avx2 ? prelu_avx2(y, v, pixels, O) : prelu(y, v, pixels, O);
     else avx2 ? add_residual_avx2(y, st.residual + first * O, pixels * O) : add_residual(y, st.residual + first * O, pixels * O);
   }
@@ -664,7 +680,7 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
   at::Tensor residual_cl;
   for (size_t k = 0; k < stage_codes.size(); ++k) {
     const int64_t code = stage_codes[k];
-    TORCH_CHECK(code >= kAddChannel && code <= kAddResidual, "packed_conv2d: unknown stage ", code);
+    TORCH_CHECK(code >= kAddChannel && code <= kMulChannel, "packed_conv2d: unknown stage ", code);
     if (code == kAddResidual) {
       TORCH_CHECK(residual.defined() && residual.dim() == 4 && residual.size(0) == g.N && residual.size(1) == O &&
                       residual.size(2) == g.OH && residual.size(3) == g.OW && residual.scalar_type() == at::kFloat,

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import BinaryConv2d, PixelShuffleUpsampler, conv
+from ..nn import BinaryConv2d, FoldableBatchNorm2d, PixelShuffleUpsampler, conv, conv_with_stages
 from ..nn.bam import AccumulatedSign, AccumulatedWeight, AccumulationGroup
 from ..plugins import Callback, register_callback
 from .binary import BinarySRResNet, BinaryVDSR
@@ -67,10 +67,10 @@ class BAMUnit(nn.Module):
     def __init__(self, conv: BinaryConv2d):
         super().__init__()
         self.conv = conv
-        self.norm = nn.BatchNorm2d(conv.out_channels)
+        self.norm = FoldableBatchNorm2d(conv.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.conv(x)) + x
+        return conv_with_stages(self.conv, x, [self.norm], residual=x)  # packed: one output pass
 
 
 def bam_body(channels: int, units: int, accumulate: bool, activation_scale: str, weight_coefficients: str) -> nn.Sequential:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import BinaryConv2d, PixelShuffleUpsampler, RPReLU, RSign, SignActivation, XnorWeight, conv, conv_with_stages
+from ..nn import BinaryConv2d, FoldableBatchNorm2d, PixelShuffleUpsampler, RPReLU, RSign, SignActivation, XnorWeight, conv, conv_with_stages
 from .bicubic import Bicubic
 from .registry import register
 
@@ -88,12 +88,12 @@ class BinaryUnit(nn.Module):
         if rprelu_position != "after_add" and not scheme.rprelu:
             raise ValueError(f"rprelu_position={rprelu_position!r} needs a scheme with RPReLU (reactnet)")
         self.conv = binary_conv3x3(channels, scheme, detach_scale)
-        self.norm = nn.BatchNorm2d(channels) if bn else nn.Identity()
+        self.norm = FoldableBatchNorm2d(channels) if bn else nn.Identity()
         self.post = RPReLU(channels) if scheme.rprelu else nn.Identity()
         self.in_branch = rprelu_position == "in_branch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # packed, the norm (when it is the identity), the add and the RPReLU fold into the conv
+        # packed, the norm, the add and the RPReLU fold into the conv's output pass
         if self.in_branch:  # x + post(norm(conv(x)))
             return conv_with_stages(self.conv, x, [self.norm, self.post], residual=x)
         return conv_with_stages(self.conv, x, [self.norm], residual=x, after=[self.post])  # post(norm(conv(x)) + x)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn import BinaryConv2d, MeanShift, SignActivation, XnorWeight, conv, conv_with_stages
+from ..nn import BinaryConv2d, FoldableBatchNorm2d, MeanShift, SignActivation, XnorWeight, conv, conv_with_stages
 from ..nn.layers import DIV2K_RGB_MEAN
 from .registry import register
 
@@ -41,18 +41,21 @@ class E2FIFBlock(nn.Module):
 
     def __init__(self, channels: int, res_scale: float = 1.0):
         super().__init__()
-        self.conv1, self.norm1 = e2fif_conv(channels), nn.BatchNorm2d(channels)
-        self.conv2, self.norm2 = e2fif_conv(channels), nn.BatchNorm2d(channels)
+        self.conv1, self.norm1 = e2fif_conv(channels), FoldableBatchNorm2d(channels)
+        self.conv2, self.norm2 = e2fif_conv(channels), FoldableBatchNorm2d(channels)
         self.act = nn.LeakyReLU(0.1, inplace=True)
         self.res_scale = res_scale
 
-    def _unit(self, conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.res_scale == 1.0:  # packed, the add folds into the conv's output pass
-            return conv_with_stages(conv, x, [norm], residual=x)
-        return norm(conv(x)).mul(self.res_scale) + x
+    def _unit(self, conv: nn.Module, norm: nn.Module, x: torch.Tensor, after=()) -> torch.Tensor:
+        if self.res_scale == 1.0:  # packed, BN, the add and the activation fold into the conv's output pass
+            return conv_with_stages(conv, x, [norm], residual=x, after=after)
+        y = norm(conv(x)).mul(self.res_scale) + x
+        for m in after:
+            y = m(y)
+        return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.act(self._unit(self.conv1, self.norm1, x))
+        a = self._unit(self.conv1, self.norm1, x, after=[self.act])
         return self._unit(self.conv2, self.norm2, a)
 
 

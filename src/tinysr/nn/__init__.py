@@ -18,12 +18,13 @@ from .binary import (
     sign_derivative,
 )
 from .dwt import HaarDWT, HaarIDWT, haar_dwt, haar_idwt, pad_to_even
-from .layers import MeanShift, PixelShuffleUpsampler, WeightedSum, conv, kaiming_scaled_init
+from .layers import FoldableBatchNorm2d, MeanShift, PixelShuffleUpsampler, WeightedSum, conv, kaiming_scaled_init
 from .packed import conv_pair_with_stages, conv_with_stages
 
 __all__ = [
     "ActivationQuantizer",
     "BinaryConv2d",
+    "FoldableBatchNorm2d",
     "HaarDWT",
     "HaarIDWT",
     "LearnableBias",

@@ -75,3 +75,44 @@ def kaiming_scaled_init(modules: list[nn.Module], scale: float = 0.1) -> None:
                     m.weight.mul_(scale)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+
+class FoldableBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose inference is two per-channel float operations: ``x * s + t``.
+
+    With running statistics and in eval mode it computes ``s = weight / sqrt(running_var + eps)``
+    and ``t = bias - running_mean * s`` (once per call, in float32) and applies a multiply, then an
+    add. A packed binary conv runs exactly these two operations in its output pass
+    (:meth:`epilogue_stages`, SPEC §9), so a packed network with BN equals its float-simulated form
+    bit for bit. PyTorch's own BN kernel orders the same arithmetic differently (and differently
+    per CPU path), so against ``nn.BatchNorm2d`` the outputs differ by rounding only: a few float32
+    epsilons of the larger of ``|x * s|`` and ``|t|``. In training, or without running statistics,
+    it is ``nn.BatchNorm2d`` unchanged; the state dict is the same, so models saved with either
+    load into the other.
+    """
+
+    def inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s, t)``, each of shape ``(C,)``: the scale and shift of inference."""
+        scale = torch.rsqrt(self.running_var + self.eps)
+        if self.weight is not None:
+            scale = self.weight * scale
+        shift = -self.running_mean * scale
+        if self.bias is not None:
+            shift = self.bias + shift
+        return scale, shift
+
+    def _folds(self) -> bool:
+        return not self.training and self.running_mean is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._folds():
+            return super().forward(x)
+        scale, shift = (v.to(x.dtype).view(1, -1, 1, 1) for v in self.inference_affine())
+        return (x * scale).add_(shift)  # in place: the product is a fresh tensor
+
+    def epilogue_stages(self, channels: int) -> list | None:
+        """This module as a packed conv's output stages (``nn/packed.py``); None in training."""
+        if not self._folds():
+            return None
+        scale, shift = (v.detach() for v in self.inference_affine())
+        return [("mul", scale), ("add", shift)]

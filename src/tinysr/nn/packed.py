@@ -22,12 +22,14 @@ Its cost rule counts what the layer it replaced counted: the same binary MACs, i
 binary parameters, and as full-precision parameters the bias and the learned threshold where
 the original had them (``alpha`` is derived from the weights, as before packing).
 
-Element-wise layers that follow a packed conv (a per-channel shift, PReLU, a residual addition:
-the BTM, FABNet, BNN, Bi-Real and ReActNet blocks without BN) can run inside its output pass, row by row
-while the row is in cache, instead of one pass over memory each: the blocks call
-:func:`conv_with_stages`, which folds them when the native kernel runs and applies them one by
-one otherwise. They are the same float operations in the same order, so the outputs are the
-same bit for bit. BN is not folded (it stays a layer of its own). Where only the next binary
+Element-wise layers that follow a packed conv (a per-channel scale or shift, PReLU and
+LeakyReLU, a residual addition, BN at inference as :class:`~tinysr.nn.FoldableBatchNorm2d`
+computes it: the BTM, FABNet, BNN, Bi-Real, ReActNet, BBCU and E2FIF blocks) can run inside its
+output pass, row by row while the row is in cache, instead of one pass over memory each: the
+blocks call :func:`conv_with_stages`, which folds them when the native kernel runs and applies
+them one by one otherwise. They are the same float operations in the same order, so the outputs
+are the same bit for bit. (``nn.BatchNorm2d`` itself is not folded: its CPU kernels round in an
+order no stage list reproduces, so it stays a layer of its own.) Where only the next binary
 conv reads a conv's output (the two convs of a BTM or FABNet block), :func:`conv_pair_with_stages`
 also folds the next conv's binarise + pack into that pass: the first conv returns the second's
 packed input words, and its float output is never stored.
@@ -73,9 +75,9 @@ def _autotunes() -> bool:
 
 
 # Element-wise stages the native kernel applies to a packed conv's output row by row (codes shared
-# with binary_conv.cpp): ("add", v) adds a per-channel vector, ("prelu", slope) is PReLU,
-# ("residual", None) adds the ``residual`` tensor.
-STAGE_CODES = {"add": 1, "prelu": 2, "residual": 3}
+# with binary_conv.cpp): ("add", v) adds a per-channel vector, ("mul", v) multiplies by one,
+# ("prelu", slope) is PReLU, ("residual", None) adds the ``residual`` tensor.
+STAGE_CODES = {"add": 1, "prelu": 2, "residual": 3, "mul": 4}
 _NONE = torch.empty(0)
 
 
@@ -102,6 +104,8 @@ def apply_stages(y: torch.Tensor, stages: tuple, residual: torch.Tensor | None) 
     for name, v in stages:
         if name == "add":
             y = y + v.view(1, -1, 1, 1)
+        elif name == "mul":
+            y = y * v.view(1, -1, 1, 1)
         elif name == "prelu":
             y = torch.where(y > 0, y, v.view(1, -1, 1, 1) * y)
         else:
@@ -249,11 +253,14 @@ def packed_conv_cost(m: PackedBinaryConv2d, inputs, out) -> tuple[int, int]:
 
 def stages_of(module: nn.Module, channels: int) -> list | None:
     """The stages that compute the element-wise ``module`` on ``channels`` channels, or None when it
-    has none: ``Identity``, ``PReLU``, and any module with an ``epilogue_stages(channels)`` method."""
+    has none: ``Identity``, ``PReLU``, ``LeakyReLU``, and any module with an ``epilogue_stages(channels)``
+    method that returns a list (None: not now, e.g. a BN in training)."""
     if isinstance(module, nn.Identity):
         return []
     if isinstance(module, nn.PReLU):
         return [("prelu", module.weight.detach().expand(channels))]
+    if isinstance(module, nn.LeakyReLU):  # x > 0 ? x : slope * x, PReLU's arithmetic with one slope
+        return [("prelu", torch.full((channels,), module.negative_slope))]
     method = getattr(module, "epilogue_stages", None)
     return method(channels) if method is not None else None
 
