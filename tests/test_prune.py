@@ -11,9 +11,11 @@ import tinysr
 from tinysr.cli import main
 from tinysr.compress import apply_widths, l1_plan, l1_unaligned_plan, prune, prune_layers
 from tinysr.compress.assl import ASSL, required_iterations
-from tinysr.compress.channels import channel_groups
+from tinysr.compress.channels import _slice_follower, channel_groups
 from tinysr.compress.prune import WeightNormConv2d, fold_weight_norm, insert_weight_norm, kept_count
 from tinysr.errors import TinySRError
+from tinysr.nn import FoldableBatchNorm2d
+from tinysr.nn.rep import FreezableBatchNorm2d
 from tinysr.train import load_config
 from train_helpers import make_folders, tiny_recipe, write_recipe
 
@@ -120,6 +122,20 @@ def test_unaligned_l1_equals_aligned_l1_when_tied_convs_rank_alike():
         plan = l1_unaligned_plan(model, 0.5)
         plan["head"] = plan["head"][:-1]
         prune_layers(model, plan)
+
+
+def test_slicing_a_batch_norm_keeps_its_class_statistics_and_frozen_flag():
+    """A BN subclass stays itself when its channels are sliced (a packed conv folds only the
+    foldable BN; a RepSR BN frozen for training stays frozen)."""
+    for bn in (FoldableBatchNorm2d(6), FreezableBatchNorm2d(6)):
+        with torch.no_grad():
+            bn.running_mean.copy_(torch.arange(6.0))
+            bn.weight.copy_(torch.arange(6.0) + 10)
+        bn.freeze_stats = True
+        sliced = _slice_follower(bn, torch.tensor([1, 4]))
+        assert type(sliced) is type(bn)
+        assert sliced.running_mean.tolist() == [1.0, 4.0] and sliced.weight.tolist() == [11.0, 14.0]
+        assert getattr(sliced, "freeze_stats", False) == isinstance(bn, FreezableBatchNorm2d)
 
 
 def test_pruned_model_profiles_like_a_fresh_dense_model_and_round_trips(tmp_path):
