@@ -261,6 +261,16 @@ def test_cli_prune_baselines(method, tmp_path, data_dir, capsys):
     assert exc.value.code == 2 and "pruning ratio" in capsys.readouterr().err
 
 
+def test_cli_prune_takes_a_zoo_model(tmp_path, data_dir, capsys):
+    """``--from zoo:NAME`` prunes the shipped model (the ablation's source) like a file."""
+    train, val = make_folders(data_dir, tmp_path)
+    config = write_recipe(tmp_path / "ft.yaml", tiny_recipe(train, val, iterations=2))
+    args = ["prune", "-c", str(config), "-o", str(tmp_path / "run"), "--from", "zoo:edsr_baseline_x2", "--ratio", "0.5", "-q"]
+    assert main(args + ["--method", "l1"]) == 0
+    pruned = tinysr.load(tmp_path / "run" / "finetune" / "model.safetensors")
+    assert pruned.head.out_channels == 32 and len(pruned.body) == len(tinysr.load("zoo:edsr_baseline_x2").body)
+
+
 def test_init_must_match_the_recipe_model(tmp_path, data_dir):
     train, val = make_folders(data_dir, tmp_path)
     source = tmp_path / "vdsr.safetensors"

@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tuning recipe, a name or a file (may hold an assl callback entry with ASSL's options)",
     )
     p.add_argument("--output", "-o", required=True, metavar="RUN_DIR", help="run folder (rerun the same command to resume)")
-    p.add_argument("--from", required=True, metavar="MODEL_FILE", help="the trained model to prune")
+    p.add_argument("--from", required=True, metavar="MODEL", help="the trained model to prune (a file or zoo:NAME)")
     p.add_argument("--ratio", type=_ratio, required=True, help="fraction of each layer's filters to remove, e.g. 0.5")
     p.add_argument(
         "--method",

@@ -36,6 +36,7 @@ from ..model_file import load, save
 from ..models import create_model
 from ..train import train_or_reuse
 from ..train.config import Component, Config, ModelConfig, SchedulerConfig
+from ..zoo import is_zoo_name, zoo_path
 
 METHODS = ("assl", "l1", "l1_unaligned", "scratch")
 
@@ -110,8 +111,9 @@ def run_pruning(
     device: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Prune ``source`` by ``method`` then fine-tune with ``config``; returns the final model file."""
-    run_dir, source = Path(run_dir), Path(source)
+    """Prune ``source`` (a model file or ``zoo:NAME``) by ``method`` then fine-tune with ``config``;
+    returns the final model file."""
+    run_dir, source = Path(run_dir), zoo_path(source) if is_zoo_name(source) else Path(source)
     with folder_lock(run_dir, "pruning run folder"):
         return _prune_and_finetune(config, run_dir, source, ratio, method, prune_lr, device, progress)
 
