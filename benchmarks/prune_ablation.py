@@ -11,11 +11,16 @@ iterations: ASSL spends part of it on its regularisation phase, so the L1-norm a
 baselines fine-tune for those iterations more (the official "scratch (same epochs)" reading).
 ``--budget finetune`` gives every method the same fine-tuning only, ASSL's regularisation on top.
 
-Runs live in ``--runs`` (``<method>_<ratio>``, ``_total`` added to the baselines' folders at
-``--budget total``): an interrupted ablation resumes.
+``--seeds`` runs every method once per seed (the fine-tuning's data order and, for ASSL and
+scratch, what they start from; the L1 plans do not depend on it) and adds a mean row per method.
 
-    python benchmarks/prune_ablation.py --from runs/edsr_baseline_x2_cpu/model.safetensors \\
-        --config edsr_baseline_x2_prune_cpu --ratios 0.5 0.9 --prune-lr 5e-4 [--budget total]
+Runs live in ``--runs`` (``<method>_<ratio>``, ``_total`` added to the baselines' folders at
+``--budget total``, ``_seed<N>`` for a seed other than the recipe's): an interrupted ablation
+resumes, and invocations for different methods or seeds can run side by side (one per core);
+a last one with all of them then only reads the finished runs and prints the whole table.
+
+    python benchmarks/prune_ablation.py --from zoo:edsr_baseline_x2 \\
+        --config edsr_baseline_x2_prune_cpu --ratios 0.5 0.9 --prune-lr 5e-4 [--budget total] [--seeds 0 1]
 """
 
 from __future__ import annotations
@@ -55,9 +60,17 @@ def paired_times(a, b, x, repeat: int) -> tuple[float, float]:
     return min(ta), min(tb)
 
 
+def mean_row(runs: list[dict], sets: list[str]) -> dict:
+    """The mean of one method's seeds (scores and times), labelled as such."""
+    mean = dict(runs[0], seed=f"mean of {len(runs)}")
+    for key in [f"{s}_{m}" for s in sets for m in ("psnr", "ssim")] + ["ms", "speedup"]:
+        mean[key] = sum(r[key] for r in runs) / len(runs)
+    return mean
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--from", dest="source", type=Path, required=True)
+    parser.add_argument("--from", dest="source", required=True, help="the trained model (a file or zoo:NAME)")
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.9])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -65,6 +78,7 @@ def main() -> None:
     parser.add_argument("--budget", choices=("total", "finetune"), default="total", help="what every method gets equally (see above)")
     parser.add_argument("--runs", type=Path, default=Path("runs/prune"))
     parser.add_argument("--test", nargs="+", default=["../shared/data/Set5", "../shared/data/Set14"])
+    parser.add_argument("--seeds", type=int, nargs="+", help="one run per seed (default: the recipe's seed)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -72,6 +86,7 @@ def main() -> None:
     cache = LRCache()
     x = torch.rand(1, 3, 180, 320)
     source = tinysr.load(args.source)
+    seeds = args.seeds or [config.seed]
 
     def row(method: str, ratio: float | None, model) -> dict:
         cost = tinysr.profile(model, (360, 640))
@@ -88,29 +103,35 @@ def main() -> None:
     for ratio in args.ratios:
         extra = regularization_iterations(config, ratio) if args.budget == "total" else 0
         for method in args.methods:
-            recipe, folder = config, f"{method}_{ratio}"
-            if method != "assl" and extra:  # the baselines fine-tune for ASSL's regularisation too
-                recipe = dataclasses.replace(config, train=dataclasses.replace(config.train, iterations=config.train.iterations + extra))
-                folder += "_total"
-            final = run_pruning(recipe, args.runs / folder, args.source, ratio, method, args.prune_lr, progress=False)
-            rows.append(
-                row(method, ratio, tinysr.load(final)) | {"train_iterations": recipe.train.iterations + (extra if method == "assl" else 0)}
-            )
+            for seed in seeds:
+                recipe, folder = dataclasses.replace(config, seed=seed), f"{method}_{ratio}"
+                if method != "assl" and extra:  # the baselines fine-tune for ASSL's regularisation too
+                    recipe = dataclasses.replace(
+                        recipe, train=dataclasses.replace(config.train, iterations=config.train.iterations + extra)
+                    )
+                    folder += "_total"
+                if seed != config.seed:
+                    folder += f"_seed{seed}"
+                final = run_pruning(recipe, args.runs / folder, args.source, ratio, method, args.prune_lr, progress=False)
+                iterations = recipe.train.iterations + (extra if method == "assl" else 0)
+                rows.append(row(method, ratio, tinysr.load(final)) | {"train_iterations": iterations, "seed": seed})
+            if len(seeds) > 1:
+                rows.append(mean_row(rows[-len(seeds) :], [Path(d).name for d in args.test]))
     sets = [Path(d).name for d in args.test]
     print(
         f"x{config.scale}; budget: {args.budget} (iterations per method in the table); fine-tuning recipe {args.config}; "
         f"Mult-Adds at 1280x720 output; CPU time at 320x180 input, {torch.get_num_threads()} threads"
     )
     print(
-        "| ratio | method | iterations | params | Mult-Adds (G) | "
+        "| ratio | method | seed | iterations | params | Mult-Adds (G) | "
         + " | ".join(f"{s} PSNR / SSIM" for s in sets)
         + " | CPU ms | speed-up | Mult-Adds reduction |"
     )
-    print("|---|---|---:|---:|---:|" + "---:|" * len(sets) + "---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|" + "---:|" * len(sets) + "---:|---:|---:|")
     for r in rows:
         cells = " | ".join(f"{r[f'{s}_psnr']:.3f} / {r[f'{s}_ssim']:.4f}" for s in sets)
         print(
-            f"| {r['ratio'] if r['ratio'] is not None else '-'} | {r['method']} | {r.get('train_iterations', '-')} | "
+            f"| {r['ratio'] if r['ratio'] is not None else '-'} | {r['method']} | {r.get('seed', '-')} | {r.get('train_iterations', '-')} | "
             f"{r['params'] / 1e3:.1f}K | {r['mult_adds'] / 1e9:.1f} | "
             f"{cells} | {r['ms']:.0f} | {r['speedup']:.2f}x | {r['flops_ratio']:.2f}x |"
         )

@@ -1,6 +1,7 @@
 """Structured pruning and ASSL (SPEC §6): WN folding, traced channel groups, surgery, the callback."""
 
 import copy
+import math
 import os
 from pathlib import Path
 
@@ -181,6 +182,24 @@ def test_kept_count_takes_the_ceiling_of_the_pruned_count():
     assert kept_count(256, 207 / 256) == 49 and kept_count(256, 0.8125) == 48
     assert kept_count(10, 0.44) == 5  # 4.4 pruned -> 5; rounding the kept 5.6 would keep 6
     assert kept_count(64, 0.9) == 6 and kept_count(64, 0.5) == 32 and kept_count(10, 0.95) == 1
+
+
+def test_the_cpu_assl_recipe_is_the_official_schedule_at_one_hundredth():
+    """``edsr_baseline_x2_assl_cpu``: the paper's strength, every phase 1/100 of the official
+    runs' (within one increment period), and the official ranking and re-pick."""
+    options = next(cb.kwargs for cb in load_config("edsr_baseline_x2_assl_cpu").callbacks if cb.name == "assl")
+    ours = ASSL(**options)
+    official = ASSL(delta=1e-4, every=20, tau=0.5, ssa_iterations=17260, stabilize_iterations=43150)  # the defaults otherwise
+
+    def ramp(a):
+        return a.every * math.ceil(a.tau / a.delta - 1e-9)
+
+    assert ramp(ours) * 100 == ramp(official) and ours.tau == official.tau
+    assert abs(ours.ssa_iterations - official.ssa_iterations / 100) < ours.every
+    assert abs(ours.stabilize_iterations - official.stabilize_iterations / 100) < ours.every
+    same = ("convention", "pixel_range", "constrained_ranking", "repick_free", "ssa_threshold", "ssa_weight")
+    assert [getattr(ours, k) for k in same] == [getattr(official, k) for k in same]
+    assert ours.convention == "paper" and ours.constrained_ranking == "first" and ours.repick_free
 
 
 def test_assl_alpha_schedule_is_algorithm_1():
