@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from tinysr import TinySRError
-from tinysr.io import read_image, rgb_to_y, rgb_to_ycbcr, to_tensor, to_uint8, write_image, ycbcr_to_rgb
+from tinysr.io import list_images, read_image, rgb_to_y, rgb_to_ycbcr, to_tensor, to_uint8, write_image, ycbcr_to_rgb
 
 
 @pytest.fixture
@@ -26,11 +26,12 @@ def test_write_float_tensor_rounds(tmp_path, rgb):
     np.testing.assert_array_equal(read_image(tmp_path / "b.png"), rgb)
 
 
-@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "PNG"])
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "PNG", "WEBP"])
 def test_lossless_formats(tmp_path, rgb, fmt):
     path = tmp_path / f"img.{fmt.lower()}"
-    Image.fromarray(rgb).save(path, format=fmt)
+    Image.fromarray(rgb).save(path, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
     np.testing.assert_array_equal(read_image(path), rgb)
+    assert list_images(tmp_path) == [path]  # a training or test folder of them is read too
 
 
 def test_jpeg_reads_as_rgb(tmp_path, rgb):

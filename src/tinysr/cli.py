@@ -238,7 +238,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             raise TinySRError(f"-i {src}: no images in this folder")
     else:
         if not is_image_file(src):
-            raise TinySRError(f"-i {src}: not an image file (PNG/BMP/JPEG/TIFF)")
+            raise TinySRError(f"-i {src}: not an image file (PNG/BMP/JPEG/TIFF/WebP)")
         out = dst / f"{src.stem}.png" if dst.is_dir() or args.output.endswith(("/", "\\")) else dst
         pairs = [(src, out)]
     _refuse_overwriting_inputs(pairs, args.overwrite)

@@ -77,7 +77,7 @@ def hr_image_paths(folder: str | Path, what: str) -> list[Path]:
     hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
     paths = list_images(hr_dir)
     if not paths:
-        raise TinySRError(f"{hr_dir}: no images found in this {what} folder (expected PNG/BMP/JPEG/TIFF files)")
+        raise TinySRError(f"{hr_dir}: no images found in this {what} folder (expected PNG/BMP/JPEG/TIFF/WebP files)")
     return paths
 
 

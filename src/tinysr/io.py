@@ -17,7 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import TinySRError
 from .files import atomic_write
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 # Pixels an image may declare before it is refused unread: above the largest camera sensors, below
 # what a small header can make the decoder allocate without bound (a decompression bomb).
 MAX_PIXELS = 150_000_000
@@ -54,7 +54,7 @@ def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
 
 
 def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
-    """Read PNG/BMP/JPEG/TIFF into an RGB uint8 array of shape (H, W, 3).
+    """Read PNG/BMP/JPEG/TIFF/WebP into an RGB uint8 array of shape (H, W, 3).
 
     Grayscale and palette images are expanded to RGB, an alpha channel is dropped, 16-bit
     images are scaled to 8 bits (grayscale by rounding v/65535*255; 16-bit colour PNGs by
