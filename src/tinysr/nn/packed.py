@@ -24,7 +24,7 @@ the original had them (``alpha`` is derived from the weights, as before packing)
 
 Element-wise layers that follow a packed conv (a per-channel scale or shift, PReLU and
 LeakyReLU, a residual addition, BN at inference as :class:`~tinysr.nn.FoldableBatchNorm2d`
-computes it: the BTM, FABNet, BNN, Bi-Real, ReActNet, BBCU and E2FIF blocks) can run inside its
+computes it: the BTM, FABNet, BNN, Bi-Real, ReActNet, BBCU, E2FIF and BAM blocks) can run inside its
 output pass, row by row while the row is in cache, instead of one pass over memory each: the
 blocks call :func:`conv_with_stages`, which folds them when the native kernel runs and applies
 them one by one otherwise. They are the same float operations in the same order, so the outputs
