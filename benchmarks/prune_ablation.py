@@ -20,7 +20,10 @@ resumes, and invocations for different methods or seeds can run side by side (on
 a last one with all of them then only reads the finished runs and prints the whole table.
 
     python benchmarks/prune_ablation.py --from zoo:edsr_baseline_x2 \\
-        --config edsr_baseline_x2_prune_cpu --ratios 0.5 0.9 --prune-lr 5e-4 [--budget total] [--seeds 0 1]
+        --config edsr_baseline_x2_assl_cpu --ratios 0.5 0.9 --prune-lr 5e-4 [--budget total] [--seeds 0 1]
+
+(``edsr_baseline_x2_assl_cpu``: ASSL at the paper's strength; ``edsr_baseline_x2_prune_cpu`` is the
+older unscaled recipe BENCHMARKS.md's first pruning table used.)
 """
 
 from __future__ import annotations
