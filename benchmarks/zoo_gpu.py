@@ -1,5 +1,6 @@
-"""Train the zoo's paper recipes side by side on one GPU within a wall-clock budget (SPEC §10, the
-model zoo), for the few minutes of a lent accelerator; prepared and tested on a CPU first.
+"""Train the zoo's paper recipes side by side on one GPU within a wall-clock budget (the model zoo,
+``tinysr/zoo.py``; data as SPEC §2, scores under SPEC §1's protocol), for the few minutes of a lent
+accelerator; prepared and tested on a CPU first.
 
 Stages, each writing into ``--out``:
 
@@ -128,8 +129,8 @@ def train(job: tuple[str, Path], device: str, data: Path, sets: list[str], wait:
     for item in overrides:
         command += ["--set", item]
     run.parent.mkdir(parents=True, exist_ok=True)
-    log = open(run.parent / f"{run.name}.out", "w")  # noqa: SIM115 (the process writes it)
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    with open(run.parent / f"{run.name}.out", "w") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     return process.wait() if wait else process
 
 
