@@ -23,6 +23,7 @@ channels, as the official ASSL code's L1 baseline does).
 
 from __future__ import annotations
 
+import copy
 import operator
 from dataclasses import dataclass, field
 
@@ -32,7 +33,6 @@ from torch import nn
 
 from ..errors import TinySRError
 from ..models.bicubic import Bicubic
-from ..nn.rep import FreezableBatchNorm2d
 
 # Modules that act on each channel separately (channel c in -> channel c out).
 _CHANNELWISE_MODULES = (nn.ReLU, nn.PReLU, nn.LeakyReLU, nn.BatchNorm2d, nn.Identity, nn.Dropout)
@@ -200,14 +200,15 @@ def _slice_follower(module: nn.Module, idx: torch.Tensor) -> nn.Module:
         new = nn.PReLU(len(idx))
         new.weight.data.copy_(module.weight.detach()[idx])
     elif isinstance(module, nn.BatchNorm2d):
-        # its own class: a BN subclass (frozen statistics, foldable inference) keeps its behaviour
-        new = type(module)(len(idx), module.eps, module.momentum, module.affine, module.track_running_stats)
-        if isinstance(module, FreezableBatchNorm2d):
-            new.freeze_stats = module.freeze_stats
+        # a copy keeps the class and what it carries (a foldable BN, a RepSR BN frozen for training),
+        # its device and mode; then each per-channel tensor is cut to the kept channels
+        new = copy.deepcopy(module)
+        new.num_features = len(idx)
         for name in ("weight", "bias", "running_mean", "running_var"):
-            src = getattr(module, name)
-            if src is not None:
-                getattr(new, name).data.copy_(src.detach()[idx])
+            tensor = getattr(new, name)
+            if tensor is not None:
+                tensor.data = tensor.data[idx].clone()
+        return new
     else:
         raise TinySRError(f"pruning: cannot slice {type(module).__name__}")
     return new.to(next(iter(module.parameters())).device).train(module.training)
