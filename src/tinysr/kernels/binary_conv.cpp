@@ -529,14 +529,11 @@ struct Stages {
 // `pixels` pixels of O channels each; y, the operand and the residual never overlap. The AVX2
 // forms serve the AVX2 and AVX-512 paths (PReLU as a select, not a branch: the signs of y are
 // random); the plain forms the portable path.
-void add_channel(float* y, const float* v, int64_t pixels, int64_t O) {
+// y[o] + v[o] (kMul false) or y[o] * v[o] (kMul true) for every pixel and channel.
+template <bool kMul>
+void channel_op(float* y, const float* v, int64_t pixels, int64_t O) {
   for (int64_t i = 0; i < pixels; ++i, y += O)
-    for (int64_t o = 0; o < O; ++o) y[o] = y[o] + v[o];
-}
-
-void mul_channel(float* y, const float* v, int64_t pixels, int64_t O) {
-  for (int64_t i = 0; i < pixels; ++i, y += O)
-    for (int64_t o = 0; o < O; ++o) y[o] = y[o] * v[o];
+    for (int64_t o = 0; o < O; ++o) y[o] = kMul ? y[o] * v[o] : y[o] + v[o];
 }
 
 void prelu(float* y, const float* v, int64_t pixels, int64_t O) {
@@ -548,19 +545,15 @@ void add_residual(float* y, const float* r, int64_t count) {
   for (int64_t i = 0; i < count; ++i) y[i] = y[i] + r[i];
 }
 
-__attribute__((target("avx2"))) void add_channel_avx2(float* y, const float* v, int64_t pixels, int64_t O) {
+template <bool kMul>
+__attribute__((target("avx2"))) void channel_op_avx2(float* y, const float* v, int64_t pixels, int64_t O) {
   for (int64_t i = 0; i < pixels; ++i, y += O) {
     int64_t o = 0;
-    for (; o + 8 <= O; o += 8) _mm256_storeu_ps(y + o, _mm256_add_ps(_mm256_loadu_ps(y + o), _mm256_loadu_ps(v + o)));
-    for (; o < O; ++o) y[o] = y[o] + v[o];
-  }
-}
-
-__attribute__((target("avx2"))) void mul_channel_avx2(float* y, const float* v, int64_t pixels, int64_t O) {
-  for (int64_t i = 0; i < pixels; ++i, y += O) {
-    int64_t o = 0;
-    for (; o + 8 <= O; o += 8) _mm256_storeu_ps(y + o, _mm256_mul_ps(_mm256_loadu_ps(y + o), _mm256_loadu_ps(v + o)));
-    for (; o < O; ++o) y[o] = y[o] * v[o];
+    for (; o + 8 <= O; o += 8) {
+      const __m256 a = _mm256_loadu_ps(y + o), b = _mm256_loadu_ps(v + o);
+      _mm256_storeu_ps(y + o, kMul ? _mm256_mul_ps(a, b) : _mm256_add_ps(a, b));
+    }
+    for (; o < O; ++o) y[o] = kMul ? y[o] * v[o] : y[o] + v[o];
   }
 }
 
@@ -586,8 +579,8 @@ __attribute__((target("avx2"))) void add_residual_avx2(float* y, const float* r,
 void apply_stages(const Stages& st, bool avx2, int64_t first, int64_t pixels, int64_t O, float* y) {
   for (size_t k = 0; k < st.codes.size(); ++k) {
     const float* v = st.vectors[k];
-    if (st.codes[k] == kAddChannel) avx2 ? add_channel_avx2(y, v, pixels, O) : add_channel(y, v, pixels, O);
-    else if (st.codes[k] == kMulChannel) avx2 ? mul_channel_avx2(y, v, pixels, O) : mul_channel(y, v, pixels, O);
+    if (st.codes[k] == kAddChannel) avx2 ? channel_op_avx2<false>(y, v, pixels, O) : channel_op<false>(y, v, pixels, O);
+    else if (st.codes[k] == kMulChannel) avx2 ? channel_op_avx2<true>(y, v, pixels, O) : channel_op<true>(y, v, pixels, O);
     else if (st.codes[k] == kPReLU) avx2 ? prelu_avx2(y, v, pixels, O) : prelu(y, v, pixels, O);
     else avx2 ? add_residual_avx2(y, st.residual + first * O, pixels * O) : add_residual(y, st.residual + first * O, pixels * O);
   }
