@@ -73,7 +73,7 @@ RECIPES = [
     "edsr_btm_x4",
     "fabnet_b4c24_x2",
     "fabnet_b4c24_x4",
-    "srresnet_bam_x2",
+    "bsrn_x2",
 ]
 LOG_LINES = 20  # log lines per run: enough for the calibration's two-line rate
 

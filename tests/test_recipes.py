@@ -38,7 +38,11 @@ CHANGED_SINCE = {
     },
     # BSRN: the figure's LB-blocks with an identity over each HPB and the bilinear input at the output,
     # binary weights from U(0, 1e-3) (above bicubic at this budget; PyTorch's init is not, BENCHMARKS)
-    "bsrn_x2_cpu": {"model": {"name": "bsrn", "kwargs": {"hpb_skip": True, "image_skip": True, "out_relu": False, "binary_init": "small"}}},
+    # and so do the paper-style BSRN recipes: the figure as drawn does not learn
+    **{
+        name: {"model": {"name": "bsrn", "kwargs": {"hpb_skip": True, "image_skip": True, "out_relu": False, "binary_init": "small"}}}
+        for name in ("bsrn_x2_cpu", "bsrn_x2", "bsrn_x3", "bsrn_x4")
+    },
     # FABNet: the official code's training choices (they beat the paper's reading by ~2 dB, BENCHMARKS)
     **{
         name: {"model": {"name": before["model"]["name"], "kwargs": {"init": "official", "weight_estimator": "clip", "pixel_range": 255.0}}}
