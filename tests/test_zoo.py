@@ -45,9 +45,9 @@ def test_a_zoo_entry_loads_and_records_its_provenance(name):
     assert entry["family"] in FAMILIES and entry["family"] != REFERENCE
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in ENTRIES.items() if e["scale"] == 2))
+@pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_a_zoo_entry_scores_its_recorded_set5_number(name, data_dir):
-    score = evaluate(tinysr.load(f"zoo:{name}"), BenchmarkSet(data_dir / "Set5", 2), progress=False)
+    score = evaluate(tinysr.load(f"zoo:{name}"), BenchmarkSet(data_dir / "Set5", ENTRIES[name]["scale"]), progress=False)
     assert score.psnr == pytest.approx(ENTRIES[name]["scores"]["Set5"]["psnr"], abs=0.01)
 
 
@@ -60,8 +60,9 @@ def test_a_deployable_entry_equals_its_training_form_where_both_ship():
         with torch.no_grad():
             want = deployable(trained, deploy_form(trained, "auto"))(image)
             got = tinysr.load(f"zoo:{deployed_name}")(image)
-        # both stored at their precision: float16 rounding of the weights, not a different network
-        assert (got - want).abs().max() < 2e-3, train_name
+        # both stored at their precision: float16 rounding of the weights (under one level of an
+        # 8-bit output), not a different network
+        assert (got - want).abs().max() < 1 / 255, train_name
 
 
 def test_models_pretrained_lists_the_zoo_and_upscale_defaults_to_it(tmp_path, capsys):
@@ -73,6 +74,8 @@ def test_models_pretrained_lists_the_zoo_and_upscale_defaults_to_it(tmp_path, ca
     write_image(tmp_path / "a.png", np.random.default_rng(1).integers(0, 256, (10, 12, 3), dtype=np.uint8))
     assert main(["upscale", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png")]) == 0
     assert read_image(tmp_path / "b.png").shape == (20, 24, 3)
+    assert main(["upscale", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "b4.png"), "-s", "4"]) == 0
+    assert read_image(tmp_path / "b4.png").shape == (40, 48, 3)
     assert main(["upscale", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "c.png"), "-s", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no default x3 model" in err[0]

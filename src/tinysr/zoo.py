@@ -22,7 +22,7 @@ ZOO_DIR = Path(__file__).with_name("zoo")
 PREFIX = "zoo:"
 # What `tinysr upscale` runs without -m: the entry with the best PSNR per CPU millisecond of its
 # scale (README's zoo table): a merged ECBSR runs a 320x180 input in milliseconds on a CPU.
-DEFAULT_UPSCALERS = {2: "ecbsr_m4c16_x2"}
+DEFAULT_UPSCALERS = {2: "ecbsr_m4c16_x2", 4: "ecbsr_m4c16_x4"}
 
 
 def is_zoo_name(name_or_path: str | Path) -> bool:
