@@ -416,6 +416,44 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, folders):
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+@register_callback("record_conv_dtype")
+class RecordConvDtype(Callback):
+    """Records the dtype of the first conv's output in every training step's forward pass."""
+
+    def on_train_start(self, trainer):
+        self.seen = []
+        conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda module, args, out: self.seen.append(out.dtype) if module.training else None)
+        trainer.conv_dtypes = self.seen
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_bf16_on_cpu_runs_the_convs_in_bf16_where_the_cpu_has_it(tmp_path, folders, monkeypatch, capsys, native):
+    from tinysr.train import loop
+
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    recipe = tiny_recipe(*folders, iterations=4, checkpoint_every=4, val_every=100, amp="bf16")
+    recipe["callbacks"] = [{"name": "record_conv_dtype"}]
+    trainer = loop.Trainer(parse_config(recipe), tmp_path / "run", device="cpu", progress=False)
+    final = trainer.run()
+    want = torch.bfloat16 if native else torch.float32
+    assert trainer.conv_dtypes and set(trainer.conv_dtypes) == {want}
+    warned = "train.amp bf16: not accelerated on this cpu" in capsys.readouterr().err
+    assert warned == (not native)
+    assert all(v.dtype == torch.float32 for v in weights(final).values() if v.is_floating_point())  # the weights stay float32
+
+
+def test_autocast_dtype_per_device_and_option(monkeypatch):
+    from tinysr.train import loop
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert [loop.autocast_dtype(a, cpu) for a in (None, "bf16", "fp16")] == [None, torch.bfloat16, None]
+    assert [loop.autocast_dtype(a, cuda) for a in (None, "bf16", "fp16")] == [None, torch.bfloat16, torch.float16]
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert loop.autocast_dtype("bf16", cpu) is None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

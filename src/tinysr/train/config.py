@@ -98,7 +98,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     ema: float | None = None  # EMA decay of the weights (e.g. 0.999); validation and outputs use the EMA
-    amp: str | None = None  # bf16 | fp16 autocast on CUDA
+    amp: str | None = None  # bf16 | fp16 autocast: CUDA; bf16 also on CPUs with native bf16 (loop.autocast_dtype)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,27 @@ def start_from(model: nn.Module, path: str | Path) -> tuple[int, int]:
     return len(matching), len(ours)
 
 
+def autocast_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
+    """The dtype ``train.amp`` runs the forward pass in on ``device``, or None for float32.
+
+    CUDA takes bf16 and fp16 (with gradient scaling). A CPU takes bf16 only where its convolutions
+    run natively in it (oneDNN on AVX512-BF16 or AMX): an
+    AVX2-only CPU would emulate bf16, slower than float32, so there the option falls back to float32,
+    as does fp16, which CPUs do not accelerate."""
+    if amp is None:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+    if device.type == "cpu" and amp == "bf16" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively on this CPU (AVX512-BF16 or AMX)."""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class Trainer:
     """Trains ``config`` into ``run_dir``; callbacks and loss terms see it as a
     :class:`tinysr.plugins.TrainerView` (``model``, ``device``, ``run_dir``, ``resume``, ``is_main``,
@@ -165,7 +186,13 @@ class Trainer:
         opt_cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(params, lr=c.train.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
         self.ema = EMA(self.model, c.train.ema) if c.train.ema else None
-        use_fp16 = c.train.amp == "fp16" and self.device.type == "cuda"
+        self.autocast_dtype = autocast_dtype(c.train.amp, self.device)
+        if c.train.amp is not None and self.autocast_dtype is None:
+            say(
+                f"tinysr: warning: train.amp {c.train.amp}: not accelerated on this {self.device.type} (bf16 needs "
+                "CUDA or a CPU with native bf16 convolutions, fp16 CUDA); training in float32"
+            )
+        use_fp16 = self.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
         if self.resume:
             self._load()
@@ -199,10 +226,9 @@ class Trainer:
         return model.train()
 
     def _autocast(self):
-        amp = self.config.train.amp
-        if amp is None or self.device.type != "cuda":
+        if self.autocast_dtype is None:
             return nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     # ------------------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
