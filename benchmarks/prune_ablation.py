@@ -11,6 +11,8 @@ iterations: ASSL spends part of it on its regularisation phase, so the L1-norm a
 baselines fine-tune for those iterations more (the official "scratch (same epochs)" reading).
 ``--budget finetune`` gives every method the same fine-tuning only, ASSL's regularisation on top.
 
+``--amp bf16`` trains every arm under bf16 autocast (``train.amp``), the same for all of them.
+
 ``--seeds`` runs every method once per seed (the fine-tuning's data order and, for ASSL and
 scratch, what they start from; the L1 plans do not depend on it) and adds a mean row per method.
 
@@ -82,10 +84,13 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/prune"))
     parser.add_argument("--test", nargs="+", default=["../shared/data/Set5", "../shared/data/Set14"])
     parser.add_argument("--seeds", type=int, nargs="+", help="one run per seed (default: the recipe's seed)")
+    parser.add_argument("--amp", choices=("bf16",), help="train every arm with this autocast (train.amp; float32 where the CPU lacks it)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     config = load_config(args.config)
+    if args.amp:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, amp=args.amp))
     cache = LRCache()
     x = torch.rand(1, 3, 180, 320)
     source = tinysr.load(args.source)
