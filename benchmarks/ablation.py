@@ -2,12 +2,16 @@
 each on the test sets under the protocol and profile it, and print one Markdown table with a
 bicubic row for reference.
 
-Runs are kept in ``--runs`` (one folder per recipe, named after the recipe file), so an
-interrupted ablation resumes where it stopped and finished runs are reused. Recipes are trained
-in the order given (a distillation teacher before its student).
+Runs are kept in ``--runs`` (one folder per recipe, named after the recipe file, ``_seed<N>``
+added for a seed other than the recipe's), so an interrupted ablation resumes where it stopped and
+finished runs are reused. Recipes are trained in the order given (a distillation teacher before its
+student). ``--seeds`` trains every recipe once per seed and adds a mean row per recipe; ``--amp
+bf16`` trains every arm under bf16 autocast (``train.amp``), the same for all of them.
 
     python benchmarks/ablation.py --iterations 1000 --runs runs \\
         edsr_bnn_x2_cpu edsr_bireal_x2_cpu edsr_btm_x2_cpu
+    python benchmarks/ablation.py --iterations 3000 --seeds 0 1 --amp bf16 --runs runs/bbcu_cmp \\
+        bbcu_l_x2_cpu edsr_reactnet_x2_cpu edsr_btm_x2_cpu edsr_e2fif_x2_cpu
 """
 
 from __future__ import annotations
@@ -24,11 +28,16 @@ from tinysr.evaluate import evaluate
 from tinysr.train import load_config, train_or_reuse
 
 
-def run_recipe(recipe: Path, runs: Path, iterations: int | None) -> tuple[Path, float | None]:
-    """Train (or reuse / resume) one recipe; returns its model file and the training wall time."""
-    run_dir = runs / recipe.stem
+def run_recipe(
+    recipe: Path, runs: Path, iterations: int | None, seed: int | None = None, amp: str | None = None
+) -> tuple[Path, float | None]:
+    """Train (or reuse / resume) one recipe, at ``seed`` if given; returns its model file and the
+    training wall time."""
     overrides = [f"train.iterations={iterations}"] if iterations else []
-    config = load_config(recipe, overrides)
+    overrides += [f"train.amp={amp}"] if amp else []
+    own_seed = load_config(recipe).seed
+    run_dir = runs / (recipe.stem if seed is None or seed == own_seed else f"{recipe.stem}_seed{seed}")
+    config = load_config(recipe, overrides + ([f"seed={seed}"] if seed is not None else []))
     finished = (run_dir / "model.safetensors").is_file()
     start = time.perf_counter()
     final = train_or_reuse(config, run_dir, progress=False)  # a finished run is reused only if it is this recipe's
@@ -36,6 +45,16 @@ def run_recipe(recipe: Path, runs: Path, iterations: int | None) -> tuple[Path, 
         (run_dir / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     wall = json.loads((run_dir / "wall_time.json").read_text())["seconds"] if (run_dir / "wall_time.json").is_file() else None
     return final, wall
+
+
+def mean_row(name: str, runs: list[dict], sets: list[str]) -> dict:
+    """The mean of one recipe's seeds (scores and training times)."""
+    mean = dict(runs[0], method=f"{name}, mean of {len(runs)} seeds")
+    for key in [f"{s}_{m}" for s in sets for m in ("psnr", "ssim")]:
+        mean[key] = sum(r[key] for r in runs) / len(runs)
+    walls = [r["wall_min"] for r in runs]
+    mean["wall_min"] = sum(walls) / len(walls) if all(w is not None for w in walls) else None
+    return mean
 
 
 def main() -> None:
@@ -47,6 +66,8 @@ def main() -> None:
     parser.add_argument("--lr-size", default="320x180", help="input size for OPs (binary SR tables: 320x180)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("--merge", action="store_true", help="re-parameterize each trained model (SPEC §7) and test the merged form")
+    parser.add_argument("--seeds", type=int, nargs="+", help="one run per seed and a mean row per recipe (default: the recipe's seed)")
+    parser.add_argument("--amp", choices=("bf16",), help="train every arm with this autocast (train.amp; float32 where the CPU lacks it)")
     args = parser.parse_args()
     w, h = (int(v) for v in args.lr_size.split("x"))
     cache = LRCache()
@@ -59,17 +80,21 @@ def main() -> None:
             out[f"{Path(d).name}_psnr"], out[f"{Path(d).name}_ssim"] = score.psnr, score.ssim
         return out
 
+    sets = [Path(d).name for d in args.test]
     rows = []
     for recipe in args.recipes:
-        final, wall = run_recipe(recipe, args.runs, args.iterations)
-        model = tinysr.load(final)
-        if args.merge:
-            model = reparameterize(model)
-        rows.append(row(recipe.stem, model, wall))
+        for seed in args.seeds or [None]:
+            final, wall = run_recipe(recipe, args.runs, args.iterations, seed, args.amp)
+            model = tinysr.load(final)
+            if args.merge:
+                model = reparameterize(model)
+            rows.append(row(recipe.stem if seed is None else f"{recipe.stem}, seed {seed}", model, wall))
+        if args.seeds and len(args.seeds) > 1:
+            rows.append(mean_row(recipe.stem, rows[-len(args.seeds) :], sets))
     scale = model.tinysr_spec.scale
     rows.insert(0, row("bicubic", tinysr.create_model("bicubic", scale=scale), None))
-    sets = [Path(d).name for d in args.test]
-    print(f"x{scale}, {args.iterations or 'recipe'} iterations each; OPs at {args.lr_size} LR input")
+    amp = f"; trained under {args.amp} autocast" if args.amp else ""
+    print(f"x{scale}, {args.iterations or 'recipe'} iterations each{amp}; OPs at {args.lr_size} LR input")
     print("| method | params | OPs (G) | " + " | ".join(f"{s} PSNR / SSIM" for s in sets) + " | train time (min) |")
     print("|---|---:|---:|" + "---:|" * len(sets) + "---:|")
     for r in rows:
