@@ -84,6 +84,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/prune"))
     parser.add_argument("--test", nargs="+", default=["../shared/data/Set5", "../shared/data/Set14"])
     parser.add_argument("--seeds", type=int, nargs="+", help="one run per seed (default: the recipe's seed)")
+    parser.add_argument(
+        "--channel-multiple", type=int, help="round every kept width to a multiple of this (tinysr prune --channel-multiple)"
+    )
     parser.add_argument("--amp", choices=("bf16",), help="train every arm with this autocast (train.amp; float32 where the CPU lacks it)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path)
@@ -120,7 +123,16 @@ def main() -> None:
                     folder += "_total"
                 if seed != config.seed:
                     folder += f"_seed{seed}"
-                final = run_pruning(recipe, args.runs / folder, args.source, ratio, method, args.prune_lr, progress=False)
+                final = run_pruning(
+                    recipe,
+                    args.runs / folder,
+                    args.source,
+                    ratio,
+                    method,
+                    args.prune_lr,
+                    progress=False,
+                    channel_multiple=args.channel_multiple,
+                )
                 iterations = recipe.train.iterations + (extra if method == "assl" else 0)
                 rows.append(row(method, ratio, tinysr.load(final)) | {"train_iterations": iterations, "seed": seed})
             if len(seeds) > 1:

@@ -186,6 +186,21 @@ def test_kept_count_takes_the_ceiling_of_the_pruned_count():
     assert kept_count(64, 0.9) == 6 and kept_count(64, 0.5) == 32 and kept_count(10, 0.95) == 1
 
 
+def test_kept_count_rounds_to_a_channel_multiple_when_asked():
+    """``multiple``: the nearest multiple (halves up), at least one multiple, at most every channel."""
+    assert kept_count(256, 207 / 256, 16) == 48  # ASSLN's 49 -> 48
+    assert kept_count(64, 0.9, 8) == 8 and kept_count(64, 0.9, 16) == 16  # 6 kept
+    assert kept_count(64, 0.6, 16) == 32  # 25 kept
+    assert kept_count(64, 0.5, 16) == 32 and kept_count(64, 0.5, 1) == 32
+    assert kept_count(64, 0.25, 16) == 48  # 48 kept: already a multiple
+    assert kept_count(64, 0.35, 16) == 48  # 41 kept, nearer 48 than 32
+    assert kept_count(12, 0.5, 16) == 12  # never more than the layer has
+    with pytest.raises(TinySRError, match="channel multiple"):
+        kept_count(64, 0.5, 0)
+    group = type("Group", (), {"channels": 64})()
+    assert ASSL(ratio=0.9, channel_multiple=8)._n_pruned(group) == 56 and ASSL(ratio=0.9)._n_pruned(group) == 58
+
+
 def test_the_cpu_assl_recipe_is_the_official_schedule_at_one_hundredth():
     """``edsr_baseline_x2_assl_cpu``: the paper's strength, every phase 1/100 of the official
     runs' (within one increment period), and the official ranking and re-pick."""
@@ -277,6 +292,9 @@ def test_cli_prune_baselines(method, tmp_path, data_dir, capsys):
     assert str(final) in capsys.readouterr().out
     assert tinysr.load(final).head.out_channels == 2
     assert main(["profile", "-m", str(final), "-s", "2", "--lr-size", "16x16"]) == 0
+    rounded = ["prune", "-c", str(config), "-o", str(tmp_path / "run4"), "--from", str(source), "--ratio", "0.75", "-q"]
+    assert main(rounded + ["--method", method, "--channel-multiple", "4"]) == 0  # 2 kept -> 4
+    assert tinysr.load(tmp_path / "run4" / "finetune" / "model.safetensors").head.out_channels == 4
     with pytest.raises(SystemExit) as exc:
         main(["prune", "-c", str(config), "-o", str(tmp_path / "x"), "--from", str(source), "--ratio", "1.5"])
     assert exc.value.code == 2 and "pruning ratio" in capsys.readouterr().err

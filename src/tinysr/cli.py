@@ -191,7 +191,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, overrides=args.set or [])
-    final = run_pruning(config, args.output, getattr(args, "from"), args.ratio, args.method, args.prune_lr, args.device, not args.quiet)
+    final = run_pruning(
+        config,
+        args.output,
+        getattr(args, "from"),
+        args.ratio,
+        args.method,
+        args.prune_lr,
+        args.device,
+        not args.quiet,
+        args.channel_multiple,
+    )
     print(f"model: {final}")
     return 0
 
@@ -478,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, metavar="RUN_DIR", help="run folder (rerun the same command to resume)")
     p.add_argument("--from", required=True, metavar="MODEL", help="the trained model to prune (a file or zoo:NAME)")
     p.add_argument("--ratio", type=_ratio, required=True, help="fraction of each layer's filters to remove, e.g. 0.5")
+    p.add_argument(
+        "--channel-multiple",
+        type=int,
+        metavar="N",
+        help="round every kept width to a multiple of N (16 suits AVX-512 CPUs, 8 AVX2): faster on a CPU than the widths between",
+    )
     p.add_argument(
         "--method",
         choices=PRUNE_METHODS,

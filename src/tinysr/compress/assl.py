@@ -84,8 +84,9 @@ class ASSL(Callback):
         ssa_threshold: str = "largest_pruned",
         constrained_ranking: str = "first",
         repick_free: bool = True,
+        channel_multiple: int = 1,
     ):
-        kept_count(64, ratio)  # validates the ratio
+        kept_count(64, ratio, channel_multiple)  # validates the ratio and the multiple
         if delta <= 0 or every < 1 or tau <= 0 or ssa_iterations < 0:
             raise TinySRError("assl: need delta > 0, every >= 1, tau > 0, ssa_iterations >= 0")
         if convention not in CONVENTIONS or pixel_range <= 0:
@@ -100,6 +101,7 @@ class ASSL(Callback):
         self.convention, self.pixel_range = convention, float(pixel_range)
         self.stabilize_iterations, self.ssa_threshold = stabilize_iterations, ssa_threshold
         self.constrained_ranking, self.repick_free = constrained_ranking, repick_free
+        self.channel_multiple = channel_multiple
         self.prune_sets: dict[str, list[int]] = {}  # group key -> filter indices to remove
 
     @property
@@ -123,7 +125,7 @@ class ASSL(Callback):
                 self.prune_sets[g.key] = self._lowest(g)
 
     def _n_pruned(self, group) -> int:
-        return group.channels - kept_count(group.channels, self.ratio)
+        return group.channels - kept_count(group.channels, self.ratio, self.channel_multiple)
 
     def _lowest(self, group) -> list[int]:
         layers = group.producers[:1] if group.constrained and self.constrained_ranking == "first" else group.producers

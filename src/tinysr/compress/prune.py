@@ -77,14 +77,22 @@ def fold_weight_norm(model: nn.Module) -> nn.Module:
     return model
 
 
-def kept_count(channels: int, ratio: float) -> int:
+def kept_count(channels: int, ratio: float, multiple: int = 1) -> int:
     """Filters kept when pruning ``ratio`` of ``channels`` (at least one): the pruned count is
     ``ceil(channels * ratio)``, as in the official ASSL code (ASSLN: 256 channels at ratio
-    207/256 keep 49)."""
+    207/256 keep 49). With ``multiple`` > 1 the kept count is rounded to the nearest multiple of it
+    (halves up; at least ``multiple``, at most ``channels``): CPU convolutions run widths that fill
+    their vector registers much faster per Mult-Add than the widths between (BENCHMARKS.md,
+    "Pruned widths the CPU runs well")."""
     if not 0.0 <= ratio < 1.0:
         raise TinySRError(f"pruning ratio must be in [0, 1), got {ratio}")
+    if multiple < 1:
+        raise TinySRError(f"channel multiple must be at least 1, got {multiple}")
     pruned = math.ceil(round(channels * ratio, 9))  # round first: 64 * 0.9 must not become 58 by float noise
-    return max(1, channels - pruned)
+    kept = max(1, channels - pruned)
+    if multiple > 1:
+        kept = min(channels, max(multiple, multiple * math.floor(kept / multiple + 0.5)))
+    return kept
 
 
 def layer_scores(model: nn.Module, name: str) -> torch.Tensor:
@@ -106,24 +114,27 @@ def lowest(scores: torch.Tensor, n: int) -> torch.Tensor:
     return torch.sort(scores, stable=True).indices[:n].sort().values
 
 
-def l1_plan(model: nn.Module, ratio: float, groups: list[ChannelGroup] | None = None) -> dict[str, torch.Tensor]:
-    """Kept channel indices per group: the largest-L1 filters, ``ratio`` of each layer removed."""
+def l1_plan(model: nn.Module, ratio: float, groups: list[ChannelGroup] | None = None, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Kept channel indices per group: the largest-L1 filters, ``ratio`` of each layer removed
+    (the kept count rounded to ``multiple``, :func:`kept_count`)."""
     groups = groups if groups is not None else channel_groups(model)
     plan = {}
     for g in groups:
         scores = filter_scores(model, g)
-        plan[g.key] = kept_indices(g.channels, lowest(scores, g.channels - kept_count(g.channels, ratio)))
+        plan[g.key] = kept_indices(g.channels, lowest(scores, g.channels - kept_count(g.channels, ratio, multiple)))
     return plan
 
 
-def l1_unaligned_plan(model: nn.Module, ratio: float, groups: list[ChannelGroup] | None = None) -> dict[str, torch.Tensor]:
+def l1_unaligned_plan(
+    model: nn.Module, ratio: float, groups: list[ChannelGroup] | None = None, multiple: int = 1
+) -> dict[str, torch.Tensor]:
     """Kept filter indices per producer conv, as the official ASSL code's L1 baseline picks them:
     each conv its own largest-L1 filters, ``ratio`` of each layer removed, tied convs included (they
     keep as many filters, not the same ones). For :func:`prune_layers`."""
     groups = groups if groups is not None else channel_groups(model)
     plan = {}
     for g in groups:
-        n_pruned = g.channels - kept_count(g.channels, ratio)
+        n_pruned = g.channels - kept_count(g.channels, ratio, multiple)
         for name in g.producers:
             plan[name] = kept_indices(g.channels, lowest(layer_scores(model, name), n_pruned))
     return plan

@@ -41,10 +41,13 @@ from ..zoo import is_zoo_name, zoo_path
 METHODS = ("assl", "l1", "l1_unaligned", "scratch")
 
 
-def assl_options(config: Config, ratio: float) -> dict:
-    """ASSL's callback options for a pruning run: the recipe's ``assl`` entry, at ``ratio``."""
+def assl_options(config: Config, ratio: float, channel_multiple: int | None = None) -> dict:
+    """ASSL's callback options for a pruning run: the recipe's ``assl`` entry, at ``ratio`` (and
+    ``channel_multiple`` where given)."""
     options = {k: v for cb in config.callbacks if cb.name == "assl" for k, v in cb.kwargs.items()}
     options["ratio"] = ratio
+    if channel_multiple is not None:
+        options["channel_multiple"] = channel_multiple
     return options
 
 
@@ -62,14 +65,17 @@ def pruned_model_file(
     prune_lr: float = 2e-4,
     device: str | None = None,
     progress: bool = True,
+    channel_multiple: int | None = None,
 ) -> Path:
-    """Phase 1: write (or reuse) the pruned, not yet fine-tuned model; returns its path."""
+    """Phase 1: write (or reuse) the pruned, not yet fine-tuned model; returns its path.
+    ``channel_multiple`` rounds every kept count to a multiple of it (``compress.prune.kept_count``;
+    None: the recipe's ``assl`` entry's, else 1), for every method alike."""
     if method not in METHODS:
         raise TinySRError(f"prune: unknown method {method!r} ({', '.join(METHODS)})")
     trained = load(source)
     spec = trained.tinysr_spec
     if method == "assl":
-        options = assl_options(config, ratio)
+        options = assl_options(config, ratio, channel_multiple)
         iterations = ASSL(**options).iterations
         phase = dataclasses.replace(
             config,
@@ -89,11 +95,12 @@ def pruned_model_file(
         return run_dir / "regularize" / PRUNED_FILE
     out = run_dir / PRUNED_FILE
     if not out.is_file():
-        plan = l1_plan(trained, ratio)
+        multiple = assl_options(config, ratio, channel_multiple).get("channel_multiple", 1)
+        plan = l1_plan(trained, ratio, multiple=multiple)
         if method == "l1":
             save(prune(trained, plan), out)
         elif method == "l1_unaligned":
-            save(prune_layers(trained, l1_unaligned_plan(trained, ratio)), out)
+            save(prune_layers(trained, l1_unaligned_plan(trained, ratio, multiple=multiple)), out)
         else:
             torch.manual_seed(config.seed)
             fresh = create_model(spec.name, **spec.kwargs)
@@ -110,18 +117,17 @@ def run_pruning(
     prune_lr: float = 2e-4,
     device: str | None = None,
     progress: bool = True,
+    channel_multiple: int | None = None,
 ) -> Path:
     """Prune ``source`` (a model file or ``zoo:NAME``) by ``method`` then fine-tune with ``config``;
-    returns the final model file."""
+    returns the final model file. ``channel_multiple``: see :func:`pruned_model_file`."""
     run_dir, source = Path(run_dir), zoo_path(source) if is_zoo_name(source) else Path(source)
     with folder_lock(run_dir, "pruning run folder"):
-        return _prune_and_finetune(config, run_dir, source, ratio, method, prune_lr, device, progress)
+        pruned = pruned_model_file(config, run_dir, source, ratio, method, prune_lr, device, progress, channel_multiple)
+        return _finetune(config, run_dir, pruned, device, progress)
 
 
-def _prune_and_finetune(
-    config: Config, run_dir: Path, source: Path, ratio: float, method: str, prune_lr: float, device: str | None, progress: bool
-) -> Path:
-    pruned = pruned_model_file(config, run_dir, source, ratio, method, prune_lr, device, progress)
+def _finetune(config: Config, run_dir: Path, pruned: Path, device: str | None, progress: bool) -> Path:
     spec = load(pruned).tinysr_spec
     finetune = dataclasses.replace(
         config,
