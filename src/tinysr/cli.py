@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=_ratio, required=True, help="fraction of each layer's filters to remove, e.g. 0.5")
     p.add_argument(
         "--channel-multiple",
-        type=int,
+        type=_count(1),
         metavar="N",
         help="round every kept width to a multiple of N (16 suits AVX-512 CPUs, 8 AVX2): faster on a CPU than the widths between",
     )
