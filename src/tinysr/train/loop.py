@@ -109,9 +109,9 @@ def autocast_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
     """The dtype ``train.amp`` runs the forward pass in on ``device``, or None for float32.
 
     CUDA takes bf16 and fp16 (with gradient scaling). A CPU takes bf16 only where its convolutions
-    run natively in it (oneDNN on AVX512-BF16 or AMX): an
-    AVX2-only CPU would emulate bf16, slower than float32, so there the option falls back to float32,
-    as does fp16, which CPUs do not accelerate."""
+    run natively in it (oneDNN on AVX512-BF16 or AMX): an AVX2-only CPU would emulate bf16, slower
+    than float32, so there the option falls back to float32, as does fp16, which CPUs do not
+    accelerate. The weights, the optimizer and the loss stay float32."""
     if amp is None:
         return None
     if device.type == "cuda":
