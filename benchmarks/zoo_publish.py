@@ -4,7 +4,8 @@ The run's final model is put in the form it ships in (``--form deploy``: merged 
 ``tinysr deploy`` would, as trained for a full-precision or pruned model, which has nothing to
 merge or pack; ``--form train``: as trained), scored on the test sets under the
 protocol (SPEC §1), and stored in float16 when that moves no set's PSNR by 0.005 dB or more
-(``--precision auto``), else in float32. The file's ``zoo`` metadata records the recipe, the
+and changes no output by a level of an 8-bit image on a noise input (``--precision auto``), else in
+float32. The file's ``zoo`` metadata records the recipe, the
 iterations, data, seed, form, precision and the scores of the stored file itself, and the table
 row printed at the end is the one README's zoo table takes.
 
@@ -22,6 +23,8 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+import torch
 import yaml
 
 import tinysr
@@ -36,6 +39,15 @@ from tinysr.zoo import ZOO_DIR
 REPO = Path(__file__).resolve().parents[1]
 FORM_NAMES = {"merge": "merged", "pack": "packed", "none": "trained"}
 HALF_TOLERANCE_DB = 0.005
+HALF_TOLERANCE_LEVEL = 1 / 255  # one level of an 8-bit output, on an input no test set holds
+
+
+def max_difference(a, b) -> float:
+    """Largest output difference of two models on one uniform-noise input: a float16 file can keep
+    the test sets' PSNR while its folded layers cancel large terms on other inputs."""
+    image = torch.from_numpy(np.random.default_rng(0).random((1, 3, 24, 30), dtype=np.float32))
+    with torch.no_grad():
+        return (a.eval()(image) - b.eval()(image)).abs().max().item()
 
 
 def scores_of(model, test_sets: list[Path], scale: int) -> dict:
@@ -85,9 +97,10 @@ def main() -> None:
             tinysr.save(model, path, half=precision == "float16")
             stored = scores_of(tinysr.load(path), args.test, scale)
             moved = max(abs(stored[k]["psnr"] - full[k]["psnr"]) for k in full)
-            if precision == "float32" or moved < HALF_TOLERANCE_DB:
+            strayed = max_difference(model, tinysr.load(path))
+            if precision == "float32" or (moved < HALF_TOLERANCE_DB and strayed < HALF_TOLERANCE_LEVEL):
                 break
-            print(f"float16 moves PSNR by {moved:.4f} dB: stored as float32")
+            print(f"float16 moves PSNR by {moved:.4f} dB and an output by up to {strayed:.4f}: stored as float32")
         record.update(precision=precision, scores=stored)
         tinysr.save(model, target, extra={"zoo": json.dumps(record, sort_keys=True)}, half=precision == "float16")
     cost = profile(tinysr.load(target), (180, 320))
