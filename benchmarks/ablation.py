@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import tinysr
+from seed_means import mean_row, score_keys
 from tinysr.compress import reparameterize
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
@@ -45,16 +46,6 @@ def run_recipe(
         (run_dir / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     wall = json.loads((run_dir / "wall_time.json").read_text())["seconds"] if (run_dir / "wall_time.json").is_file() else None
     return final, wall
-
-
-def mean_row(name: str, runs: list[dict], sets: list[str]) -> dict:
-    """The mean of one recipe's seeds (scores and training times)."""
-    mean = dict(runs[0], method=f"{name}, mean of {len(runs)} seeds")
-    for key in [f"{s}_{m}" for s in sets for m in ("psnr", "ssim")]:
-        mean[key] = sum(r[key] for r in runs) / len(runs)
-    walls = [r["wall_min"] for r in runs]
-    mean["wall_min"] = sum(walls) / len(walls) if all(w is not None for w in walls) else None
-    return mean
 
 
 def main() -> None:
@@ -90,7 +81,8 @@ def main() -> None:
                 model = reparameterize(model)
             rows.append(row(recipe.stem if seed is None else f"{recipe.stem}, seed {seed}", model, wall))
         if args.seeds and len(args.seeds) > 1:
-            rows.append(mean_row(recipe.stem, rows[-len(args.seeds) :], sets))
+            runs = rows[-len(args.seeds) :]
+            rows.append(mean_row(runs, score_keys(sets) + ["wall_min"], method=f"{recipe.stem}, mean of {len(runs)} seeds"))
     scale = model.tinysr_spec.scale
     rows.insert(0, row("bicubic", tinysr.create_model("bicubic", scale=scale), None))
     amp = f"; trained under {args.amp} autocast" if args.amp else ""

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 import tinysr
+from seed_means import mean_row, score_keys
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
 from tinysr.train import load_config
@@ -63,14 +64,6 @@ def paired_times(a, b, x, repeat: int) -> tuple[float, float]:
         ta.append(best_time(a, x, 1))
         tb.append(best_time(b, x, 1))
     return min(ta), min(tb)
-
-
-def mean_row(runs: list[dict], sets: list[str]) -> dict:
-    """The mean of one method's seeds (scores and times), labelled as such."""
-    mean = dict(runs[0], seed=f"mean of {len(runs)}")
-    for key in [f"{s}_{m}" for s in sets for m in ("psnr", "ssim")] + ["ms", "speedup"]:
-        mean[key] = sum(r[key] for r in runs) / len(runs)
-    return mean
 
 
 def main() -> None:
@@ -136,7 +129,8 @@ def main() -> None:
                 iterations = recipe.train.iterations + (extra if method == "assl" else 0)
                 rows.append(row(method, ratio, tinysr.load(final)) | {"train_iterations": iterations, "seed": seed})
             if len(seeds) > 1:
-                rows.append(mean_row(rows[-len(seeds) :], [Path(d).name for d in args.test]))
+                sets = [Path(d).name for d in args.test]
+                rows.append(mean_row(rows[-len(seeds) :], score_keys(sets) + ["ms", "speedup"], seed=f"mean of {len(seeds)}"))
     sets = [Path(d).name for d in args.test]
     print(
         f"x{config.scale}; budget: {args.budget} (iterations per method in the table); fine-tuning recipe {args.config}; "
