@@ -17,7 +17,7 @@ import tinysr
 from test_binary import xnor_popcount_reference
 from tinysr import kernels
 from tinysr.cli import main
-from tinysr.compress import deployable, pack, set_kernel
+from tinysr.compress import deployable, pack, set_kernel, unpack_into
 from tinysr.compress.deploy import deploy_form
 from tinysr.errors import TinySRError
 from tinysr.kernels import available_paths, cpu_model, native
@@ -288,6 +288,46 @@ def test_packed_network_equals_unpacked_on_every_path(name, kwargs, tmp_path):
     assert loaded.tinysr_spec.transforms == [{"name": "pack"}]
     with torch.no_grad():
         assert torch.equal(set_kernel(loaded, "torch")(x), outputs["torch"])
+
+
+@pytest.mark.parametrize("name, kwargs", SMALL_NETWORKS)
+def test_a_packed_network_unpacks_into_its_training_form_with_the_same_function(name, kwargs):
+    torch.manual_seed(0)
+    model = tinysr.create_model(name, scale=2, **kwargs)
+    with torch.no_grad():
+        for p in model.parameters():  # thresholds, biases and shifts away from their zero start
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    packed = pack(model)
+    torch.manual_seed(1)
+    fresh = tinysr.create_model(name, scale=2, **kwargs)
+    set_count = unpack_into(fresh, packed)
+    # every tensor of the training form comes back, but the estimators' coefficients (not in a packed model)
+    coefficients = [k for k in fresh.state_dict() if k.endswith((".act_quantizer.t", ".act_quantizer.sign.t"))]
+    assert set_count == len(fresh.state_dict()) - len(coefficients)
+    x = torch.rand(1, 3, 13, 17)
+    with torch.no_grad():
+        assert (fresh.eval()(x) - model(x)).abs().max() <= 1e-5
+    repacked = pack(fresh)
+    for (key, mine), theirs in zip(packed.state_dict().items(), repacked.state_dict().values()):
+        if key.endswith(("weight_words", "threshold")):
+            assert torch.equal(mine, theirs), key
+        elif key.endswith("alpha"):
+            torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=0)
+
+
+def test_unpacking_refuses_quantizers_it_cannot_invert_and_takes_matching_layers_only():
+    bam = pack(tinysr.create_model("srresnet_bam", scale=2, channels=16, units=2).eval())
+    with pytest.raises(ValueError, match=r"layer body\.\S+: AccumulatedWeight cannot recover a latent weight"):
+        unpack_into(tinysr.create_model("srresnet_bam", scale=2, channels=16, units=2), bam)
+    x2 = pack(tinysr.create_model("edsr_btm", scale=2, channels=16, blocks=2).eval())
+    x4 = tinysr.create_model("edsr_btm", scale=4, channels=16, blocks=2)
+    tail = {k: v.clone() for k, v in x4.state_dict().items() if k.startswith("tail")}
+    assert 0 < unpack_into(x4, x2) < len(x4.state_dict())
+    changed = [k for k, v in x4.state_dict().items() if k in tail and not torch.equal(v, tail[k])]
+    assert changed == [k for k in tail if k in x2.state_dict() and x2.state_dict()[k].shape == tail[k].shape]
+    with pytest.raises(ValueError, match="SignActivation has no threshold to hold a nonzero one"):
+        SignActivation().load_sign_threshold(torch.ones(3))
 
 
 NATIVE = [p for p in PATHS if p not in ("torch", "portable")] + (["portable"] if "portable" in PATHS else [])

@@ -308,6 +308,24 @@ def test_init_from_refuses_another_model_or_a_deployable_form(tmp_path):
         start_from(tinysr.create_model("ecbsr_m4c16", scale=4), "zoo:ecbsr_m4c16_x2")
 
 
+def test_init_from_unpacks_a_packed_model_and_names_one_it_cannot(tmp_path):
+    from tinysr.compress import pack
+    from tinysr.train.loop import start_from
+
+    torch.manual_seed(0)
+    x2 = tinysr.create_model("edsr_btm", scale=2, channels=8, blocks=1).eval()
+    tinysr.save(pack(x2), tmp_path / "packed.safetensors")
+    x4 = tinysr.create_model("edsr_btm", scale=4, channels=8, blocks=1)
+    copied, total = start_from(x4, tmp_path / "packed.safetensors")
+    assert 0 < copied < total
+    x = torch.rand(1, 3, 6, 7)
+    with torch.no_grad():  # the same head and body: the same features before the upsampler
+        assert torch.allclose(x4.net.body(x4.net.head(x)), x2.net.body(x2.net.head(x)), atol=1e-5)
+    tinysr.save(pack(tinysr.create_model("srresnet_bam", scale=2, channels=8, units=1).eval()), tmp_path / "bam.safetensors")
+    with pytest.raises(TinySRError, match=r"model.init_from .*bam.safetensors: cannot unpack it: layer \S+: AccumulatedWeight"):
+        start_from(tinysr.create_model("srresnet_bam", scale=2, channels=8, units=1), tmp_path / "bam.safetensors")
+
+
 def test_an_x4_run_starts_from_the_x2_model_and_records_it(tmp_path, folders, capsys):
     source = train_or_reuse(parse_config(tiny_recipe(*folders, iterations=3)), tmp_path / "x2", device="cpu", progress=False)
     recipe = tiny_recipe(*folders, iterations=3)

@@ -81,3 +81,16 @@ def test_models_pretrained_lists_the_zoo_and_upscale_defaults_to_it(tmp_path, ca
     assert len(err) == 1 and "no default x3 model" in err[0]
     assert main(["upscale", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "c.png"), "-m", "zoo:nope"]) == 2
     assert "zoo:nope: no such model in the zoo" in capsys.readouterr().err
+
+
+STARTS_FROM_ZOO = sorted(n for n in list_recipes() if (load_config(n).model.init_from or "").startswith("zoo:"))
+
+
+@pytest.mark.parametrize("name", STARTS_FROM_ZOO)
+def test_a_recipe_that_starts_from_a_zoo_entry_takes_most_of_its_tensors(name):
+    from tinysr.train.loop import start_from
+
+    config = load_config(name)
+    model = tinysr.create_model(config.model.name, scale=config.scale, **config.model.kwargs)
+    copied, total = start_from(model, config.model.init_from)
+    assert copied > total / 2, (name, copied, total)

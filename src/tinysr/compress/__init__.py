@@ -7,7 +7,7 @@ registers every transform (pack, prune, reparameterize) and ASSL's training call
 
 from . import assl  # noqa: F401  (registers the ``assl`` training callback)
 from .deploy import deployable
-from .pack import binary_weight_bytes, pack, set_kernel
+from .pack import binary_weight_bytes, pack, set_kernel, unpack_into
 from .prune import apply_widths, l1_plan, l1_unaligned_plan, prune, prune_layers
 from .reparameterize import reparameterize
 from .transforms import list_transforms
@@ -24,4 +24,5 @@ __all__ = [
     "prune_layers",
     "reparameterize",
     "set_kernel",
+    "unpack_into",
 ]

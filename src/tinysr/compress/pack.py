@@ -8,6 +8,10 @@ reads and writes, so no layout conversion happens between layers.
 
 The packed model's spec records the transform (``transforms: [{"name": "pack"}]``): :func:`tinysr.load`
 rebuilds the model, packs it, then loads the stored (packed) weights, so the file loads on its own.
+
+:func:`unpack_into` goes back: a packed model's weights into a training form of its architecture
+(``model.init_from`` with a packed file). Packing keeps only the signs and scale of each latent
+weight, so the latent weights come back as ``signs * scale``: the same function, new magnitudes.
 """
 
 from __future__ import annotations
@@ -64,3 +68,42 @@ def set_kernel(model: nn.Module, kernel: str) -> nn.Module:
         if isinstance(m, PackedBinaryConv2d):
             m.kernel = kernel
     return model
+
+
+@torch.no_grad()
+def unpack_into(model: nn.Module, packed: nn.Module) -> int:
+    """Load the weights of ``packed`` (a :func:`pack` ed model) into ``model``, a training form of
+    the same architecture; returns how many of ``model``'s tensors were set.
+
+    Every packed layer whose counterpart in ``model`` is a binary conv of its shape gives it a
+    latent weight its weight quantizer maps to the packed signs times scale
+    (``latent_weight``), its bias, and its activation quantizer's threshold
+    (``load_sign_threshold``); every other tensor is copied where name and shape match, so a
+    model at another scale takes all but its new tail. A quantizer that cannot be inverted (BAM's
+    accumulation) raises ValueError naming the layer."""
+    targets = dict(model.named_modules())
+    own = model.state_dict()
+    set_count, packed_prefixes = 0, []
+    for name, layer in packed.named_modules():
+        if not isinstance(layer, PackedBinaryConv2d):
+            continue
+        packed_prefixes.append(name + ".")
+        conv = targets.get(name)
+        shape = (layer.out_channels, layer.in_channels, *layer.kernel_size)
+        if not (isinstance(conv, BinaryConv2d) and conv.is_binary and tuple(conv.weight.shape) == shape):
+            continue
+        try:
+            signs = layer.signs().to(conv.weight.dtype)
+            conv.weight.copy_(conv.weight_quantizer.latent_weight(signs, layer.alpha.to(conv.weight.dtype), conv.weight))
+            conv.act_quantizer.load_sign_threshold(layer.threshold)
+        except ValueError as e:
+            raise ValueError(f"layer {name}: {e}") from None
+        set_count += 1 + (conv.act_quantizer.sign_threshold() is not None)
+        if layer.has_bias and conv.bias is not None:
+            conv.bias.copy_(layer.bias)
+            set_count += 1
+    rest = {
+        k: v for k, v in packed.state_dict().items() if not k.startswith(tuple(packed_prefixes)) and k in own and own[k].shape == v.shape
+    }
+    model.load_state_dict(rest, strict=False)
+    return set_count + len(rest)

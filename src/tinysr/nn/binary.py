@@ -30,6 +30,11 @@ know no concrete quantizer; they ask the quantizers what a 1-bit conv needs:
   says whether ``pre_sign`` is more than the identity (BAM's accumulation, ``nn/bam.py``), in
   which case the packed layer keeps the quantizer and calls its ``pre_sign``.
 
+Unpacking (a packed model back into its training form, ``compress/pack.py``) asks the inverse:
+``latent_weight(signs, alpha, like)`` is a latent weight the weight quantizer maps to
+``signs * alpha``, and ``load_sign_threshold(threshold)`` sets the activation quantizer's
+threshold. A quantizer whose packed form cannot be inverted (BAM's accumulated weights) raises.
+
 A new binarization scheme subclasses these two (or provides the same members) and packs without
 a change to either layer.
 """
@@ -115,6 +120,12 @@ class ActivationQuantizer(nn.Module):
         """The value the threshold and the sign apply to (the identity unless ``accumulates_input``)."""
         return x
 
+    @torch.no_grad()
+    def load_sign_threshold(self, threshold: torch.Tensor) -> None:
+        """Take ``threshold`` as :meth:`sign_threshold` (unpacking); without one it must be all zero."""
+        if bool(threshold.ne(0).any()):
+            raise ValueError(f"{type(self).__name__} has no threshold to hold a nonzero one")
+
 
 class WeightQuantizer(nn.Module):
     """Base of 1-bit weight quantizers: ``q(W) = signs(W) * alpha(W)`` (the protocol above)."""
@@ -128,6 +139,11 @@ class WeightQuantizer(nn.Module):
     def alpha(self, weight: torch.Tensor) -> torch.Tensor | None:
         """The per-output-channel scale, shaped ``(O, 1, 1, 1)``, or None (unscaled signs)."""
         return None
+
+    def latent_weight(self, signs: torch.Tensor, alpha: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A latent weight ``W`` with ``signs(W) * alpha(W) = signs * alpha`` (unpacking a packed
+        layer; ``alpha`` per output channel, ``like`` the layer's current weight)."""
+        raise ValueError(f"{type(self).__name__} cannot recover a latent weight from packed signs")
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         signs, alpha = self.signs(weight), self.alpha(weight)
@@ -176,6 +192,10 @@ class RSign(ActivationQuantizer):
 
     def sign_threshold(self) -> torch.Tensor:
         return self.threshold.flatten()
+
+    @torch.no_grad()
+    def load_sign_threshold(self, threshold: torch.Tensor) -> None:
+        self.threshold.copy_(threshold.view_as(self.threshold))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.sign(x - self.threshold)
@@ -233,6 +253,12 @@ class XnorWeight(WeightQuantizer):
             return None
         alpha = channel_scale(weight)
         return alpha.detach() if self.detach_scale else alpha
+
+    def latent_weight(self, signs: torch.Tensor, alpha: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``signs * alpha``: its mean magnitude is ``alpha`` again. Unscaled signs keep the
+        magnitude ``like`` has per channel, which no estimator's window clips (a fresh layer's)."""
+        magnitude = alpha.view(-1, *[1] * (signs.dim() - 1)) if self.scale else channel_scale(like)
+        return signs * magnitude.to(signs.dtype)
 
     def extra_repr(self) -> str:
         return f"estimator={self.estimator}, scale={self.scale}, detach_scale={self.detach_scale}"

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..compress.pack import TRANSFORM as PACK
+from ..compress.pack import unpack_into
 from ..data import BenchmarkSet, LRCache, TrainPatches
 from ..errors import TinySRError
 from ..evaluate import evaluate
@@ -88,21 +90,29 @@ def stop_requests():
 def start_from(model: nn.Module, path: str | Path) -> tuple[int, int]:
     """Copy into ``model`` every tensor of the model file ``path`` with the same name and shape
     (``model.init_from``); returns (copied, tensors in ``model``). The file must hold the same
-    architecture in its training form: another model, a deployable form (merged, packed, pruned)
-    or a file with no tensor in common is an error naming it."""
+    architecture in its training form or packed (``compress.pack.unpack_into``: the same function,
+    each latent weight its signs times scale): another model, a merged or pruned form or a file
+    with no tensor in common is an error naming it."""
     source = load(path)
     spec, target = source.tinysr_spec, model.tinysr_spec
     if spec.name != target.name:
         raise TinySRError(f"model.init_from {path}: holds {spec.name}, but the recipe trains {target.name}")
-    if spec.transforms:
-        forms = ", ".join(t["name"] for t in spec.transforms)
-        raise TinySRError(f"model.init_from {path}: a deployable form ({forms}); give the model file as trained")
-    theirs, ours = source.state_dict(), model.state_dict()
-    matching = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
-    if not matching:
+    forms = [t["name"] for t in spec.transforms]
+    ours = model.state_dict()
+    if forms == [PACK]:  # unpacked: each latent weight is its packed signs times scale
+        try:
+            copied = unpack_into(model, source)
+        except ValueError as e:
+            raise TinySRError(f"model.init_from {path}: cannot unpack it: {e}") from None
+    elif forms:
+        raise TinySRError(f"model.init_from {path}: a deployable form ({', '.join(forms)}); give the model file as trained or packed")
+    else:
+        matching = {k: v for k, v in source.state_dict().items() if k in ours and ours[k].shape == v.shape}
+        model.load_state_dict(matching, strict=False)
+        copied = len(matching)
+    if not copied:
         raise TinySRError(f"model.init_from {path}: no tensor has the name and shape of one of {target.name}'s")
-    model.load_state_dict(matching, strict=False)
-    return len(matching), len(ours)
+    return copied, len(ours)
 
 
 def autocast_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
