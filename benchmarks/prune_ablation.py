@@ -88,6 +88,7 @@ def main() -> None:
     if args.amp:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, amp=args.amp))
     cache = LRCache()
+    sets = [Path(d).name for d in args.test]
     x = torch.rand(1, 3, 180, 320)
     source = tinysr.load(args.source)
     seeds = args.seeds or [config.seed]
@@ -129,9 +130,7 @@ def main() -> None:
                 iterations = recipe.train.iterations + (extra if method == "assl" else 0)
                 rows.append(row(method, ratio, tinysr.load(final)) | {"train_iterations": iterations, "seed": seed})
             if len(seeds) > 1:
-                sets = [Path(d).name for d in args.test]
                 rows.append(mean_row(rows[-len(seeds) :], score_keys(sets) + ["ms", "speedup"], seed=f"mean of {len(seeds)}"))
-    sets = [Path(d).name for d in args.test]
     print(
         f"x{config.scale}; budget: {args.budget} (iterations per method in the table); fine-tuning recipe {args.config}; "
         f"Mult-Adds at 1280x720 output; CPU time at 320x180 input, {torch.get_num_threads()} threads"
