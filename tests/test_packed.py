@@ -330,6 +330,22 @@ def test_unpacking_refuses_quantizers_it_cannot_invert_and_takes_matching_layers
         SignActivation().load_sign_threshold(torch.ones(3))
 
 
+def test_unpacking_refused_part_way_leaves_the_model_as_it_was(monkeypatch):
+    packed = pack(tinysr.create_model("edsr_btm", scale=2, channels=16, blocks=2).eval())
+    model = tinysr.create_model("edsr_btm", scale=2, channels=16, blocks=2)
+    convs = [m for m in model.modules() if isinstance(m, BinaryConv2d) and m.is_binary]
+    assert len(convs) > 1
+
+    def refuse(*args):
+        raise ValueError("cannot invert")
+
+    monkeypatch.setattr(convs[-1].weight_quantizer, "latent_weight", refuse)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="cannot invert"):
+        unpack_into(model, packed)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 NATIVE = [p for p in PATHS if p not in ("torch", "portable")] + (["portable"] if "portable" in PATHS else [])
 
 

@@ -80,9 +80,11 @@ def unpack_into(model: nn.Module, packed: nn.Module) -> int:
     (``latent_weight``), its bias, and its activation quantizer's threshold
     (``load_sign_threshold``); every other tensor is copied where name and shape match, so a
     model at another scale takes all but its new tail. A quantizer that cannot be inverted (BAM's
-    accumulation) raises ValueError naming the layer."""
+    accumulation) raises ValueError naming the layer and leaves ``model`` as it was."""
     targets = dict(model.named_modules())
     own = model.state_dict()
+    # Layers are set one by one, so a refusal part-way would leave a mix of both models.
+    before = {k: v.clone() for k, v in own.items()}
     set_count, packed_prefixes = 0, []
     for name, layer in packed.named_modules():
         if not isinstance(layer, PackedBinaryConv2d):
@@ -97,6 +99,7 @@ def unpack_into(model: nn.Module, packed: nn.Module) -> int:
             conv.weight.copy_(conv.weight_quantizer.latent_weight(signs, layer.alpha.to(conv.weight.dtype), conv.weight))
             conv.act_quantizer.load_sign_threshold(layer.threshold)
         except ValueError as e:
+            model.load_state_dict(before)
             raise ValueError(f"layer {name}: {e}") from None
         set_count += 1 + (conv.act_quantizer.sign_threshold() is not None)
         if layer.has_bias and conv.bias is not None:
