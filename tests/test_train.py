@@ -23,7 +23,17 @@ from tinysr import TinySRError
 from tinysr.data import TrainPatches
 from tinysr.model_file import read_metadata
 from tinysr.resize import imresize
-from tinysr.train import Callback, build_callback, build_loss, load_config, parse_config, register_callback, train, train_or_reuse
+from tinysr.train import (
+    Callback,
+    build_callback,
+    build_loss,
+    load_config,
+    logged_training_seconds,
+    parse_config,
+    register_callback,
+    train,
+    train_or_reuse,
+)
 from tinysr.train.checkpoint import load_state, save_state, state_path
 from tinysr.train.config import list_recipes
 from tinysr.train.run_dir import recipe_differences, recipe_inputs, record_inputs, stale_input
@@ -540,6 +550,37 @@ def test_resume_survives_a_torn_log_line(tmp_path, folders):
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records if "loss" in r] == [2, 4, 6, 8]
     assert records[-1]["done"]
+
+
+def test_a_resumed_run_carries_its_training_time(tmp_path, folders):
+    recipe = tiny_recipe(*folders, iterations=8, checkpoint_every=3, val_every=4)
+    recipe["callbacks"] = [{"name": "interrupt_at", "kwargs": {"iteration": 5}}]
+    config = parse_config(recipe)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", device="cpu", progress=False)
+    state = load_state(tmp_path / "run")
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert state["training_seconds"] >= max(r["time"] for r in logged if r["iter"] <= state["iteration"]) > 0
+    state["training_seconds"] = 1000.0  # as if the first process had trained that long
+    save_state(tmp_path / "run", state)
+    train(config, tmp_path / "run", device="cpu", resume=True, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    later = [r["time"] for r in records if "time" in r and r["iter"] > state["iteration"]]
+    assert later and all(1000.0 <= t < 1100.0 for t in later)
+    assert logged_training_seconds(tmp_path / "run") == later[-1]
+
+
+def test_logged_training_seconds_sums_a_clock_restarted_at_each_resume(tmp_path):
+    lines = [
+        {"iter": 2, "time": 1.0},
+        {"iter": 4, "time": 3.0},
+        {"iter": 6, "time": 0.5},
+        {"iter": 8, "time": 2.0},
+        {"iter": 8, "done": True},
+    ]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"iter": 9, "ti')
+    assert logged_training_seconds(tmp_path) == 5.0
+    assert logged_training_seconds(tmp_path / "missing") is None
 
 
 @pytest.mark.slow

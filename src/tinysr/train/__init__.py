@@ -10,6 +10,7 @@ from ..plugins import Callback, Step, build_callback, build_loss, list_callbacks
 from . import losses  # noqa: F401  (registers the generic loss terms: l1, mse, charbonnier)
 from .config import Config, load_config, parse_config
 from .loop import Trainer, train, train_or_reuse
+from .run_dir import logged_training_seconds
 
 __all__ = [
     "Callback",
@@ -20,6 +21,7 @@ __all__ = [
     "build_loss",
     "list_callbacks",
     "list_losses",
+    "logged_training_seconds",
     "load_config",
     "parse_config",
     "register_callback",

@@ -147,6 +147,7 @@ class Trainer:
         self.device = torch.device(f"cuda:{self.dist.local_rank}" if device.startswith("cuda") and self.dist.enabled else device)
         self.iteration = 0
         self.best = {"psnr": -math.inf, "iteration": -1}
+        self._seconds_before = 0.0  # training time of the processes this run resumes from
 
     # ------------------------------------------------------------------ what callbacks may read
     @property
@@ -249,6 +250,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema else None,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
             "best": dict(self.best),
+            "training_seconds": self.training_seconds(),
             "torch_rng": torch.get_rng_state(),
             "config": self.config.to_dict(),
         }
@@ -271,9 +273,15 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.best = dict(state["best"])
         self.iteration = int(state["iteration"])
+        self._seconds_before = float(state.get("training_seconds", 0.0))
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def training_seconds(self) -> float:
+        """Wall seconds this run has trained, over every process that trained it: a resumed run
+        carries the time up to its checkpoint, and the time between the two processes is left out."""
+        return self._seconds_before + time.perf_counter() - self._start_time
 
     def _save_checkpoint(self) -> None:
         if self.dist.is_main:
@@ -326,7 +334,7 @@ class Trainer:
             if score.psnr > self.best["psnr"]:
                 self.best = {"psnr": score.psnr, "iteration": self.iteration}
                 save(self.exported_model(), self.run_dir / BEST_NAME)
-            self.log({"iter": self.iteration, **scores, "best_psnr": self.best["psnr"], "time": time.perf_counter() - self._start_time})
+            self.log({"iter": self.iteration, **scores, "best_psnr": self.best["psnr"], "time": self.training_seconds()})
             for cb in self.callbacks:
                 cb.on_validation(self, self.iteration, scores)
         barrier(self.dist)
@@ -405,9 +413,8 @@ class Trainer:
             bar.update(1)
             it = self.iteration
             if it % c.train.log_every == 0 or it == c.train.iterations:
-                elapsed = time.perf_counter() - self._start_time
-                rate = (it - start_iter) / max(elapsed, 1e-9)
-                self.log({"iter": it, **logs, "it_s": rate, "img_s": rate * samples, "time": elapsed})
+                rate = (it - start_iter) / max(time.perf_counter() - self._start_time, 1e-9)  # this process's own
+                self.log({"iter": it, **logs, "it_s": rate, "img_s": rate * samples, "time": self.training_seconds()})
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
             if it % c.train.val_every == 0 or it == c.train.iterations:
                 scores = self.validate()

@@ -1,7 +1,8 @@
 """The run folder on its own: what it holds, and when a run in it may be resumed or reused.
 
 Files: ``config.yaml`` (the resolved recipe), ``inputs.json`` (the SHA-256 of each file the recipe
-reads), ``log.jsonl`` (one JSON object a line), ``checkpoints/state.pt`` (latest training state,
+reads), ``log.jsonl`` (one JSON object a line; ``time`` is the seconds trained so far, carried
+across resumes), ``checkpoints/state.pt`` (latest training state,
 ``checkpoint.py``), ``best.safetensors`` (best validation PSNR), ``model.safetensors`` (final
 weights), ``tb/`` when TensorBoard is installed.
 
@@ -54,6 +55,22 @@ def _log_iteration(line: str) -> int | None:
         return int(json.loads(line).get("iter", 0))
     except (ValueError, AttributeError):
         return None
+
+
+def logged_training_seconds(run_dir: str | Path) -> float | None:
+    """The seconds a run has trained by its log: the last ``time``, or, in a log whose clock
+    restarts at each resume (runs checkpointed before the time was carried over), the sum of each
+    stretch's last ``time``. None without timed lines."""
+    path = Path(run_dir) / LOG_NAME
+    times = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            times.append(float(json.loads(line)["time"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # untimed (the final line), blank or cut short by a kill
+    if not times:
+        return None
+    return sum(t for t, later in zip(times, times[1:] + [-1.0]) if later < t)
 
 
 def truncate_log(path: Path, iteration: int) -> None:
