@@ -42,7 +42,7 @@ import tinysr
 from seed_means import mean_row, score_keys
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
-from tinysr.train import load_config
+from tinysr.train import load_config, logged_training_seconds
 from tinysr.workflows.pruning import METHODS, regularization_iterations, run_pruning
 
 
@@ -64,6 +64,13 @@ def paired_times(a, b, x, repeat: int) -> tuple[float, float]:
         ta.append(best_time(a, x, 1))
         tb.append(best_time(b, x, 1))
     return min(ta), min(tb)
+
+
+def training_minutes(run: Path) -> float | None:
+    """Minutes of training a pruning run's log records, its phases summed (ASSL's regularisation and
+    every method's fine-tuning)."""
+    seconds = [logged_training_seconds(phase) for phase in sorted(run.iterdir()) if phase.is_dir()]
+    return sum(s for s in seconds if s) / 60 if any(seconds) else None
 
 
 def main() -> None:
@@ -128,23 +135,27 @@ def main() -> None:
                     channel_multiple=args.channel_multiple,
                 )
                 iterations = recipe.train.iterations + (extra if method == "assl" else 0)
-                rows.append(row(method, ratio, tinysr.load(final)) | {"train_iterations": iterations, "seed": seed})
+                trained = {"train_iterations": iterations, "seed": seed, "train_min": training_minutes(args.runs / folder)}
+                rows.append(row(method, ratio, tinysr.load(final)) | trained)
             if len(seeds) > 1:
-                rows.append(mean_row(rows[-len(seeds) :], score_keys(sets) + ["ms", "speedup"], seed=f"mean of {len(seeds)}"))
+                keys = score_keys(sets) + ["ms", "speedup", "train_min"]
+                rows.append(mean_row(rows[-len(seeds) :], keys, seed=f"mean of {len(seeds)}"))
     print(
         f"x{config.scale}; budget: {args.budget} (iterations per method in the table); fine-tuning recipe {args.config}; "
         f"Mult-Adds at 1280x720 output; CPU time at 320x180 input, {torch.get_num_threads()} threads"
     )
     print(
-        "| ratio | method | seed | iterations | params | Mult-Adds (G) | "
+        "| ratio | method | seed | iterations | train min | params | Mult-Adds (G) | "
         + " | ".join(f"{s} PSNR / SSIM" for s in sets)
         + " | CPU ms | speed-up | Mult-Adds reduction |"
     )
-    print("|---|---|---:|---:|---:|---:|" + "---:|" * len(sets) + "---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(sets) + "---:|---:|---:|")
     for r in rows:
         cells = " | ".join(f"{r[f'{s}_psnr']:.3f} / {r[f'{s}_ssim']:.4f}" for s in sets)
+        minutes = f"{r['train_min']:.0f}" if r.get("train_min") else "-"
         print(
             f"| {r['ratio'] if r['ratio'] is not None else '-'} | {r['method']} | {r.get('seed', '-')} | {r.get('train_iterations', '-')} | "
+            f"{minutes} | "
             f"{r['params'] / 1e3:.1f}K | {r['mult_adds'] / 1e9:.1f} | "
             f"{cells} | {r['ms']:.0f} | {r['speedup']:.2f}x | {r['flops_ratio']:.2f}x |"
         )
