@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import tinysr
@@ -26,26 +25,21 @@ from seed_means import mean_row, score_keys
 from tinysr.compress import reparameterize
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
-from tinysr.train import load_config, train_or_reuse
+from tinysr.train import load_config, logged_training_seconds, train_or_reuse
 
 
 def run_recipe(
     recipe: Path, runs: Path, iterations: int | None, seed: int | None = None, amp: str | None = None
 ) -> tuple[Path, float | None]:
     """Train (or reuse / resume) one recipe, at ``seed`` if given; returns its model file and the
-    training wall time."""
+    seconds it trained by its log (over every process that trained it, so a resumed run counts whole)."""
     overrides = [f"train.iterations={iterations}"] if iterations else []
     overrides += [f"train.amp={amp}"] if amp else []
     own_seed = load_config(recipe).seed
     run_dir = runs / (recipe.stem if seed is None or seed == own_seed else f"{recipe.stem}_seed{seed}")
     config = load_config(recipe, overrides + ([f"seed={seed}"] if seed is not None else []))
-    finished = (run_dir / "model.safetensors").is_file()
-    start = time.perf_counter()
     final = train_or_reuse(config, run_dir, progress=False)  # a finished run is reused only if it is this recipe's
-    if not finished:
-        (run_dir / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
-    wall = json.loads((run_dir / "wall_time.json").read_text())["seconds"] if (run_dir / "wall_time.json").is_file() else None
-    return final, wall
+    return final, logged_training_seconds(run_dir)
 
 
 def main() -> None:
