@@ -6,7 +6,8 @@ merge or pack; ``--form train``: as trained), scored on the test sets under the
 protocol (SPEC §1), and stored in float16 when that moves no set's PSNR by 0.005 dB or more
 and changes no output by a level of an 8-bit image on a noise input (``--precision auto``), else in
 float32. The file's ``zoo`` metadata records the recipe, the
-iterations, data, seed, form, precision and the scores of the stored file itself, and the table
+iterations, data, seed, form, precision, the run's training minutes by its log (wall time, over
+every process that trained it) and the scores of the stored file itself, and the table
 row printed at the end is the one README's zoo table takes.
 
     python benchmarks/zoo_publish.py runs/zoo/ecbsr_m4c16_x2 ecbsr_m4c16_x2 --recipe ecbsr_m4c16_x2_cpu \
@@ -34,6 +35,7 @@ from tinysr.compress.deploy import deploy_form
 from tinysr.data import BenchmarkSet
 from tinysr.evaluate import evaluate
 from tinysr.profile import profile
+from tinysr.train import logged_training_seconds
 from tinysr.zoo import ZOO_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,6 +91,9 @@ def main() -> None:
         "form": "pruned" if trained.tinysr_spec.transformed_by("prune") else FORM_NAMES[form],
         "trained_on": date.today().isoformat(),
     }
+    seconds = logged_training_seconds(args.run)
+    if seconds:
+        record["training_minutes"] = round(seconds / 60)
     with tempfile.TemporaryDirectory() as tmp:
         candidates = ["float16", "float32"] if args.precision == "auto" else [args.precision]
         full = scores_of(model, args.test, scale)
@@ -105,10 +110,11 @@ def main() -> None:
         tinysr.save(model, target, extra={"zoo": json.dumps(record, sort_keys=True)}, half=precision == "float16")
     cost = profile(tinysr.load(target), (180, 320))
     row = " | ".join(f"{stored[k]['psnr']:.2f} / {stored[k]['ssim']:.4f}" for k in stored)
+    wall = f"{record['training_minutes']} min" if seconds else "-"
     print(f"{target} ({target.stat().st_size / 1e3:.1f} kB, {precision})")
     print(
         f"| zoo:{args.name} | x{scale} | {record['form']} | {cost.params / 1e3:.1f}K | {cost.ops / 1e9:.2f} | {row} | "
-        f"{record['iterations']:,} | {args.recipe} |"
+        f"{record['iterations']:,} | {args.recipe} | {wall} |"
     )
 
 
