@@ -538,34 +538,39 @@ class InterruptAt(Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_survives_a_torn_log_line(tmp_path, folders):
-    recipe = tiny_recipe(*folders, iterations=8, checkpoint_every=3, val_every=100)
+def _stopped_at_iteration_5(run: Path, folders, val_every: int):
+    """The recipe of an 8-iteration run checkpointed every 3, trained in ``run`` until it is
+    interrupted at iteration 5."""
+    recipe = tiny_recipe(*folders, iterations=8, checkpoint_every=3, val_every=val_every)
     recipe["callbacks"] = [{"name": "interrupt_at", "kwargs": {"iteration": 5}}]
     config = parse_config(recipe)
     with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "run", device="cpu", progress=False)
+        train(config, run, device="cpu", progress=False)
+    return config
+
+
+def _log_records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_survives_a_torn_log_line(tmp_path, folders):
+    config = _stopped_at_iteration_5(tmp_path / "run", folders, val_every=100)
     with open(tmp_path / "run" / "log.jsonl", "a") as f:
         f.write('{"iter": 5, "loss": 0.1')  # a line cut short by a kill
     train(config, tmp_path / "run", device="cpu", resume=True, progress=False)
-    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    records = _log_records(tmp_path / "run")
     assert [r["iter"] for r in records if "loss" in r] == [2, 4, 6, 8]
     assert records[-1]["done"]
 
 
 def test_a_resumed_run_carries_its_training_time(tmp_path, folders):
-    recipe = tiny_recipe(*folders, iterations=8, checkpoint_every=3, val_every=4)
-    recipe["callbacks"] = [{"name": "interrupt_at", "kwargs": {"iteration": 5}}]
-    config = parse_config(recipe)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "run", device="cpu", progress=False)
+    config = _stopped_at_iteration_5(tmp_path / "run", folders, val_every=4)
     state = load_state(tmp_path / "run")
-    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert state["training_seconds"] >= max(r["time"] for r in logged if r["iter"] <= state["iteration"]) > 0
+    assert state["training_seconds"] >= max(r["time"] for r in _log_records(tmp_path / "run") if r["iter"] <= state["iteration"]) > 0
     state["training_seconds"] = 1000.0  # as if the first process had trained that long
     save_state(tmp_path / "run", state)
     train(config, tmp_path / "run", device="cpu", resume=True, progress=False)
-    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    later = [r["time"] for r in records if "time" in r and r["iter"] > state["iteration"]]
+    later = [r["time"] for r in _log_records(tmp_path / "run") if "time" in r and r["iter"] > state["iteration"]]
     assert later and all(1000.0 <= t < 1100.0 for t in later)
     assert logged_training_seconds(tmp_path / "run") == later[-1]
 
