@@ -11,6 +11,10 @@ iterations: ASSL spends part of it on its regularisation phase, so the L1-norm a
 baselines fine-tune for those iterations more (the official "scratch (same epochs)" reading).
 ``--budget finetune`` gives every method the same fine-tuning only, ASSL's regularisation on top.
 
+A column gives the first test set's PSNR of the network each method cut (ASSL's regularised
+network, the source for the L1 baselines) and of the cut network before its fine-tuning: what the
+surgery itself cost, so a regularisation that did not finish shows.
+
 ``--amp bf16`` trains every arm under bf16 autocast (``train.amp``), the same for all of them.
 
 ``--seeds`` runs every method once per seed (the fine-tuning's data order and, for ASSL and
@@ -43,7 +47,7 @@ from seed_means import mean_row, score_keys
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
 from tinysr.train import load_config, logged_training_seconds
-from tinysr.workflows.pruning import METHODS, regularization_iterations, run_pruning
+from tinysr.workflows.pruning import METHODS, regularization_iterations, run_pruning, surgery_files
 
 
 def best_time(model, x, repeat: int) -> float:
@@ -111,6 +115,14 @@ def main() -> None:
         out["flops_ratio"] = tinysr.profile(source, (360, 640)).flops / cost.flops
         return out
 
+    def at_surgery(folder: Path, method: str) -> dict:
+        """The first test set's PSNR of the model phase 1 cut and of what it cut it into."""
+        files = surgery_files(folder, method, args.source)
+        if files is None:
+            return {}
+        before, after = (evaluate(tinysr.load(f), BenchmarkSet(args.test[0], config.scale, cache=cache), progress=False) for f in files)
+        return {"psnr_before_cut": before.psnr, "psnr_after_cut": after.psnr}
+
     rows = [row("unpruned", None, source)]
     for ratio in args.ratios:
         extra = regularization_iterations(config, ratio) if args.budget == "total" else 0
@@ -136,9 +148,9 @@ def main() -> None:
                 )
                 iterations = recipe.train.iterations + (extra if method == "assl" else 0)
                 trained = {"train_iterations": iterations, "seed": seed, "train_min": training_minutes(args.runs / folder)}
-                rows.append(row(method, ratio, tinysr.load(final)) | trained)
+                rows.append(row(method, ratio, tinysr.load(final)) | trained | at_surgery(args.runs / folder, method))
             if len(seeds) > 1:
-                keys = score_keys(sets) + ["ms", "speedup", "train_min"]
+                keys = score_keys(sets) + ["ms", "speedup", "train_min", "psnr_before_cut", "psnr_after_cut"]
                 rows.append(mean_row(rows[-len(seeds) :], keys, seed=f"mean of {len(seeds)}"))
     print(
         f"x{config.scale}; budget: {args.budget} (iterations per method in the table); fine-tuning recipe {args.config}; "
@@ -146,17 +158,18 @@ def main() -> None:
     )
     print(
         "| ratio | method | seed | iterations | train min | params | Mult-Adds (G) | "
+        + f"{sets[0]} PSNR cut from / cut (before fine-tuning) | "
         + " | ".join(f"{s} PSNR / SSIM" for s in sets)
         + " | CPU ms | speed-up | Mult-Adds reduction |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(sets) + "---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(sets) + "---:|---:|---:|")
     for r in rows:
         cells = " | ".join(f"{r[f'{s}_psnr']:.3f} / {r[f'{s}_ssim']:.4f}" for s in sets)
         minutes = f"{r['train_min']:.0f}" if r.get("train_min") else "-"
+        cut = f"{r['psnr_before_cut']:.2f} / {r['psnr_after_cut']:.2f}" if r.get("psnr_after_cut") else "-"
         print(
             f"| {r['ratio'] if r['ratio'] is not None else '-'} | {r['method']} | {r.get('seed', '-')} | {r.get('train_iterations', '-')} | "
-            f"{minutes} | "
-            f"{r['params'] / 1e3:.1f}K | {r['mult_adds'] / 1e9:.1f} | "
+            f"{minutes} | {r['params'] / 1e3:.1f}K | {r['mult_adds'] / 1e9:.1f} | {cut} | "
             f"{cells} | {r['ms']:.0f} | {r['speedup']:.2f}x | {r['flops_ratio']:.2f}x |"
         )
     if args.json:

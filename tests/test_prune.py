@@ -18,6 +18,7 @@ from tinysr.errors import TinySRError
 from tinysr.nn import FoldableBatchNorm2d
 from tinysr.nn.rep import FreezableBatchNorm2d
 from tinysr.train import load_config
+from tinysr.workflows.pruning import surgery_files
 from train_helpers import make_folders, tiny_recipe, write_recipe
 
 
@@ -252,6 +253,9 @@ def test_assl_regularises_aligns_and_prunes(tmp_path, data_dir):
     log = (tmp_path / "run" / "regularize" / "log.jsonl").read_text()
     assert '"ASSL"' in log  # the penalty is logged as its own loss part
     assert main(args) == 0  # rerun: every phase is reused
+    before, after = surgery_files(tmp_path / "run", "assl", tmp_path / "trained.safetensors")
+    assert (tinysr.load(before).head.out_channels, tinysr.load(after).head.out_channels) == (8, 4)
+    assert before.parent.name == "regularize"  # the regularised network, not the source
 
 
 def test_assl_penalty_drives_the_pruned_gammas_down(data_dir, tmp_path):
@@ -291,6 +295,8 @@ def test_cli_prune_baselines(method, tmp_path, data_dir, capsys):
     final = tmp_path / "run" / "finetune" / "model.safetensors"
     assert str(final) in capsys.readouterr().out
     assert tinysr.load(final).head.out_channels == 2
+    cut = surgery_files(tmp_path / "run", method, source)
+    assert cut is None if method == "scratch" else (cut[0] == source and tinysr.load(cut[1]).head.out_channels == 2)
     assert main(["profile", "-m", str(final), "-s", "2", "--lr-size", "16x16"]) == 0
     rounded = ["prune", "-c", str(config), "-o", str(tmp_path / "run4"), "--from", str(source), "--ratio", "0.75", "-q"]
     assert main(rounded + ["--method", method, "--channel-multiple", "4"]) == 0  # 2 kept -> 4

@@ -36,6 +36,7 @@ from ..model_file import load, save
 from ..models import create_model
 from ..train import train_or_reuse
 from ..train.config import Component, Config, ModelConfig, SchedulerConfig
+from ..train.run_dir import FINAL_NAME
 from ..zoo import is_zoo_name, zoo_path
 
 METHODS = ("assl", "l1", "l1_unaligned", "scratch")
@@ -106,6 +107,16 @@ def pruned_model_file(
             fresh = create_model(spec.name, **spec.kwargs)
             save(apply_widths(fresh, {k: len(v) for k, v in plan.items()}), out)
     return out
+
+
+def surgery_files(run_dir: str | Path, method: str, source: str | Path) -> tuple[Path, Path] | None:
+    """The model a finished phase 1 cut and the network it cut it into, before fine-tuning: ASSL's
+    regularised network and its pruned form, the source and its pruned form for the L1 baselines;
+    None for ``scratch``, which cuts nothing."""
+    run_dir, source = Path(run_dir), zoo_path(source) if is_zoo_name(source) else Path(source)
+    if method == "assl":
+        return run_dir / "regularize" / FINAL_NAME, run_dir / "regularize" / PRUNED_FILE
+    return None if method == "scratch" else (source, run_dir / PRUNED_FILE)
 
 
 def run_pruning(
