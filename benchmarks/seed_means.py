@@ -14,6 +14,6 @@ def mean_row(runs: list[dict], keys: list[str], **labels) -> dict:
     ``labels`` set over it (e.g. the seed column saying what the row is)."""
     mean = dict(runs[0], **labels)
     for key in keys:
-        values = [r[key] for r in runs]
+        values = [r.get(key) for r in runs]
         mean[key] = None if any(v is None for v in values) else sum(values) / len(values)
     return mean
