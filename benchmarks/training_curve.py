@@ -1,4 +1,5 @@
-"""Print a run's validation curve (PSNR vs iterations and wall time) and its throughput as Markdown.
+"""Print a run's validation curve (PSNR vs iterations and training time, carried across resumes)
+and its throughput as Markdown.
 
 python benchmarks/training_curve.py runs/edsr_baseline_x2_cpu [--target 35.5]
 """
@@ -6,8 +7,8 @@ python benchmarks/training_curve.py runs/edsr_baseline_x2_cpu [--target 35.5]
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+
+from tinysr.train import read_log
 
 
 def main() -> None:
@@ -15,7 +16,7 @@ def main() -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--target", type=float, help="report when validation PSNR first reaches this value")
     args = parser.parse_args()
-    records = [json.loads(line) for line in (Path(args.run_dir) / "log.jsonl").read_text().splitlines() if line.strip()]
+    records = read_log(args.run_dir)
     val = [r for r in records if "val_psnr" in r]
     train = [r for r in records if "loss" in r]
     print("| iteration | wall time (min) | Set5 PSNR (dB) | SSIM |")
@@ -25,8 +26,8 @@ def main() -> None:
     if train:
         last = train[-1]
         print(
-            f"\nthroughput over the run: {last['it_s']:.2f} iterations/s, {last['img_s']:.1f} patches/s "
-            f"({last['iter']} iterations in {last['time'] / 60:.1f} min, validation included)"
+            f"\nthroughput of the last process: {last['it_s']:.2f} iterations/s, {last['img_s']:.1f} patches/s "
+            f"({last['iter']} iterations in {last['time'] / 60:.1f} min of training, validation included)"
         )
     if args.target is not None:
         hit = next((r for r in val if r["val_psnr"] >= args.target), None)

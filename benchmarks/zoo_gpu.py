@@ -59,7 +59,7 @@ from tinysr.compress import pack, set_kernel
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
 from tinysr.io import list_images, read_image
-from tinysr.train import load_config
+from tinysr.train import load_config, read_log
 
 # The zoo's entries (README), by their paper recipes; x4 ones start from the zoo's x2 where the recipe says so.
 RECIPES = [
@@ -95,7 +95,7 @@ def smoke(device: str, data: Path, out: Path, extra: list[str]) -> dict:
         sets = [f"train.amp={'null' if amp == 'none' else amp}", "train.iterations=20", "model.kwargs={channels: 16, blocks: 2}"]
         start = time.perf_counter()
         rc = train(("edsr_baseline_x2", run), device, data, sets + ["train.log_every=10", *extra], wait=True)
-        lines = read_log(run)
+        lines = step_lines(run)
         report[f"train_amp_{amp}"] = {
             "rc": rc,
             "seconds": round(time.perf_counter() - start, 1),
@@ -114,11 +114,9 @@ def smoke(device: str, data: Path, out: Path, extra: list[str]) -> dict:
     return report
 
 
-def read_log(run: Path) -> list[dict]:
-    path = run / "log.jsonl"
-    if not path.is_file():
-        return []
-    return [row for row in map(json.loads, path.read_text().splitlines()) if "it_s" in row]
+def step_lines(run: Path) -> list[dict]:
+    """The log's training-step lines (those with a rate)."""
+    return [row for row in read_log(run) if "it_s" in row]
 
 
 def train(job: tuple[str, Path], device: str, data: Path, sets: list[str], wait: bool = False):
@@ -154,7 +152,7 @@ def run_all(jobs: dict[str, Path], device: str, data: Path, sets_of: dict[str, l
 def measured_speed(run: Path, wall: float) -> tuple[float, float] | None:
     """Iterations per second between the last two log lines (the warm-up left out), and the
     seconds of the process's ``wall`` that were not iterations (start-up, data, the model's save)."""
-    lines = read_log(run)
+    lines = step_lines(run)
     if len(lines) < 2:
         return None
     a, b = lines[-2], lines[-1]

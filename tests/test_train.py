@@ -30,6 +30,7 @@ from tinysr.train import (
     load_config,
     logged_training_seconds,
     parse_config,
+    read_log,
     register_callback,
     train,
     train_or_reuse,
@@ -585,6 +586,7 @@ def test_logged_training_seconds_sums_a_clock_restarted_at_each_resume(tmp_path)
     ]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"iter": 9, "ti')
     assert logged_training_seconds(tmp_path) == 5.0
+    assert [r.get("time") for r in read_log(tmp_path)] == [1.0, 3.0, 3.5, 5.0, None]  # the torn last line left out
     assert logged_training_seconds(tmp_path / "missing") is None
 
 

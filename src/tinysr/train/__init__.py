@@ -10,7 +10,7 @@ from ..plugins import Callback, Step, build_callback, build_loss, list_callbacks
 from . import losses  # noqa: F401  (registers the generic loss terms: l1, mse, charbonnier)
 from .config import Config, load_config, parse_config
 from .loop import Trainer, train, train_or_reuse
-from .run_dir import logged_training_seconds
+from .run_dir import logged_training_seconds, read_log
 
 __all__ = [
     "Callback",
@@ -24,6 +24,7 @@ __all__ = [
     "logged_training_seconds",
     "load_config",
     "parse_config",
+    "read_log",
     "register_callback",
     "register_loss",
     "train",

@@ -57,20 +57,32 @@ def _log_iteration(line: str) -> int | None:
         return None
 
 
-def logged_training_seconds(run_dir: str | Path) -> float | None:
-    """The seconds a run has trained by its log: the last ``time``, or, in a log whose clock
-    restarts at each resume (runs checkpointed before the time was carried over), the sum of each
-    stretch's last ``time``. None without timed lines."""
+def read_log(run_dir: str | Path) -> list[dict]:
+    """A run's log records, each timed one with ``time`` as the seconds trained up to it: in a log
+    whose clock restarts at each resume (runs checkpointed before the time was carried over), the
+    earlier stretches' last times are added. Blank or damaged lines (a kill) are left out."""
     path = Path(run_dir) / LOG_NAME
-    times = []
+    records, carried, last = [], 0.0, None
     for line in path.read_text().splitlines() if path.is_file() else []:
         try:
-            times.append(float(json.loads(line)["time"]))
-        except (ValueError, KeyError, TypeError):
-            continue  # untimed (the final line), blank or cut short by a kill
-    if not times:
-        return None
-    return sum(t for t, later in zip(times, times[1:] + [-1.0]) if later < t)
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        if isinstance(record.get("time"), (int, float)):
+            if last is not None and record["time"] < last:
+                carried += last  # a clock restarted by a resume
+            last = record["time"]
+            record["time"] += carried
+        records.append(record)
+    return records
+
+
+def logged_training_seconds(run_dir: str | Path) -> float | None:
+    """The seconds a run has trained by its log (:func:`read_log`); None without timed lines."""
+    times = [r["time"] for r in read_log(run_dir) if "time" in r]
+    return times[-1] if times else None
 
 
 def truncate_log(path: Path, iteration: int) -> None:
