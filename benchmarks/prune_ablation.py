@@ -115,13 +115,17 @@ def main() -> None:
         out["flops_ratio"] = tinysr.profile(source, (360, 640)).flops / cost.flops
         return out
 
+    first_set_psnr: dict[Path, float] = {}  # by file: every L1 arm cuts the same source
+
     def at_surgery(folder: Path, method: str) -> dict:
         """The first test set's PSNR of the model phase 1 cut and of what it cut it into."""
         files = surgery_files(folder, method, args.source)
         if files is None:
             return {}
-        before, after = (evaluate(tinysr.load(f), BenchmarkSet(args.test[0], config.scale, cache=cache), progress=False) for f in files)
-        return {"psnr_before_cut": before.psnr, "psnr_after_cut": after.psnr}
+        for f in files:
+            if f not in first_set_psnr:
+                first_set_psnr[f] = evaluate(tinysr.load(f), BenchmarkSet(args.test[0], config.scale, cache=cache), progress=False).psnr
+        return {"psnr_before_cut": first_set_psnr[files[0]], "psnr_after_cut": first_set_psnr[files[1]]}
 
     rows = [row("unpruned", None, source)]
     for ratio in args.ratios:

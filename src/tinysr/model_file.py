@@ -22,7 +22,7 @@ from .compress.transforms import rebuild
 from .errors import TinySRError
 from .files import atomic_write
 from .models.registry import create_model, model_spec
-from .zoo import is_zoo_name, zoo_path
+from .zoo import model_file_path
 
 FORMAT_NAME = "tinysr-model"
 FORMAT_VERSION = "1"
@@ -154,7 +154,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     device, so a file whose metadata claims an enormous network is refused before any memory is
     allocated for it. ``zoo:NAME`` loads the zoo's entry NAME (``zoo.py``).
     """
-    path = zoo_path(path) if is_zoo_name(path) else Path(path)
+    path = model_file_path(path)
     metadata = read_metadata(path)
     name, kwargs, transforms = _spec_fields(metadata, path)
     _check_declared_size(name, kwargs, path)

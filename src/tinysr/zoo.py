@@ -43,6 +43,11 @@ def zoo_path(name: str) -> Path:
     return path
 
 
+def model_file_path(name_or_path: str | Path) -> Path:
+    """The file a model argument names: the zoo's for ``zoo:NAME``, else the path itself."""
+    return zoo_path(name_or_path) if is_zoo_name(name_or_path) else Path(name_or_path)
+
+
 def default_upscaler(scale: int) -> str:
     """``zoo:NAME`` of the default model for ``scale``; an error naming the scales that have one."""
     name = DEFAULT_UPSCALERS.get(scale)

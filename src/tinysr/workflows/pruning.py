@@ -37,9 +37,10 @@ from ..models import create_model
 from ..train import train_or_reuse
 from ..train.config import Component, Config, ModelConfig, SchedulerConfig
 from ..train.run_dir import FINAL_NAME
-from ..zoo import is_zoo_name, zoo_path
+from ..zoo import model_file_path
 
 METHODS = ("assl", "l1", "l1_unaligned", "scratch")
+REGULARIZE_DIR = "regularize"  # ASSL's phase 1, a training run of its own inside the pruning run
 
 
 def assl_options(config: Config, ratio: float, channel_multiple: int | None = None) -> dict:
@@ -92,9 +93,9 @@ def pruned_model_file(
                 checkpoint_every=min(config.train.checkpoint_every, iterations),
             ),
         )
-        train_or_reuse(phase, run_dir / "regularize", device=device, progress=progress)
-        return run_dir / "regularize" / PRUNED_FILE
-    out = run_dir / PRUNED_FILE
+        train_or_reuse(phase, run_dir / REGULARIZE_DIR, device=device, progress=progress)
+        return _pruned_file(run_dir, method)
+    out = _pruned_file(run_dir, method)
     if not out.is_file():
         multiple = assl_options(config, ratio, channel_multiple).get("channel_multiple", 1)
         plan = l1_plan(trained, ratio, multiple=multiple)
@@ -113,10 +114,15 @@ def surgery_files(run_dir: str | Path, method: str, source: str | Path) -> tuple
     """The model a finished phase 1 cut and the network it cut it into, before fine-tuning: ASSL's
     regularised network and its pruned form, the source and its pruned form for the L1 baselines;
     None for ``scratch``, which cuts nothing."""
-    run_dir, source = Path(run_dir), zoo_path(source) if is_zoo_name(source) else Path(source)
-    if method == "assl":
-        return run_dir / "regularize" / FINAL_NAME, run_dir / "regularize" / PRUNED_FILE
-    return None if method == "scratch" else (source, run_dir / PRUNED_FILE)
+    run_dir, source = Path(run_dir), model_file_path(source)
+    if method == "scratch":
+        return None
+    return (run_dir / REGULARIZE_DIR / FINAL_NAME if method == "assl" else source), _pruned_file(run_dir, method)
+
+
+def _pruned_file(run_dir: Path, method: str) -> Path:
+    """Where phase 1 writes the pruned model: ASSL's regularisation run, else the run folder itself."""
+    return (run_dir / REGULARIZE_DIR if method == "assl" else run_dir) / PRUNED_FILE
 
 
 def run_pruning(
@@ -132,7 +138,7 @@ def run_pruning(
 ) -> Path:
     """Prune ``source`` (a model file or ``zoo:NAME``) by ``method`` then fine-tune with ``config``;
     returns the final model file. ``channel_multiple``: see :func:`pruned_model_file`."""
-    run_dir, source = Path(run_dir), zoo_path(source) if is_zoo_name(source) else Path(source)
+    run_dir, source = Path(run_dir), model_file_path(source)
     with folder_lock(run_dir, "pruning run folder"):
         pruned = pruned_model_file(config, run_dir, source, ratio, method, prune_lr, device, progress, channel_multiple)
         return _finetune(config, run_dir, pruned, device, progress)
