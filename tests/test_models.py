@@ -90,6 +90,49 @@ def test_srresnet_bn_variant_round_trips_running_stats(tmp_path):
         assert torch.equal(model(x), loaded(x))
 
 
+def test_float16_and_int8_storage_round_every_weight_within_half_a_step(tmp_path):
+    """int8 storage: each learned weight of two or more dims as int8 with one scale per output
+    channel (its largest magnitude / 127), the rest (biases, the mean-shift buffers) in float16;
+    checked against the closed-form bound (error <= half a step of its channel, the channel's
+    largest magnitude kept) per channel."""
+    torch.manual_seed(2)
+    model = create_model("edsr_baseline", scale=2, channels=32, blocks=2).eval()
+    for p in model.parameters():  # channels of very different magnitudes, one all zero
+        p.data.mul_(torch.logspace(-3, 1, p.shape[0]).reshape(-1, *[1] * (p.dim() - 1)))
+    model.head.weight.data[0] = 0
+    sizes = {}
+    for precision in ("float32", "float16", "int8"):
+        save(model, tmp_path / f"{precision}.safetensors", precision=precision)
+        sizes[precision] = (tmp_path / f"{precision}.safetensors").stat().st_size
+    half, int8 = load(tmp_path / "float16.safetensors"), load(tmp_path / "int8.safetensors")
+    assert sizes["int8"] < 0.3 * sizes["float32"] and sizes["float16"] < 0.55 * sizes["float32"]
+    weights = {k for k, p in model.named_parameters() if p.dim() >= 2}
+    assert "head.weight" in weights and "sub_mean.shift" not in weights  # a 4-D buffer
+    for (name, w), h, q in zip(model.state_dict().items(), half.state_dict().values(), int8.state_dict().values()):
+        assert torch.equal(h, w.half().float()), name
+        if name not in weights:
+            assert torch.equal(q, w.half().float()), name
+            continue
+        for o in range(w.shape[0]):
+            step = w[o].abs().max() / 127
+            assert (q[o] - w[o]).abs().max() <= step / 2 * 1.0001 + 1e-12, (name, o)
+            assert q[o].abs().max() == pytest.approx(w[o].abs().max().item(), rel=1e-6), (name, o)
+    assert torch.equal(int8.head.weight[0], torch.zeros_like(model.head.weight[0]))
+    with pytest.raises(TinySRError, match="precision must be one of float32, float16, int8, got 'int4'"):
+        save(model, tmp_path / "x.safetensors", precision="int4")
+
+
+def test_an_int8_scale_without_its_int8_weight_is_an_error_naming_the_file(tmp_path):
+    model = create_model("edsr_baseline", scale=2, channels=4, blocks=1)
+    save(model, tmp_path / "m.safetensors", precision="int8")
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        metadata, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    state["head.weight"] = state["head.weight"].float()  # a scale beside a float weight
+    save_file(state, str(tmp_path / "bad.safetensors"), metadata=metadata)
+    with pytest.raises(TinySRError, match=r"bad.safetensors: head.weight:int8_scale does not scale an int8 tensor"):
+        load(tmp_path / "bad.safetensors")
+
+
 def test_backbone_sizes_follow_spec():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(create_model("edsr_baseline", scale=2)) == 1_369_859

@@ -28,17 +28,68 @@ FORMAT_NAME = "tinysr-model"
 FORMAT_VERSION = "1"
 
 
-def save(model: nn.Module, path: str | Path, extra: dict[str, str] | None = None, half: bool = False) -> None:
+PRECISIONS = ("float32", "float16", "int8")
+# The per-output-channel scale of an int8-stored weight ``W`` is kept as the tensor ``W`` + this.
+INT8_SCALE_SUFFIX = ":int8_scale"
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight`` (output channels first) as int8 ``q`` and one float32 ``scale`` per output
+    channel, symmetric and round-to-nearest: ``weight[o] ~ scale[o] * q[o]``, the channel's largest
+    magnitude stored exactly as 127 levels."""
+    flat = weight.float().reshape(weight.shape[0], -1)
+    scale = flat.abs().amax(dim=1) / 127
+    q = torch.round(flat / torch.where(scale > 0, scale, 1).unsqueeze(1)).clamp(-127, 127)
+    return q.to(torch.int8).reshape(weight.shape), scale
+
+
+def _store(tensors: dict[str, torch.Tensor], precision: str, weights: set[str]) -> dict[str, torch.Tensor]:
+    """The tensors as a file of ``precision`` holds them (see :func:`save`); ``weights``: the
+    names int8 may store (learned tensors of two or more dimensions)."""
+    if precision not in PRECISIONS:
+        raise TinySRError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "float32":
+        return tensors
+    stored = {}
+    for key, value in tensors.items():
+        if not value.is_floating_point():
+            stored[key] = value
+        elif precision == "int8" and key in weights:
+            stored[key], stored[key + INT8_SCALE_SUFFIX] = quantize_int8(value)
+        else:
+            stored[key] = value.half()
+    return stored
+
+
+def _restore(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Undo :func:`_store`'s int8 storage: each int8 weight times its per-channel scale."""
+    for scale_key in [k for k in state if k.endswith(INT8_SCALE_SUFFIX)]:
+        key = scale_key[: -len(INT8_SCALE_SUFFIX)]
+        q, scale = state.get(key), state.pop(scale_key)
+        if q is None or q.dtype != torch.int8 or scale.shape != q.shape[:1]:
+            raise TinySRError(f"{path}: {scale_key} does not scale an int8 tensor {key} of its output channels")
+        state[key] = q.float() * scale.float().reshape(-1, *[1] * (q.dim() - 1))
+    return state
+
+
+def save(model: nn.Module, path: str | Path, extra: dict[str, str] | None = None, precision: str = "float32") -> None:
     """Write ``model`` (built by :func:`tinysr.create_model`) to ``path`` atomically.
 
-    ``extra``: more metadata entries (the zoo's ``zoo`` record). ``half``: store floating-point
-    tensors as float16 (half the bytes; :func:`load` converts them back to the model's float32).
+    ``extra``: more metadata entries (the zoo's ``zoo`` record). ``precision``: how its
+    floating-point tensors are stored (:func:`load` turns them back into the model's float32):
+    ``float32`` as they are; ``float16`` in half the bytes; ``int8`` every learned weight of two or
+    more dimensions (convolutions, linear layers) as int8 with one float32 scale per output channel
+    (:func:`quantize_int8`), the rest in float16, about a quarter of the bytes: buffers (a mean
+    shift, BN statistics) are constants whose rounding would shift every output alike, so they
+    stay float16. Integer tensors (a packed model's bits) are stored as they are. Whether a
+    precision keeps a model's scores is the caller's to measure (``benchmarks/zoo_publish.py``
+    does, for the zoo).
     """
     spec = model_spec(model)
+    weights = {k for k, v in model.named_parameters(remove_duplicate=False) if v.dim() >= 2}
     # clone: safetensors refuses tensors that share storage (tied weights, views).
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-    if half:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    tensors = _store(tensors, precision, weights)
     metadata = {
         **(extra or {}),
         "format": FORMAT_NAME,
@@ -166,7 +217,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
         model = rebuild(model, transform, str(path))
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = _restore({k: f.get_tensor(k) for k in f.keys()}, path)
     except (SafetensorError, RuntimeError) as exc:
         raise TinySRError(f"{path}: cannot read the weights ({exc})") from exc
     mismatch = _state_mismatch(model.state_dict(), state)
