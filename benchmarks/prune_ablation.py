@@ -46,8 +46,8 @@ import tinysr
 from seed_means import mean_row, score_keys
 from tinysr.data import BenchmarkSet, LRCache
 from tinysr.evaluate import evaluate
-from tinysr.train import load_config, logged_training_seconds
-from tinysr.workflows.pruning import METHODS, regularization_iterations, run_pruning, surgery_files
+from tinysr.train import load_config
+from tinysr.workflows.pruning import METHODS, pruning_training_seconds, regularization_iterations, run_pruning, surgery_files
 
 
 def best_time(model, x, repeat: int) -> float:
@@ -68,13 +68,6 @@ def paired_times(a, b, x, repeat: int) -> tuple[float, float]:
         ta.append(best_time(a, x, 1))
         tb.append(best_time(b, x, 1))
     return min(ta), min(tb)
-
-
-def training_minutes(run: Path) -> float | None:
-    """Minutes of training a pruning run's log records, its phases summed (ASSL's regularisation and
-    every method's fine-tuning)."""
-    seconds = [logged_training_seconds(phase) for phase in sorted(run.iterdir()) if phase.is_dir()]
-    return sum(s for s in seconds if s) / 60 if any(seconds) else None
 
 
 def main() -> None:
@@ -151,7 +144,8 @@ def main() -> None:
                     channel_multiple=args.channel_multiple,
                 )
                 iterations = recipe.train.iterations + (extra if method == "assl" else 0)
-                trained = {"train_iterations": iterations, "seed": seed, "train_min": training_minutes(args.runs / folder)}
+                seconds = pruning_training_seconds(args.runs / folder)
+                trained = {"train_iterations": iterations, "seed": seed, "train_min": seconds / 60 if seconds else None}
                 rows.append(row(method, ratio, tinysr.load(final)) | trained | at_surgery(args.runs / folder, method))
             if len(seeds) > 1:
                 keys = score_keys(sets) + ["ms", "speedup", "train_min", "psnr_before_cut", "psnr_after_cut"]

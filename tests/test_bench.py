@@ -14,6 +14,8 @@ from tinysr.bench.paper import REPORTED
 from tinysr.bench.runner import crop_box
 from tinysr.bench.suites import FAMILIES
 from tinysr.cli import main
+from tinysr.train import logged_training_seconds
+from tinysr.workflows.pruning import pruning_training_seconds
 
 SPEC_BICUBIC_SET5_X2 = (33.682, 0.9305)  # SPEC §1 reference values
 
@@ -38,6 +40,7 @@ def test_smoke_csv_has_every_family_and_sane_numbers(smoke):
     for column in (
         "scale",
         "iterations",
+        "train_min",
         "form",
         "params",
         "flops_g",
@@ -62,6 +65,12 @@ def test_smoke_csv_has_every_family_and_sane_numbers(smoke):
     assert float(by_name["l1_0.5"]["params"]) < float(by_name["edsr_baseline"]["params"])  # pruned from it
     assert float(by_name["edsr_reactnet"]["paper_Set5_psnr"]) == REPORTED[("edsr_reactnet", 2)].set5
     assert by_name["fabnet"]["paper_Set5_psnr"] == ""  # no reported number: empty, not invented
+    # minutes trained by each run's log (a pruning run's phases summed); none for bicubic
+    assert bicubic["train_min"] == ""
+    for entry in suite.entries:
+        if entry.recipe:
+            seconds = (pruning_training_seconds if entry.prune else logged_training_seconds)(smoke / entry.name)
+            assert float(by_name[entry.name]["train_min"]) == pytest.approx(seconds / 60) and seconds > 0, entry.name
 
 
 def test_smoke_markdown_and_plots(smoke):
@@ -132,6 +141,7 @@ def test_zoo_suite_scores_every_shipped_model_as_stored(tmp_path, data_dir):
         row = by_name[entry["name"]]
         assert row["Set5_psnr"] == pytest.approx(entry["scores"]["Set5"]["psnr"], abs=1e-4)
         assert (row["family"], row["form"], row["iterations"]) == (entry["family"], stored_forms[entry["form"]], entry["iterations"])
+        assert row["train_min"] == entry.get("training_minutes")
         reported = REPORTED.get((entry.get("paper", entry["model"]), entry["scale"]))
         assert row["paper_Set5_psnr"] == (reported.set5 if reported else None)
     for scale in {e["scale"] for e in list_pretrained()}:

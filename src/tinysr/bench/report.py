@@ -34,11 +34,12 @@ def _num(value, fmt: str) -> str:
 
 
 def _table(rows: list[dict], sets: list[str], cost_header: str, cost_key: str) -> list[str]:
-    head = ["method", "scale", "iterations", "params", cost_header]
+    head = ["method", "scale", "iterations", "train (min)", "params", cost_header]
     head += [f"{s} PSNR / SSIM" for s in sets] + [f"paper {s}" for s in sets] + ["CPU ms (form)"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|---:|" + "---:|" * (2 * len(sets)) + "---|"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|---:|---:|" + "---:|" * (2 * len(sets)) + "---|"]
     for r in rows:
-        cells = [r["method"], f"x{r['scale']}", _num(r.get("iterations"), ",d"), f"{r['params'] / 1e3:.1f}K", f"{r[cost_key]:.2f}"]
+        cells = [r["method"], f"x{r['scale']}", _num(r.get("iterations"), ",d"), _num(r.get("train_min"), ".0f")]
+        cells += [f"{r['params'] / 1e3:.1f}K", f"{r[cost_key]:.2f}"]
         cells += [f"{r[f'{s}_psnr']:.2f} / {r[f'{s}_ssim']:.4f}" for s in sets]
         cells += [_num(r.get(f"paper_{s}_psnr"), ".2f") for s in sets]
         cells.append(f"{r['time_ms']:.1f} ({FORM_NAMES[r['form']]})")

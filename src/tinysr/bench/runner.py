@@ -42,7 +42,8 @@ from ..models import create_model
 from ..profile import profile
 from ..train.config import load_config, recipes_dir
 from ..train.loop import train_or_reuse
-from ..workflows.pruning import run_pruning
+from ..train.run_dir import logged_training_seconds
+from ..workflows.pruning import pruning_training_seconds, run_pruning
 from ..zoo import zoo_path, zoo_record
 from . import paper
 from .plots import plot_crops, plot_psnr_vs_latency, plot_psnr_vs_ops
@@ -62,13 +63,17 @@ def entry_config(entry: Entry, suite: Suite, out_dir: Path):
     return config
 
 
-def trained_model(entry: Entry, suite: Suite, out_dir: Path, device: str | None, progress: bool) -> tuple[Path | None, int | None]:
-    """The entry's model file (trained or pruned here unless already there, or the zoo's) and its iterations."""
+def trained_model(
+    entry: Entry, suite: Suite, out_dir: Path, device: str | None, progress: bool
+) -> tuple[Path | None, int | None, float | None]:
+    """The entry's model file (trained or pruned here unless already there, or the zoo's), its
+    iterations and the minutes it trained (by its run's log, or as the zoo's record has them)."""
     if entry.zoo is not None:
         path = zoo_path(entry.zoo)
-        return path, zoo_record(path)["iterations"]
+        record = zoo_record(path)
+        return path, record["iterations"], record.get("training_minutes")
     if entry.recipe is None:
-        return None, None
+        return None, None, None
     config = entry_config(entry, suite, out_dir)
     run_dir = out_dir / entry.name
     if run_dir.is_symlink() and not run_dir.exists():
@@ -80,8 +85,13 @@ def trained_model(entry: Entry, suite: Suite, out_dir: Path, device: str | None,
         final = run_pruning(
             config, run_dir, source, entry.prune.ratio, entry.prune.method, entry.prune.prune_lr, device=device, progress=progress
         )
-        return final, config.train.iterations
-    return train_or_reuse(config, run_dir, device=device, progress=progress), config.train.iterations
+        return final, config.train.iterations, _minutes(pruning_training_seconds(run_dir))
+    final = train_or_reuse(config, run_dir, device=device, progress=progress)
+    return final, config.train.iterations, _minutes(logged_training_seconds(run_dir))
+
+
+def _minutes(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds / 60
 
 
 def cpu_time_ms(model: torch.nn.Module, lr_size: tuple[int, int], repeat: int) -> float:
@@ -195,7 +205,7 @@ def _run_bench(suite: Suite, out_dir: Path, test_sets, device, progress: bool, p
         return sheets[scale]
 
     for entry in suite.entries:
-        final, iterations = trained_model(entry, suite, out_dir, device, progress)
+        final, iterations, minutes = trained_model(entry, suite, out_dir, device, progress)
         model = load(final) if final is not None else create_model(entry.model, scale=entry.scale)
         result_file = out_dir / entry.name / "result.json"
         key = {"model": _stamp(final), "form": entry.deploy, "tests": test_sets, "time": list(suite.time_lr_size)}
@@ -210,6 +220,7 @@ def _run_bench(suite: Suite, out_dir: Path, test_sets, device, progress: bool, p
             atomic_write(result_file, lambda tmp, row=row: Path(tmp).write_text(json.dumps({"key": key, "row": row}, indent=1)))
         else:
             row = cached["row"]
+        row = {**row, "train_min": minutes}  # from the log each time: rows cached before it was a column get it too
         rows.append(row)
         scale = row["scale"]
         if plots:

@@ -34,13 +34,14 @@ from ..errors import TinySRError
 from ..files import folder_lock
 from ..model_file import load, save
 from ..models import create_model
-from ..train import train_or_reuse
+from ..train import logged_training_seconds, train_or_reuse
 from ..train.config import Component, Config, ModelConfig, SchedulerConfig
 from ..train.run_dir import FINAL_NAME
 from ..zoo import model_file_path
 
 METHODS = ("assl", "l1", "l1_unaligned", "scratch")
 REGULARIZE_DIR = "regularize"  # ASSL's phase 1, a training run of its own inside the pruning run
+FINETUNE_DIR = "finetune"  # phase 2, every method's fine-tuning of the pruned network
 
 
 def assl_options(config: Config, ratio: float, channel_multiple: int | None = None) -> dict:
@@ -152,4 +153,11 @@ def _finetune(config: Config, run_dir: Path, pruned: Path, device: str | None, p
         init=str(pruned),
         callbacks=[cb for cb in config.callbacks if cb.name != "assl"],
     )
-    return train_or_reuse(finetune, run_dir / "finetune", device=device, progress=progress)
+    return train_or_reuse(finetune, run_dir / FINETUNE_DIR, device=device, progress=progress)
+
+
+def pruning_training_seconds(run_dir: str | Path) -> float | None:
+    """The seconds a pruning run trained by its logs, its phases summed (ASSL's regularisation and
+    the fine-tuning); None when neither has a timed log line."""
+    seconds = [logged_training_seconds(Path(run_dir) / phase) for phase in (REGULARIZE_DIR, FINETUNE_DIR)]
+    return sum(s for s in seconds if s) if any(seconds) else None
