@@ -9,10 +9,13 @@ float32. ``--precision int8`` (weights as int8 with a scale per output channel, 
 is for a model too large for the repository's file limit in float16: it is held to the PSNR bound
 (it stores nothing past it) but not to the noise bound, which catches float16's cancelling folded
 layers; int8 moves every weight by up to half a step, which a noise input amplifies past a level
-where natural images barely move, so the record keeps that largest change (``noise_levels``). The file's ``zoo`` metadata records the recipe, the
-iterations, data, seed, form, precision, the run's training minutes by its log (wall time, over
-every process that trained it) and the scores of the stored file itself, and the table
-row printed at the end is the one README's zoo table takes.
+where natural images barely move, so the record keeps that largest change (``noise_levels``).
+
+The file's ``zoo`` metadata records the recipe (and, for a run trained with ``--set``, the
+``overrides`` that turn the shipped recipe into the run's config: a run none reproduce is
+refused), the iterations, data, seed, form, precision, the run's training minutes by its log
+(wall time, over every process that trained it) and the scores of the stored file itself, and the
+table row printed at the end is the one README's zoo table takes.
 
     python benchmarks/zoo_publish.py runs/zoo/ecbsr_m4c16_x2 ecbsr_m4c16_x2 --recipe ecbsr_m4c16_x2_cpu \
         --family re-parameterization
@@ -39,7 +42,7 @@ from tinysr.compress.deploy import deploy_form
 from tinysr.data import BenchmarkSet
 from tinysr.evaluate import evaluate
 from tinysr.profile import profile
-from tinysr.train import logged_training_seconds
+from tinysr.train import load_config, logged_training_seconds
 from tinysr.zoo import ZOO_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +57,26 @@ def max_difference(a, b) -> float:
     image = torch.from_numpy(np.random.default_rng(0).random((1, 3, 24, 30), dtype=np.float32))
     with torch.no_grad():
         return (a.eval()(image) - b.eval()(image)).abs().max().item()
+
+
+def recipe_overrides(recipe: str, run_config: dict) -> list[str]:
+    """The ``--set KEY=VALUE`` assignments that make ``recipe`` the run's resolved config (none when
+    the run is the recipe as shipped); a run no assignments reproduce is refused."""
+    overrides: list[str] = []
+
+    def walk(shipped: dict, ran: dict, prefix: str) -> None:
+        for key in sorted(set(shipped) | set(ran)):
+            a, b = shipped.get(key), ran.get(key)
+            if isinstance(a, dict) and isinstance(b, dict):
+                walk(a, b, f"{prefix}{key}.")
+            elif a != b:
+                bare = isinstance(b, str) and yaml.safe_load(b) == b  # a word YAML reads as itself
+                overrides.append(f"{prefix}{key}={b if bare else json.dumps(b)}")  # JSON reads back as YAML
+
+    walk(load_config(recipe).to_dict(), run_config, "")
+    if load_config(recipe, overrides).to_dict() != run_config:
+        raise SystemExit(f"the run's config.yaml is not {recipe} with --set overrides; publish it with the recipe it ran")
+    return overrides
 
 
 def scores_of(model, test_sets: list[Path], scale: int) -> dict:
@@ -95,6 +118,9 @@ def main() -> None:
         "form": "pruned" if trained.tinysr_spec.transformed_by("prune") else FORM_NAMES[form],
         "trained_on": date.fromtimestamp((args.run / "model.safetensors").stat().st_mtime).isoformat(),
     }
+    overrides = recipe_overrides(args.recipe, config)
+    if overrides:  # the run is the recipe with these --set assignments (say, train.amp=bf16)
+        record["overrides"] = overrides
     seconds = logged_training_seconds(args.run)
     if seconds:
         record["training_minutes"] = round(seconds / 60)
@@ -124,7 +150,7 @@ def main() -> None:
     print(f"{target} ({target.stat().st_size / 1e3:.1f} kB, {precision})")
     print(
         f"| zoo:{args.name} | x{scale} | {record['form']} | {cost.params / 1e3:.1f}K | {cost.ops / 1e9:.2f} | {row} | "
-        f"{record['iterations']:,} | {args.recipe} | {wall} |"
+        f"{record['iterations']:,} | {' '.join([args.recipe, *(f'--set {o}' for o in overrides)])} | {wall} |"
     )
 
 
