@@ -36,11 +36,11 @@ def test_a_zoo_entry_loads_and_records_its_provenance(name):
         assert key in entry, key
     model = tinysr.load(f"zoo:{name}")
     spec = model_spec(model)
-    recipe = load_config(entry["recipe"])
+    recipe = load_config(entry["recipe"], entry.get("overrides", []))  # the run: the recipe with these --set
     assert entry["recipe"] in list_recipes()
     assert (spec.name, spec.scale) == (recipe.model.name, recipe.scale) == (entry["model"], entry["scale"])
     assert {"Set5", "Set14"} <= set(entry["scores"])
-    assert entry["form"] in ("merged", "packed", "pruned", "trained") and entry["precision"] in ("float16", "float32")
+    assert entry["form"] in ("merged", "packed", "pruned", "trained") and entry["precision"] in ("float16", "float32", "int8")
     assert (entry["form"] == "pruned") == model_spec(model).transformed_by("prune")
     assert entry["family"] in FAMILIES and entry["family"] != REFERENCE
 
