@@ -130,11 +130,12 @@ def main() -> None:
         for precision in candidates:
             path = Path(tmp) / f"{precision}.safetensors"
             tinysr.save(model, path, precision=precision)
-            stored = scores_of(tinysr.load(path), args.test, scale)
+            reloaded = tinysr.load(path)
+            stored = scores_of(reloaded, args.test, scale)
             if precision == "float32":
                 break
             moved = max(abs(stored[k]["psnr"] - full[k]["psnr"]) for k in full)
-            strayed = max_difference(model, tinysr.load(path))
+            strayed = max_difference(model, reloaded)
             if moved < TOLERANCE_DB and (precision == "int8" or strayed < TOLERANCE_LEVEL):
                 record["noise_levels"] = round(strayed * 255, 2)
                 break
