@@ -122,7 +122,7 @@ def test_float16_and_int8_storage_round_every_weight_within_half_a_step(tmp_path
         save(model, tmp_path / "x.safetensors", precision="int4")
 
 
-def test_an_int8_scale_without_its_int8_weight_is_an_error_naming_the_file(tmp_path):
+def test_an_int8_scale_and_its_weight_must_come_together_or_loading_names_the_file(tmp_path):
     model = create_model("edsr_baseline", scale=2, channels=4, blocks=1)
     save(model, tmp_path / "m.safetensors", precision="int8")
     with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
@@ -131,6 +131,13 @@ def test_an_int8_scale_without_its_int8_weight_is_an_error_naming_the_file(tmp_p
     save_file(state, str(tmp_path / "bad.safetensors"), metadata=metadata)
     with pytest.raises(TinySRError, match=r"bad.safetensors: head.weight:int8_scale does not scale an int8 tensor"):
         load(tmp_path / "bad.safetensors")
+    del state["head.weight:int8_scale"]  # an int8 weight without its scale: not loaded as raw levels
+    state["head.weight"] = state["head.weight"].to(torch.int8)
+    save_file(state, str(tmp_path / "unscaled.safetensors"), metadata=metadata)
+    with pytest.raises(
+        TinySRError, match=r"unscaled.safetensors: weights do not match .*head.weight is torch.int8 in the file, torch.float32"
+    ):
+        load(tmp_path / "unscaled.safetensors")
 
 
 def test_backbone_sizes_follow_spec():

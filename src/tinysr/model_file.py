@@ -193,6 +193,12 @@ def _state_mismatch(expected: dict, stored: dict) -> str:
         for k, v in expected.items()
         if k in stored and stored[k].shape != v.shape
     ]
+    # an integer tensor would load into a float one as its raw levels (an int8 weight missing its scale)
+    problems += [
+        f"{k} is {stored[k].dtype} in the file, {v.dtype} in the model"
+        for k, v in expected.items()
+        if k in stored and stored[k].is_floating_point() != v.is_floating_point()
+    ]
     if not problems:
         return ""
     return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
