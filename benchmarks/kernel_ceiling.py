@@ -19,6 +19,9 @@ given as a fraction of its peak. Bytes moved: the packed layer also reads its fl
 once to binarize it (256 B per pixel at 64 channels), timed alone as ``pack``.
 
     python benchmarks/kernel_ceiling.py [--threads 1]
+
+Its loops build with PyTorch's ``load_inline``, which needs ninja (``pip install ninja``; tinysr's
+own kernels do not).
 """
 
 from __future__ import annotations

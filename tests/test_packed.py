@@ -75,9 +75,11 @@ class _Terminal:
 
 
 def test_a_native_build_is_announced_on_a_terminal_once(monkeypatch, tmp_path):
-    """The first build takes seconds: a terminal user hears why; a cached build is silent."""
-    monkeypatch.setattr(kernels, "_build_directory", lambda: tmp_path)
-    monkeypatch.setattr("torch.utils.cpp_extension.load", lambda **kw: "module")
+    """The first build takes seconds: a terminal user hears why; a cached build is silent, and an
+    edit to the sources (a new digest) builds, and is announced, again."""
+    monkeypatch.setenv("TINYSR_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_compile", lambda target: target.parent.mkdir(parents=True, exist_ok=True) or target.write_text(""))
+    monkeypatch.setattr(kernels, "_load", lambda library: "module")
     terminal = _Terminal()
     monkeypatch.setattr(kernels.sys, "stderr", terminal)
     kernels.native.cache_clear()
@@ -85,14 +87,39 @@ def test_a_native_build_is_announced_on_a_terminal_once(monkeypatch, tmp_path):
         assert kernels.native() == "module"
         assert terminal.text.count("compiling the native kernels") == 1
         kernels.native.cache_clear()
-        assert kernels.native() == "module"  # the stamp now says built: no second notice
+        assert kernels.native() == "module"  # the library is there: no second notice
         assert terminal.text.count("compiling") == 1
-        (tmp_path / "tinysr_stamp").write_text("other sources")
+        monkeypatch.setattr(kernels, "_sources_digest", lambda: "other sources")
         kernels.native.cache_clear()
         kernels.native()
         assert terminal.text.count("compiling") == 2
     finally:
         kernels.native.cache_clear()
+
+
+def test_a_native_build_is_cached_by_digest_and_moved_into_place_whole(monkeypatch, tmp_path):
+    """The library is built in a private folder and appears under its digest's name only when
+    whole; the build folder is gone after, and a failed compile leaves nothing behind."""
+    target = tmp_path / "kernels" / "tinysr_kernels-test.so"
+    if shutil.which(kernels._compiler()) is None:
+        pytest.skip("no C++ compiler")
+    kernels._compile(target)
+    assert target.is_file() and [p.name for p in target.parent.iterdir()] == [target.name]
+    assert kernels._load(target).available_paths()[0] == "portable"
+    monkeypatch.setattr(kernels, "SOURCES", ("no_such_source.cpp",))
+    broken = tmp_path / "kernels" / "tinysr_kernels-broken.so"
+    with pytest.raises(RuntimeError, match="failed"):
+        kernels._compile(broken)
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
+
+
+def test_the_digest_follows_the_sources_flags_and_compiler(monkeypatch):
+    digest = kernels._sources_digest()
+    assert kernels._library_path().name.startswith(f"tinysr_kernels-{digest}")
+    monkeypatch.setattr(kernels, "FLAGS", (*kernels.FLAGS, "-DSOMETHING"))
+    flagged = kernels._sources_digest()
+    monkeypatch.setenv("CXX", "some-other-c++")
+    assert len({digest, flagged, kernels._sources_digest()}) == 3
 
 
 def test_cpu_model_names_this_cpu(monkeypatch):

@@ -14,21 +14,20 @@
 // re-splits them into, see below); output NHWC floats.
 //
 // Paths, chosen at run time (or forced): AVX-512 with VPOPCNTDQ, AVX2 (popcount by nibble lookup,
-// Mula et al.), portable C++. Threads: OpenMP over output rows, as many as PyTorch uses.
+// Mula et al.), portable C++. Threads: OpenMP over output rows, as many as the caller asks (PyTorch's).
+// Plain C++ behind a C interface (no PyTorch headers, which would be most of a build's time): the
+// caller (kernels/__init__.py) checks the tensors, allocates the outputs and passes pointers.
 // Built with -ffp-contract=off so the epilogue rounds like PyTorch: float(dot) * alpha, then + bias.
 // Optional stages (per-channel scale or shift, PReLU, residual add) then run on each output row in
 // cache.
 
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <torch/csrc/utils/pybind.h>
-#include <ATen/Parallel.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -586,109 +585,61 @@ void apply_stages(const Stages& st, bool avx2, int64_t first, int64_t pixels, in
   }
 }
 
-Path resolve(int64_t requested) {
+// The path a request runs: kAuto picks the best this CPU has; a forced path the CPU lacks, or an
+// unknown code, gives a negative error code (-1 no AVX-512, -2 no AVX2, -3 unknown).
+int64_t resolve(int64_t requested) {
   if (requested == kAuto) return cpu_has_avx512() ? kAVX512 : cpu_has_avx2() ? kAVX2 : kPortable;
-  TORCH_CHECK(requested != kAVX512 || cpu_has_avx512(), "binary_conv2d: this CPU has no AVX-512 VPOPCNTDQ");
-  TORCH_CHECK((requested != kAVX2 && requested != kAVX2Pixels) || cpu_has_avx2(), "binary_conv2d: this CPU has no AVX2");
-  TORCH_CHECK(requested >= kPortable && requested <= kAVX2Pixels, "binary_conv2d: unknown path ", requested);
-  return Path(requested);
+  if (requested < kPortable || requested > kAVX2Pixels) return -3;
+  if (requested == kAVX512 && !cpu_has_avx512()) return -1;
+  if ((requested == kAVX2 || requested == kAVX2Pixels) && !cpu_has_avx2()) return -2;
+  return requested;
 }
 
 }  // namespace
 
-// Which paths this CPU can run (portable always).
-std::vector<std::string> available_paths() {
-  std::vector<std::string> paths{"portable"};
-  if (cpu_has_avx2()) {
-    paths.push_back("avx2");
-    paths.push_back("avx2_pixels");
-  }
-  if (cpu_has_avx512()) paths.push_back("avx512");
-  return paths;
-}
+extern "C" {
 
-// Binarise x (N, C, H, W) against per-channel thresholds and pack 64 channels per word:
-// returns (N, H, W, Cw) int64 words (bit = 1 for sign -1).
-at::Tensor pack_activations(at::Tensor x, at::Tensor thresholds, int64_t path) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(), "pack_activations: x must be a 4-D float32 CPU tensor");
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), Cw = (C + 63) / 64;
-  TORCH_CHECK(thresholds.numel() == C, "pack_activations: need one threshold per input channel");
-  auto nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
-  auto thr = thresholds.to(at::kFloat).contiguous();
-  auto words = at::empty({N, H, W, Cw}, x.options().dtype(at::kLong));
-  const int nt = at::get_num_threads();
-  auto* out = reinterpret_cast<uint64_t*>(words.data_ptr<int64_t>());
-  const float* xs = nhwc.data_ptr<float>();
-  const float* ts = thr.data_ptr<float>();
-  const Path p = resolve(path);
-  const int64_t rows = N * H;
+// Which paths this CPU can run beside the portable one: bit 0 AVX2 (both AVX2 paths), bit 1 AVX-512.
+int tinysr_cpu_paths() { return (cpu_has_avx2() ? 1 : 0) | (cpu_has_avx512() ? 2 : 0); }
+
+// Binarise `rows` rows of W pixels of C floats (x: channels_last) against per-channel thresholds
+// and pack 64 channels per word into out (rows, W, Cw) (bit = 1 for sign -1). Returns the path run,
+// or resolve()'s error code.
+int64_t tinysr_pack_activations(const float* x, const float* thr, uint64_t* out, int64_t rows, int64_t W, int64_t C,
+                                int64_t path, int nt) {
+  const int64_t p = resolve(path);
+  if (p < 0) return p;
+  const int64_t Cw = (C + 63) / 64;
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) pack_pixels(p, xs + r * W * C, ts, out + r * W * Cw, W, C, Cw);
-  return words;
+  for (int64_t r = 0; r < rows; ++r) pack_pixels(p, x + r * W * C, thr, out + r * W * Cw, W, C, Cw);
+  return p;
 }
 
-// The binary conv on packed activations (N, H, W, Cw) and packed weights (KH*KW, Cw, Opad):
-// returns alpha * (valid*C - 2*popcount) + bias as an (N, O, OH, OW) channels_last float tensor,
-// then the stages (see Stage), row by row. With next_thresholds (one per output channel), the
-// output is instead the next binary conv's input, binarised against them and packed: (N, OH, OW,
-// ceil(O/64)) words, each row packed from the floats while they are in cache, which are never
-// stored (for a conv whose output only the next binary conv reads).
-at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, int64_t O,
-                            at::Tensor alpha, at::Tensor bias, std::vector<int64_t> kernel, std::vector<int64_t> stride,
-                            std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t path,
-                            std::vector<int64_t> stage_codes, std::vector<at::Tensor> stage_vectors,
-                            at::Tensor residual, at::Tensor next_thresholds) {
-  TORCH_CHECK(words.dim() == 4 && words.scalar_type() == at::kLong && words.is_contiguous(), "packed_conv2d: bad activation words");
-  TORCH_CHECK(weight_words.dim() == 3 && weight_words.scalar_type() == at::kLong && weight_words.is_contiguous(), "packed_conv2d: bad weight words");
+// The binary conv on packed activations act (N, H, W, Cw) and packed weights wp (KH*KW, Cw, Opad):
+// y (N, OH, OW, O) = alpha * (valid*C - 2*popcount) + bias, then the stages (see Stage), row by
+// row. With next_thr (one per output channel), the output is instead the next binary conv's input,
+// binarised against them and packed into next_words (N, OH, OW, ceil(O/64)), each row packed from
+// the floats while they are in cache, which are never stored (for a conv whose output only the
+// next binary conv reads); y is then unused. geometry holds Geometry's 17 fields in order; the
+// stages' codes, per-channel operands (nullptr for kAddResidual) and the residual (N, OH, OW, O)
+// are the caller's, checked there. Returns the path run, or resolve()'s error code.
+int64_t tinysr_packed_conv2d(const int64_t* geometry, const uint64_t* act, const uint64_t* wp, const float* ap,
+                             const float* bp, int64_t path, int64_t n_stages, const int64_t* stage_codes,
+                             const float* const* stage_vectors, const float* residual, const float* next_thr,
+                             float* y, uint64_t* next_words, int nt) {
   Geometry g{};
-  g.N = words.size(0); g.H = words.size(1); g.W = words.size(2); g.Cw = words.size(3); g.C = C; g.O = O;
-  g.KH = kernel[0]; g.KW = kernel[1]; g.Opad = weight_words.size(2);
-  TORCH_CHECK(weight_words.size(0) == g.KH * g.KW, "packed_conv2d: weight words do not match the kernel size");
-  TORCH_CHECK(weight_words.size(1) == g.Cw && g.Cw == (C + 63) / 64, "packed_conv2d: channel words differ");
-  TORCH_CHECK(g.Opad >= O && g.Opad % 8 == 0, "packed_conv2d: output channels must be padded to a multiple of 8");
-  TORCH_CHECK(alpha.numel() == O && bias.numel() == O, "packed_conv2d: need one scale and bias per output channel");
-  g.SH = stride[0]; g.SW = stride[1]; g.PH = padding[0]; g.PW = padding[1]; g.DH = dilation[0]; g.DW = dilation[1];
-  g.OH = (g.H + 2 * g.PH - g.DH * (g.KH - 1) - 1) / g.SH + 1;
-  g.OW = (g.W + 2 * g.PW - g.DW * (g.KW - 1) - 1) / g.SW + 1;
-  TORCH_CHECK(g.OH > 0 && g.OW > 0, "packed_conv2d: input smaller than the kernel");
-  auto a = alpha.to(at::kFloat).contiguous();
-  auto b = bias.to(at::kFloat).contiguous();
-  const bool emit_words = next_thresholds.defined() && next_thresholds.numel() > 0;
-  TORCH_CHECK(!emit_words || next_thresholds.numel() == O, "packed_conv2d: need one next threshold per output channel");
-  const int64_t next_cw = (O + 63) / 64;
-  at::Tensor next_thr = emit_words ? next_thresholds.to(at::kFloat).contiguous() : at::Tensor();
-  at::Tensor out = emit_words ? at::empty({g.N, g.OH, g.OW, next_cw}, words.options())
-                              : at::empty({g.N, g.OH, g.OW, O}, a.options()).permute({0, 3, 1, 2});  // channels_last view
-  const auto* act = reinterpret_cast<const uint64_t*>(words.data_ptr<int64_t>());
-  const auto* wp = reinterpret_cast<const uint64_t*>(weight_words.data_ptr<int64_t>());
-  float* y = emit_words ? nullptr : out.data_ptr<float>();
-  auto* next_words = emit_words ? reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>()) : nullptr;
-  const float* ap = a.data_ptr<float>();
-  const float* bp = b.data_ptr<float>();
-  Path p = resolve(path);
+  static_assert(sizeof(Geometry) == 17 * sizeof(int64_t), "Geometry: 17 int64 fields");
+  std::memcpy(&g, geometry, sizeof(Geometry));
+  int64_t p = resolve(path);
+  if (p < 0) return p;
   if (p == kAVX2Pixels && !pixel_lanes_fit(g)) p = kAVX2;  // a layer it cannot run: the other AVX2 path
-  TORCH_CHECK(stage_codes.size() == stage_vectors.size(), "packed_conv2d: one operand per stage");
+  const int64_t O = g.O;
+  const bool emit_words = next_thr != nullptr;
+  const int64_t next_cw = (O + 63) / 64;
   Stages stages;
-  std::vector<at::Tensor> keep;  // float32 contiguous copies of the stages' operands
-  at::Tensor residual_cl;
-  for (size_t k = 0; k < stage_codes.size(); ++k) {
-    const int64_t code = stage_codes[k];
-    TORCH_CHECK(code >= kAddChannel && code <= kMulChannel, "packed_conv2d: unknown stage ", code);
-    if (code == kAddResidual) {
-      TORCH_CHECK(residual.defined() && residual.dim() == 4 && residual.size(0) == g.N && residual.size(1) == O &&
-                      residual.size(2) == g.OH && residual.size(3) == g.OW && residual.scalar_type() == at::kFloat,
-                  "packed_conv2d: the residual must be a float32 tensor of the output's shape");
-      residual_cl = residual.contiguous(at::MemoryFormat::ChannelsLast);
-      stages.residual = residual_cl.data_ptr<float>();
-      stages.vectors.push_back(nullptr);
-    } else {
-      TORCH_CHECK(stage_vectors[k].numel() == O, "packed_conv2d: a stage needs one value per output channel");
-      keep.push_back(stage_vectors[k].to(at::kFloat).contiguous());
-      stages.vectors.push_back(keep.back().data_ptr<float>());
-    }
-    stages.codes.push_back(code);
-  }
-  const int nt = at::get_num_threads();
+  stages.codes.assign(stage_codes, stage_codes + n_stages);
+  stages.vectors.assign(stage_vectors, stage_vectors + n_stages);
+  stages.residual = residual;
   std::vector<uint32_t> act_split, w_split;
   std::vector<int64_t> offsets;
   if (p == kAVX2) {
@@ -719,9 +670,10 @@ at::Tensor packed_conv2d(at::Tensor words, int64_t C, at::Tensor weight_words, i
         }
         else conv_row_portable(g, image, wp, oh, ap, bp, row, acc.data());
         if (!stages.codes.empty()) apply_stages(stages, p != kPortable, (n * g.OH + oh) * g.OW, g.OW, O, row);
-        if (emit_words)
-          pack_pixels(p, row, next_thr.data_ptr<float>(), next_words + (n * g.OH + oh) * g.OW * next_cw, g.OW, O, next_cw);
+        if (emit_words) pack_pixels(p, row, next_thr, next_words + (n * g.OH + oh) * g.OW * next_cw, g.OW, O, next_cw);
       }
   }
-  return out;
+  return p;
 }
+
+}  // extern "C"

@@ -5,12 +5,8 @@
 // rows of that result, with no fused multiply-add (the build passes -ffp-contract=off), so the
 // results equal the reference bit for bit.
 
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <torch/csrc/utils/pybind.h>
-#include <ATen/Parallel.h>
-
 #include <cstdint>
+#include <vector>
 
 namespace {
 
@@ -37,26 +33,23 @@ void filter_row(const double* r, int64_t OW, const double* g, int64_t n, double*
 
 }  // namespace
 
-// maps (M, H, W) float64, g (n) float64 -> (M, H - n + 1, W - n + 1).
-at::Tensor ssim_filter(at::Tensor maps, at::Tensor g) {
-  TORCH_CHECK(maps.dim() == 3 && maps.scalar_type() == at::kDouble && maps.device().is_cpu(), "ssim_filter: maps must be a 3-D float64 CPU tensor");
-  TORCH_CHECK(g.dim() == 1 && g.scalar_type() == at::kDouble, "ssim_filter: the window must be a 1-D float64 tensor");
-  const int64_t M = maps.size(0), H = maps.size(1), W = maps.size(2), n = g.numel();
-  TORCH_CHECK(n >= 1 && H >= n && W >= n, "ssim_filter: the maps are smaller than the window");
+extern "C" {
+
+// maps (M, H, W) float64, g (n) float64 -> out (M, H - n + 1, W - n + 1); the caller checks the
+// shapes (H, W >= n) and allocates out.
+void tinysr_ssim_filter(const double* src, const double* gp, double* dst, int64_t M, int64_t H, int64_t W, int64_t n,
+                        int nt) {
   const int64_t OH = H - n + 1, OW = W - n + 1;
-  auto x = maps.contiguous();
-  auto w = g.contiguous();
-  auto out = at::empty({M, OH, OW}, x.options());
-  const double* src = x.data_ptr<double>();
-  const double* gp = w.data_ptr<double>();
-  double* dst = out.data_ptr<double>();
-  at::parallel_for(0, M * OH, 1, [&](int64_t begin, int64_t end) {
+#pragma omp parallel num_threads(nt)
+  {
     std::vector<double> column(W);
-    for (int64_t r = begin; r < end; ++r) {
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < M * OH; ++r) {
       const int64_t m = r / OH, i = r % OH;
       filter_columns(src + (m * H + i) * W, W, gp, n, column.data());
       filter_row(column.data(), OW, gp, n, dst + r * OW);
     }
-  });
-  return out;
+  }
 }
+
+}  // extern "C"

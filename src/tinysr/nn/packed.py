@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TinySRError
-from ..kernels import PATHS, available_paths, native
+from ..kernels import PATHS, STAGE_CODES, available_paths, native
 from ..plugins import register_cost
 from .binary import hard_sign
 
@@ -74,10 +74,9 @@ def _autotunes() -> bool:
     return "avx512" not in paths and all(p in paths for p in AVX2_VARIANTS)
 
 
-# Element-wise stages the native kernel applies to a packed conv's output row by row (codes shared
-# with binary_conv.cpp): ("add", v) adds a per-channel vector, ("mul", v) multiplies by one,
-# ("prelu", slope) is PReLU, ("residual", None) adds the ``residual`` tensor.
-STAGE_CODES = {"add": 1, "prelu": 2, "residual": 3, "mul": 4}
+# Element-wise stages the native kernel applies to a packed conv's output row by row (kernels.
+# STAGE_CODES): ("add", v) adds a per-channel vector, ("mul", v) multiplies by one, ("prelu", slope)
+# is PReLU, ("residual", None) adds the ``residual`` tensor. _NONE stands for an absent operand.
 _NONE = torch.empty(0)
 
 
