@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import time
 
 import pytest
+import torch
 
 from conftest import REPO
 from tinysr.bench import get_suite
 from tinysr.bench.paper import REPORTED
-from tinysr.bench.runner import crop_box
+from tinysr.bench.runner import cpu_time_ms, crop_box
 from tinysr.bench.suites import FAMILIES
 from tinysr.cli import main
 from tinysr.train import logged_training_seconds
@@ -146,3 +148,27 @@ def test_zoo_suite_scores_every_shipped_model_as_stored(tmp_path, data_dir):
         assert row["paper_Set5_psnr"] == (reported.set5 if reported else None)
     for scale in {e["scale"] for e in list_pretrained()}:
         assert by_name[f"bicubic_x{scale}"]["family"] == "reference"
+
+
+class _Slow(torch.nn.Module):
+    """Takes ``seconds`` a pass and counts its passes."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.passes = seconds, 0
+
+    def forward(self, x):
+        self.passes += 1
+        time.sleep(self.seconds)
+        return x
+
+
+def test_cpu_time_stops_timing_a_slow_model_at_its_budget():
+    every = _Slow(0.02)
+    assert cpu_time_ms(every, (4, 4), repeat=3) >= 20 and every.passes == 1 + 3  # the warm-up, then each pass
+    bounded = _Slow(0.05)
+    assert cpu_time_ms(bounded, (4, 4), repeat=5, max_seconds=0.08) >= 50
+    assert bounded.passes == 1 + 2  # the second timed pass ends past the budget
+    once = _Slow(0.05)
+    cpu_time_ms(once, (4, 4), repeat=5, max_seconds=0.001)
+    assert once.passes == 1 + 1  # at least one timed pass

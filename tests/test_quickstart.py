@@ -1,7 +1,12 @@
 """The README's main job, on the photographs scikit-image ships (installed by the test extra)."""
 
+import numpy as np
+
 from tinysr.cli import main
-from tinysr.io import read_image
+from tinysr.data import BenchmarkSet
+from tinysr.inference import super_resolve
+from tinysr.io import read_image, to_uint8
+from tinysr.models import create_model
 from tinysr.workflows.quickstart import LABEL_BAND, SHOWN_FAMILIES, run_quickstart, showcase_models, skimage_data_dir
 from tinysr.zoo import list_pretrained
 
@@ -28,6 +33,13 @@ def test_quickstart_shows_the_zoo_without_training(tmp_path, capsys):
     sheet = read_image(result["comparison"])
     assert _labelled_columns(sheet, len(rows) + 1)  # bicubic, each model, ground truth
     assert result["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the sheet shows the very outputs scored: bicubic's, as the model computes them, top-left tile
+    first = next(iter(BenchmarkSet(tmp_path / "zoo" / "data" / "test", 2)))
+    scored = read_image(next((tmp_path / "zoo" / "sr" / "bicubic").rglob(f"{first.name}.png")))
+    assert np.array_equal(scored, to_uint8(super_resolve(create_model("bicubic", scale=2), first.lr)))
+    crop, zoom = 96, 2
+    y, x = (first.hr.shape[0] - crop) // 2, (first.hr.shape[1] - crop) // 2
+    assert np.array_equal(sheet[LABEL_BAND : LABEL_BAND + crop * zoom : zoom, : crop * zoom : zoom], scored[y : y + crop, x : x + crop])
 
 
 def test_showcase_takes_each_familys_best_deployable_entry():

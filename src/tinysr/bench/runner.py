@@ -94,8 +94,10 @@ def _minutes(seconds: float | None) -> float | None:
     return None if seconds is None else seconds / 60
 
 
-def cpu_time_ms(model: torch.nn.Module, lr_size: tuple[int, int], repeat: int) -> float:
-    """Median wall time of one forward pass on a (1, 3, H, W) input, after one warm-up pass."""
+def cpu_time_ms(model: torch.nn.Module, lr_size: tuple[int, int], repeat: int, max_seconds: float | None = None) -> float:
+    """Median wall time of one forward pass on a (1, 3, H, W) input, after one warm-up pass: of
+    ``repeat`` passes, or, with ``max_seconds``, of as many of them as end within that many seconds
+    of timing (at least one)."""
     x = torch.rand(1, 3, *lr_size)
     times = []
     with torch.inference_mode():
@@ -104,6 +106,8 @@ def cpu_time_ms(model: torch.nn.Module, lr_size: tuple[int, int], repeat: int) -
             start = time.perf_counter()
             model(x)
             times.append((time.perf_counter() - start) * 1e3)
+            if max_seconds is not None and sum(times) >= max_seconds * 1e3:
+                break
     return statistics.median(times)
 
 

@@ -27,8 +27,7 @@ from ..bench.suites import FAMILIES, REFERENCE
 from ..data import BenchmarkSet, LRCache
 from ..errors import TinySRError
 from ..evaluate import evaluate
-from ..inference import super_resolve
-from ..io import list_images, read_image, to_uint8, write_image
+from ..io import list_images, read_image, write_image
 from ..model_file import load
 from ..models import create_model
 from ..profile import profile
@@ -87,20 +86,26 @@ def _prepare_images(out: Path, data: str | None, train: bool = True) -> tuple[Pa
     return train_dir, test_dir
 
 
-def _comparison_sheet(models: dict[str, torch.nn.Module], test_dir: Path, scale: int, crop: int = 96, zoom: int = 3) -> np.ndarray:
+def _comparison_sheet(outputs: dict[str, Path], test_set: BenchmarkSet, crop: int = 96, zoom: int = 3) -> np.ndarray:
     """One column per model (in order), then the ground truth: a centre crop of each held-apart
-    image, enlarged by pixel repetition, under a band labelling the columns."""
+    image, enlarged by pixel repetition, under a band labelling the columns. ``outputs`` names
+    each model's ``evaluate(..., save_dir=...)`` folder: the sheet shows the very images scored."""
     rows = []
-    for sample in BenchmarkSet(test_dir, scale):
+    for sample in test_set:
         hr = sample.hr
         y, x = (hr.shape[0] - crop) // 2, (hr.shape[1] - crop) // 2
-        tiles = [to_uint8(super_resolve(m, sample.lr))[y : y + crop, x : x + crop] for m in models.values()]
+        tiles = [read_image(_saved_output(folder, test_set, sample.name))[y : y + crop, x : x + crop] for folder in outputs.values()]
         tiles.append(hr[y : y + crop, x : x + crop])
         gap = np.full((crop, 4, 3), 255, np.uint8)
         rows.append(np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1))
     sheet = np.concatenate([np.concatenate([r, np.full((4, r.shape[1], 3), 255, np.uint8)], axis=0) for r in rows], axis=0)
     sheet = sheet.repeat(zoom, axis=0).repeat(zoom, axis=1)
-    return _with_labels(sheet, [*models, "ground truth"], column_width=(crop + 4) * zoom)
+    return _with_labels(sheet, [*outputs, "ground truth"], column_width=(crop + 4) * zoom)
+
+
+def _saved_output(folder: Path, test_set: BenchmarkSet, name: str) -> Path:
+    """Where ``evaluate(..., save_dir=folder)`` wrote the output for image ``name``."""
+    return folder / test_set.name / f"x{test_set.scale}" / f"{name}.png"
 
 
 LABEL_BAND = 24  # pixels of white above the sheet for the column labels
@@ -136,6 +141,7 @@ def run_quickstart(
 SHOWN_FAMILIES = [f for f in FAMILIES if f != REFERENCE]
 TIMING_LR_SIZE = (180, 320)  # (H, W): the LR input of the CPU times, as the bench's
 TIMING_REPEAT = 3
+TIMING_SECONDS = 1.0  # a slower model is timed in fewer passes (at least one after the warm-up)
 
 
 def showcase_models(scale: int = 2) -> list[dict]:
@@ -162,8 +168,9 @@ def _compare_zoo_models(out: Path, data: str | None) -> dict:
     form = {"bicubic": "-", **{e["name"]: e["form"] for e in entries}}
     test_set = BenchmarkSet(test_dir, scale, cache=LRCache())
     rows = []
+    outputs = {name: out / "sr" / name for name in models}
     for name, model in models.items():
-        score = evaluate(model, test_set, progress=False)
+        score = evaluate(model, test_set, save_dir=outputs[name], progress=False)
         cost = profile(model, lr_size=TIMING_LR_SIZE)
         rows.append(
             {
@@ -175,11 +182,11 @@ def _compare_zoo_models(out: Path, data: str | None) -> dict:
                 "photos_ssim": score.ssim,
                 "params": cost.params,
                 "ops_g": cost.ops / 1e9,
-                "time_ms": cpu_time_ms(model, TIMING_LR_SIZE, TIMING_REPEAT),
+                "time_ms": cpu_time_ms(model, TIMING_LR_SIZE, TIMING_REPEAT, max_seconds=TIMING_SECONDS),
             }
         )
     sheet_path, figure_path = out / "comparison.png", out / "psnr_vs_ms.png"
-    write_image(sheet_path, _comparison_sheet(models, test_dir, scale, zoom=2))
+    write_image(sheet_path, _comparison_sheet(outputs, test_set, zoom=2))
     plot_psnr_vs_latency(rows, "photos", figure_path, torch.get_num_threads())
     bicubic_psnr = rows[0]["photos_psnr"]
     h, w = TIMING_LR_SIZE
@@ -196,6 +203,7 @@ def _compare_zoo_models(out: Path, data: str | None) -> dict:
     if missing:
         print(f"\n(the zoo has no x{scale} {' or '.join(missing)} model yet)")
     print(f"\ncomparison sheet:  {sheet_path}   ({' | '.join([*models, 'ground truth'])})")
+    print(f"SR outputs:        {out / 'sr'}/<model>/")
     print(f"PSNR vs CPU time:  {figure_path}")
     default = f" (its default x{scale} model, {PREFIX}{DEFAULT_UPSCALERS[scale]})" if scale in DEFAULT_UPSCALERS else ""
     print(f"try:               tinysr upscale -i {test_dir} -o {out / 'upscaled'}{default}")
@@ -235,9 +243,10 @@ def _train_and_compare(out: Path, iterations: int, data: str | None, device: str
     model = load(final)
     bicubic = create_model("bicubic", scale=scale)
     test_set = BenchmarkSet(test_dir, scale, cache=LRCache())
-    scores = {name: evaluate(m, test_set, progress=False) for name, m in (("bicubic", bicubic), ("model", model))}
+    outputs = {"bicubic": out / "sr" / "bicubic", "model": out / "sr" / "model"}
+    scores = {name: evaluate(m, test_set, save_dir=outputs[name], progress=False) for name, m in (("bicubic", bicubic), ("model", model))}
     sheet_path = out / "comparison.png"
-    write_image(sheet_path, _comparison_sheet({"bicubic": bicubic, "model": model}, test_dir, scale))
+    write_image(sheet_path, _comparison_sheet(outputs, test_set))
     print(f"\nheld-apart images ({', '.join(p.stem for p in test_set.hr_paths)}), x{scale}, Y-channel PSNR / SSIM:")
     for name, s in scores.items():
         print(f"  {name:<8} {s.psnr:7.3f} dB  {s.ssim:.4f}")
