@@ -574,6 +574,29 @@ def test_cli_deploy_says_a_full_precision_model_has_nothing_to_deploy(tmp_path, 
     assert not (tmp_path / "out.safetensors").exists()
 
 
+def test_cli_deploy_stores_at_the_precision_asked_and_replaces_no_file_untold(tmp_path, capsys):
+    model = tinysr.create_model("edsr_baseline", scale=2, channels=16, blocks=2)
+    src, out = tmp_path / "fp.safetensors", tmp_path / "out.safetensors"
+    tinysr.save(model, src)
+    assert main(["deploy", "-m", str(src), "-o", str(out), "--precision", "int8"]) == 0  # as trained, smaller
+    assert "as trained" in capsys.readouterr().out and out.stat().st_size < 0.4 * src.stat().st_size
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert (tinysr.load(out)(x) - model(x)).abs().max() < 0.02
+    before = out.read_bytes()
+    assert main(["deploy", "-m", str(src), "-o", str(out), "--precision", "float16"]) == 2  # an existing file, untold
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out.safetensors exists" in err[0] and "--overwrite" in err[0]
+    assert out.read_bytes() == before
+    assert main(["deploy", "-m", str(src), "-o", str(out), "--precision", "float16", "--overwrite"]) == 0
+    assert out.read_bytes() != before
+    binary = tinysr.create_model("edsr_reactnet", scale=2, channels=16, units=2)
+    tinysr.save(binary, tmp_path / "b.safetensors")
+    assert main(["deploy", "-m", str(tmp_path / "b.safetensors"), "-o", str(tmp_path / "p16.safetensors"), "--precision", "float16"]) == 0
+    assert "in float16" in capsys.readouterr().out
+    assert any(isinstance(m, PackedBinaryConv2d) for m in tinysr.load(tmp_path / "p16.safetensors").modules())
+
+
 class MedianScaledSigns(WeightQuantizer):
     """A toy 1-bit weight quantizer neither layer knows: signs scaled by the per-channel median |W|."""
 

@@ -29,7 +29,7 @@ from .export import check_onnx, export_onnx
 from .files import atomic_write, remove_stale_temps, sha256_of
 from .inference import AUTO_TILE, AUTO_TILE_PIXELS, default_tile_pad, tile_size, upscale
 from .io import MAX_PIXELS, is_image_file, list_images, read_image, write_image
-from .model_file import load, save
+from .model_file import PRECISIONS, load, save
 from .models import create_model, list_models, model_spec
 from .models.registry import SUPPORTED_SCALES
 from .profile import profile
@@ -283,29 +283,38 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    if not args.overwrite and _same_file(Path(args.model), Path(args.output)):
+    out = Path(args.output)
+    if not args.overwrite and _same_file(Path(args.model), out):
         raise TinySRError(f"-o {args.output} would replace the model it deploys ({args.model}); choose another output or pass --overwrite")
+    if not args.overwrite and out.exists():
+        raise TinySRError(f"-o {args.output} exists; choose another output or pass --overwrite")
     model = load(args.model)
     form = deploy_form(model, "pack" if args.pack else "auto")
-    if form == "none":
+    name = model_spec(model).name
+    if form == "none" and args.precision == "float32":
         spec = model_spec(model)
         done = [word for name, word in (("pack", "packed"), ("reparameterize", "merged")) if spec.transformed_by(name)]
         state = f"is already {done[0]}" if done else "has neither re-parameterizable blocks nor binary convs"
-        raise TinySRError(f"deploy: {args.model} ({spec.name}) {state}: it runs as it is, there is nothing to deploy")
-    deployed = deployable(model, form)
-    save(deployed, args.output)
-    name = model_spec(model).name
+        raise TinySRError(
+            f"deploy: {args.model} ({spec.name}) {state}: it runs as it is, there is nothing to deploy (--precision stores it smaller)"
+        )
+    deployed = deployable(model, form) if form != "none" else model
+    save(deployed, out, precision=args.precision)
+    stored = f"{out.stat().st_size / 1e6:.2f} MB in {args.precision}"
+    if form == "none":
+        print(f"{args.output}: {name} as trained, {stored}")
+        return 0
     if form == "pack":
         before, after = binary_weight_bytes(model), binary_weight_bytes(deployed)
         print(
             f"{args.output}: {name} with bit-packed binary convs; their weights "
-            f"{before / 1e3:.1f} kB -> {after / 1e3:.1f} kB ({before / after:.1f}x smaller)"
+            f"{before / 1e3:.1f} kB -> {after / 1e3:.1f} kB ({before / after:.1f}x smaller); {stored}"
         )
         return 0
     before, after = profile(model, (180, 320)), profile(deployed, (180, 320))
     print(
         f"{args.output}: {name} merged into plain convs, params {before.params / 1e3:.1f}K -> {after.params / 1e3:.1f}K, "
-        f"FLOPs at 320x180 {before.flops / 1e9:.2f}G -> {after.flops / 1e9:.2f}G"
+        f"FLOPs at 320x180 {before.flops / 1e9:.2f}G -> {after.flops / 1e9:.2f}G; {stored}"
     )
     return 0
 
@@ -514,7 +523,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pack", action="store_true", help="bit-pack the binary convs (the default for every model without re-parameterizable blocks)"
     )
-    p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input model file")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="how the file stores floats (tinysr.save): float16 in half the bytes, int8 weights with a scale per "
+        "output channel in about a quarter; check the scores of a smaller file with tinysr test (default float32)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="allow the output to replace an existing file, the input model included")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser(
