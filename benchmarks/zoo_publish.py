@@ -139,7 +139,7 @@ def main() -> None:
             if moved < TOLERANCE_DB and (precision == "int8" or strayed < TOLERANCE_LEVEL):
                 record["noise_levels"] = round(strayed * 255, 2)
                 break
-            moves = f"{precision} moves PSNR by {moved:.4f} dB and an output by up to {strayed:.4f}"
+            moves = f"{precision} moves PSNR by {moved:.4f} dB and an output on noise by up to {strayed * 255:.2f} levels"
             if args.precision != "auto":
                 raise SystemExit(f"{moves}: nothing stored (--precision auto falls back to float32)")
             print(f"{moves}: stored as float32")
