@@ -83,10 +83,10 @@ def _compile(target: Path) -> None:
             )
             for name in SOURCES
         ]
-        for job in jobs:
-            _, errors = job.communicate()
+        errors = [job.communicate()[1] for job in jobs]  # every job ends before the folder goes
+        for job, text in zip(jobs, errors):
             if job.returncode != 0:
-                raise RuntimeError(f"{_compiler()} failed: {errors.strip()}")
+                raise RuntimeError(f"{_compiler()} failed: {text.strip()}")
         library = work / target.name
         objects = [str(work / f"{Path(name).stem}.o") for name in SOURCES]
         link = subprocess.run([_compiler(), "-shared", "-fopenmp", *objects, "-o", str(library)], capture_output=True, text=True)
