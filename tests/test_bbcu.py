@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import tinysr
-from tinysr.models.bbcu import ALIGNMENT, BinaryUpsampleUnit
+from tinysr.models.bbcu import ALIGNMENT, BinaryUpsampleUnit, repeat_channels
 from tinysr.nn import BinaryConv2d, RPReLU, RSign
 from tinysr.profile import profile
 
@@ -77,6 +77,14 @@ def test_upsample_unit_is_the_shuffled_branch_plus_the_nearest_upsampled_input()
     with torch.no_grad():
         want = F.pixel_shuffle(unit.post(unit.conv(x)), 2) + F.interpolate(x, scale_factor=2, mode="nearest")
         assert torch.allclose(unit(x), want, atol=1e-6)
+
+
+def test_channels_repeat_as_repeat_interleave_in_either_layout():
+    x = torch.randn(2, 5, 3, 4)
+    want = x.repeat_interleave(4, dim=1)
+    assert torch.equal(repeat_channels(x, 4), want) and repeat_channels(x, 4).is_contiguous()
+    last = repeat_channels(x.contiguous(memory_format=torch.channels_last), 4)
+    assert torch.equal(last, want) and last.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_alignment_scales_the_image_in_and_out():

@@ -44,6 +44,17 @@ ALIGNMENT = 130.0  # k of the official training options, for every BBCU network 
 INITS = ("official", "default")
 
 
+def repeat_channels(x: torch.Tensor, times: int) -> torch.Tensor:
+    """``x.repeat_interleave(times, dim=1)`` (each channel ``times`` times in a row), laid out as
+    ``x`` is: from a channels_last ``x`` (a packed network's activations) as one channels_last copy,
+    which the packed conv's residual stage then reads as it is, where ``repeat_interleave`` writes
+    NCHW and the stage copies it again (the two passes cost several times the one)."""
+    n, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return x.permute(0, 2, 3, 1)[..., None].expand(n, h, w, c, times).reshape(n, h, w, c * times).permute(0, 3, 1, 2)
+    return x.repeat_interleave(times, dim=1)
+
+
 class BinaryUpsampleUnit(nn.Module):
     """BBCU-M's binary upsampler stage: ``PixelShuffle(RPReLU(bconv(x))) + nearest(x)``.
 
@@ -59,7 +70,7 @@ class BinaryUpsampleUnit(nn.Module):
         self.shuffle = nn.PixelShuffle(factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        repeated = x.repeat_interleave(self.factor * self.factor, dim=1)
+        repeated = repeat_channels(x, self.factor * self.factor)
         return self.shuffle(conv_with_stages(self.conv, x, [self.post], residual=repeated))
 
 
