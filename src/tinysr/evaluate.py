@@ -30,6 +30,11 @@ class Score:
         return asdict(self)
 
 
+def saved_output_path(save_dir: str | Path, dataset: BenchmarkSet, name: str) -> Path:
+    """Where :func:`evaluate` with ``save_dir`` writes its output for image ``name`` of ``dataset``."""
+    return Path(save_dir) / dataset.name / f"x{dataset.scale}" / f"{name}.png"
+
+
 def evaluate(model: nn.Module, dataset: BenchmarkSet, save_dir: str | Path | None = None, progress: bool = True) -> Score:
     """PSNR/SSIM (Y channel, ``scale``-pixel border crop) of ``model`` on ``dataset``."""
     model.eval()
@@ -49,5 +54,5 @@ def evaluate(model: nn.Module, dataset: BenchmarkSet, save_dir: str | Path | Non
         psnrs.append(p)
         ssims.append(s)
         if save_dir is not None:
-            write_image(Path(save_dir) / dataset.name / f"x{dataset.scale}" / f"{sample.name}.png", sr)
+            write_image(saved_output_path(save_dir, dataset, sample.name), sr)
     return Score(dataset.name, dataset.scale, float(np.mean(psnrs)), float(np.mean(ssims)), len(psnrs))

@@ -26,7 +26,7 @@ from ..bench.runner import cpu_time_ms
 from ..bench.suites import FAMILIES, REFERENCE
 from ..data import BenchmarkSet, LRCache
 from ..errors import TinySRError
-from ..evaluate import evaluate
+from ..evaluate import evaluate, saved_output_path
 from ..io import list_images, read_image, write_image
 from ..model_file import load
 from ..models import create_model
@@ -94,18 +94,13 @@ def _comparison_sheet(outputs: dict[str, Path], test_set: BenchmarkSet, crop: in
     for sample in test_set:
         hr = sample.hr
         y, x = (hr.shape[0] - crop) // 2, (hr.shape[1] - crop) // 2
-        tiles = [read_image(_saved_output(folder, test_set, sample.name))[y : y + crop, x : x + crop] for folder in outputs.values()]
+        tiles = [read_image(saved_output_path(folder, test_set, sample.name))[y : y + crop, x : x + crop] for folder in outputs.values()]
         tiles.append(hr[y : y + crop, x : x + crop])
         gap = np.full((crop, 4, 3), 255, np.uint8)
         rows.append(np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1))
     sheet = np.concatenate([np.concatenate([r, np.full((4, r.shape[1], 3), 255, np.uint8)], axis=0) for r in rows], axis=0)
     sheet = sheet.repeat(zoom, axis=0).repeat(zoom, axis=1)
     return _with_labels(sheet, [*outputs, "ground truth"], column_width=(crop + 4) * zoom)
-
-
-def _saved_output(folder: Path, test_set: BenchmarkSet, name: str) -> Path:
-    """Where ``evaluate(..., save_dir=folder)`` wrote the output for image ``name``."""
-    return folder / test_set.name / f"x{test_set.scale}" / f"{name}.png"
 
 
 LABEL_BAND = 24  # pixels of white above the sheet for the column labels
