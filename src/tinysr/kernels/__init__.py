@@ -6,7 +6,7 @@ filter (SPEC §1).
 compiler): callers then use their PyTorch or numpy path, which computes the same numbers.
 
 The sources are plain C++ behind a C interface, with no PyTorch headers: parsing those and
-instantiating pybind11's templates took three quarters of a build. Each source compiles in its own
+instantiating pybind11's templates was most of a build's time. Each source compiles in its own
 process, at once, and :class:`NativeKernels` calls the library through ``ctypes``: it checks the
 tensors, allocates the outputs and passes pointers and PyTorch's thread count. The library is
 cached in ``$TINYSR_CACHE/kernels`` (default ``~/.cache/tinysr/kernels``), named by a digest of

@@ -74,8 +74,8 @@ def _autotunes() -> bool:
     return "avx512" not in paths and all(p in paths for p in AVX2_VARIANTS)
 
 
-# Element-wise stages the native kernel applies to a packed conv's output row by row (kernels.
-# STAGE_CODES): ("add", v) adds a per-channel vector, ("mul", v) multiplies by one, ("prelu", slope)
+# Element-wise stages the native kernel applies to a packed conv's output row by row (codes:
+# kernels.STAGE_CODES): ("add", v) adds a per-channel vector, ("mul", v) multiplies by one, ("prelu", slope)
 # is PReLU, ("residual", None) adds the ``residual`` tensor. _NONE stands for an absent operand.
 _NONE = torch.empty(0)
 
